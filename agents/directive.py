@@ -1,0 +1,68 @@
+"""Machine-readable instructions embedded in prompts.
+
+An LLM reads the natural-language part of a prompt; the scripted backend reads this block. Both
+therefore follow the same plan, which is what lets the offline default stand in for a real model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from autogen_core.models import LLMMessage, SystemMessage
+from pydantic import BaseModel, Field, TypeAdapter
+
+RevealMode = Literal["explicit", "implicit"]
+
+_BLOCK = re.compile(r"<personasim-directive>(.*?)</personasim-directive>", re.DOTALL)
+
+
+class RevealPlan(BaseModel):
+    """Which preference one user turn reveals, and how."""
+
+    preference_id: str
+    topic: str
+    option: str
+    mode: RevealMode
+    hint_kind: str | None = Field(default=None, description="For implicit reveals: behaviour, anecdote ...")
+
+
+class UserTurnPlan(BaseModel):
+    reveal: RevealPlan | None = None
+
+
+class UserTurnDirective(BaseModel):
+    task: Literal["user_turn"] = "user_turn"
+    seed: int
+    scenario_id: str
+    intent: str
+    turns: list[UserTurnPlan]
+
+
+class MemoryRewriteDirective(BaseModel):
+    task: Literal["memory_rewrite"] = "memory_rewrite"
+    budget_tokens: int
+    session_date: str
+
+
+Directive = Annotated[UserTurnDirective | MemoryRewriteDirective, Field(discriminator="task")]
+_ADAPTER: TypeAdapter[UserTurnDirective | MemoryRewriteDirective] = TypeAdapter(Directive)
+
+
+def render_directive(directive: UserTurnDirective | MemoryRewriteDirective) -> str:
+    return f"<personasim-directive>{directive.model_dump_json()}</personasim-directive>"
+
+
+def find_directive(messages: Sequence[LLMMessage]) -> UserTurnDirective | MemoryRewriteDirective | None:
+    """The directive of the first system message that carries one, if any."""
+    for message in messages:
+        if isinstance(message, SystemMessage):
+            match = _BLOCK.search(message.content)
+            if match:
+                return _ADAPTER.validate_json(match.group(1))
+    return None
+
+
+MEMORY_HEADER = "CURRENT MEMORY:"
+TRANSCRIPT_HEADER = "NEW CONVERSATION:"

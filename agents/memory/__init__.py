@@ -1,0 +1,20 @@
+"""Memory strategies: AutoGen ``Memory`` implementations behind one registry."""
+
+from personasim.agents.memory.base import MemorySettings, MemorySnapshot, PersonaMemory, message_content
+from personasim.agents.memory.registry import (
+    available_memories,
+    check_memory_names,
+    create_memory,
+    register_memory,
+)
+
+__all__ = [
+    "MemorySettings",
+    "MemorySnapshot",
+    "PersonaMemory",
+    "available_memories",
+    "check_memory_names",
+    "create_memory",
+    "message_content",
+    "register_memory",
+]

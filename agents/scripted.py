@@ -1,0 +1,206 @@
+"""The offline default backend: a deterministic AutoGen ``ChatCompletionClient``.
+
+It plays three parts, chosen by the directive in the prompt: the simulated user (following the
+revelation plan), the chatbot (a templated, helpful reply), and the memory writer (rule-based
+notes). Its output depends only on the messages it is given, never on call order or a global RNG,
+so the same run reproduces byte for byte whichever actor executes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, Literal
+
+from autogen_core import CancellationToken
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelFamily,
+    ModelInfo,
+    RequestUsage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+
+from personasim.agents.directive import (
+    MEMORY_HEADER,
+    TRANSCRIPT_HEADER,
+    MemoryRewriteDirective,
+    UserTurnDirective,
+    find_directive,
+)
+from personasim.agents.memory.rules import rewrite_notes
+from personasim.agents.tokens import count_tokens
+from personasim.personas.catalog import TopicCatalog, load_topic_catalog
+from personasim.personas.seeding import rng_for
+
+FOLLOW_UPS = (
+    "What would you suggest?",
+    "Does that change what you'd recommend?",
+    "Could you adjust the suggestion with that in mind?",
+    "Any other ideas?",
+    "How would you tweak it?",
+    "What would you do in my place?",
+)
+CLOSINGS = (
+    "Thanks, that's really helpful.",
+    "Great, I'll give that a try.",
+    "Perfect, that's all I needed.",
+    "Thanks! I'll think it over.",
+)
+ACKNOWLEDGEMENTS = (
+    "Thanks for the context.",
+    "Good question.",
+    "Happy to help with that.",
+    "That makes sense.",
+    "Got it.",
+    "Sure thing.",
+)
+ASSISTANT_BODIES = (
+    "A good way to start is to list what matters most to you and pick one or two options to try first.",
+    "I'd suggest keeping it simple at first and adjusting after you see how it fits your week.",
+    "Try a small experiment this week, then we can refine it based on how it goes.",
+    "Here are a few directions: compare the options side by side and choose the one that feels easiest.",
+    "It usually helps to plan a little ahead and leave some room for changes.",
+    "One approach is to set a clear goal, then pick the option that gets you there with the least friction.",
+)
+MEMORY_NOTES = (
+    "I'll keep in mind what you've told me before.",
+    "Based on what I remember from our earlier chats, this should suit you.",
+    "Given what you mentioned previously, I've tailored this a bit.",
+)
+
+SCRIPTED_MODEL_INFO = ModelInfo(
+    vision=False,
+    function_calling=False,
+    json_output=False,
+    family=ModelFamily.UNKNOWN,
+    structured_output=False,
+    multiple_system_messages=True,
+)
+
+
+def _text(message: LLMMessage) -> str:
+    content = getattr(message, "content", "")
+    return content if isinstance(content, str) else ""
+
+
+class ScriptedChatCompletionClient(ChatCompletionClient):
+    """Seeded templates with real variety; no network, no model weights."""
+
+    def __init__(self, catalog: TopicCatalog | None = None, model: str = "scripted-v1") -> None:
+        self._catalog = catalog or load_topic_catalog()
+        self.model = model
+        self._last_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+
+    # -- ChatCompletionClient -------------------------------------------------------------
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],  # noqa: B006 - signature fixed by AutoGen
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},  # noqa: B006
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        directive = find_directive(messages)
+        if isinstance(directive, UserTurnDirective):
+            content = self._user_turn(directive, messages)
+        elif isinstance(directive, MemoryRewriteDirective):
+            content = self._rewrite_memory(directive, messages)
+        else:
+            content = self._assistant_reply(messages)
+        usage = RequestUsage(
+            prompt_tokens=sum(count_tokens(_text(m)) for m in messages),
+            completion_tokens=count_tokens(content),
+        )
+        self._last_usage = usage
+        self._total_usage = RequestUsage(
+            prompt_tokens=self._total_usage.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self._total_usage.completion_tokens + usage.completion_tokens,
+        )
+        return CreateResult(finish_reason="stop", content=content, usage=usage, cached=False)
+
+    async def create_stream(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],  # noqa: B006
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},  # noqa: B006
+        cancellation_token: CancellationToken | None = None,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        result = await self.create(messages, cancellation_token=cancellation_token)
+        assert isinstance(result.content, str)
+        yield result.content
+        yield result
+
+    async def close(self) -> None:
+        return None
+
+    def actual_usage(self) -> RequestUsage:
+        return self._last_usage
+
+    def total_usage(self) -> RequestUsage:
+        return self._total_usage
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:  # noqa: B006
+        return sum(count_tokens(_text(m)) for m in messages)
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:  # noqa: B006
+        return max(0, 1_000_000 - self.count_tokens(messages))
+
+    @property
+    def capabilities(self) -> ModelInfo:  # type: ignore[override]
+        return SCRIPTED_MODEL_INFO
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return SCRIPTED_MODEL_INFO
+
+    # -- the three parts ------------------------------------------------------------------
+    def _user_turn(self, directive: UserTurnDirective, messages: Sequence[LLMMessage]) -> str:
+        turn = sum(1 for m in messages if isinstance(m, AssistantMessage))
+        rng = rng_for(directive.seed, "user-turn", turn)
+        plan = directive.turns[turn] if turn < len(directive.turns) else None
+        parts: list[str] = []
+        if plan is not None and plan.reveal is not None:
+            option = self._catalog.topic(plan.reveal.topic).option(plan.reveal.option)
+            if plan.reveal.mode == "explicit":
+                parts.append(option.statement)
+            else:
+                hints = [h for h in option.hints if h.kind == plan.reveal.hint_kind] or option.hints
+                parts.append(rng.choice(hints).text)
+        if turn == 0:
+            parts.append(directive.intent)
+        elif plan is not None and plan.reveal is not None:
+            parts.append(rng.choice(FOLLOW_UPS))
+        else:
+            parts.append(rng.choice(CLOSINGS))
+        return " ".join(parts)
+
+    def _assistant_reply(self, messages: Sequence[LLMMessage]) -> str:
+        last_user = next((_text(m) for m in reversed(messages) if isinstance(m, UserMessage)), "")
+        rng = rng_for(0, "assistant", last_user)
+        parts = [rng.choice(ACKNOWLEDGEMENTS), rng.choice(ASSISTANT_BODIES)]
+        has_memory = sum(1 for m in messages if isinstance(m, SystemMessage)) > 1
+        if has_memory:
+            parts.append(rng.choice(MEMORY_NOTES))
+        return " ".join(parts)
+
+    def _rewrite_memory(self, directive: MemoryRewriteDirective, messages: Sequence[LLMMessage]) -> str:
+        request = next((_text(m) for m in messages if isinstance(m, UserMessage)), "")
+        old, _, transcript = request.partition(TRANSCRIPT_HEADER)
+        old = old.replace(MEMORY_HEADER, "", 1).strip()
+        user_lines = [
+            m.group(1) for m in re.finditer(r"^user:\s*(.*)$", transcript, flags=re.MULTILINE)
+        ]
+        return rewrite_notes(old, user_lines, directive.session_date, directive.budget_tokens)

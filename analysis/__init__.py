@@ -1,0 +1,16 @@
+"""Analysis: questions generated from ground truth, readers, and scores. Reads the store; writes only
+its own tables (questions, answers)."""
+
+from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
+from personasim.analysis.questions import generate_questions, load_timelines
+from personasim.analysis.reader import EmbeddingReader, ReaderAnswer
+
+__all__ = [
+    "EmbeddingReader",
+    "ReaderAnswer",
+    "StrategyScore",
+    "answer_questions",
+    "generate_questions",
+    "load_timelines",
+    "score_by_strategy",
+]

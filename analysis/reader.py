@@ -1,0 +1,41 @@
+"""Offline readers: answer a multiple-choice question from a memory's context alone.
+
+The embedding reader is what lets the default run score memories with no LLM: it finds the
+memory lines about the question's topic (similarity to the options' centroid), favours the
+newest of them, and picks the option those lines support most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from personasim.agents.embedding import Embedder
+
+
+class ReaderAnswer(BaseModel):
+    chosen_index: int
+    scores: list[float]
+
+
+class EmbeddingReader:
+    name = "embedding"
+
+    def __init__(self, embedder: Embedder, temperature: float = 0.05, recency_weight: float = 0.1) -> None:
+        self.embedder = embedder
+        self.temperature = temperature
+        self.recency_weight = recency_weight
+
+    def answer(self, context_items: list[str], query: str, options: list[str]) -> ReaderAnswer:
+        opts = self.embedder.encode(options)
+        if not context_items:
+            scores = opts @ self.embedder.encode([query])[0]
+        else:
+            items = self.embedder.encode(context_items)
+            relevance = items @ opts.mean(axis=0)
+            recency = np.linspace(0.0, 1.0, len(context_items)) if len(context_items) > 1 else np.ones(1)
+            logits = (relevance + self.recency_weight * recency) / self.temperature
+            weights = np.exp(logits - logits.max())
+            weights /= weights.sum()
+            scores = weights @ (items @ opts.T)
+        return ReaderAnswer(chosen_index=int(np.argmax(scores)), scores=[round(float(s), 6) for s in scores])

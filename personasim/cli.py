@@ -1,0 +1,109 @@
+"""The ``personasim`` command line. Every command has a Python API twin in ``personasim.api``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Simulate users with evolving implicit personas talking to a chatbot with long-term memory, "
+    "and score every memory exactly against the persona's true state.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """personasim command line."""
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    users: Annotated[int | None, typer.Option(help="Simulated users (default 24).")] = None,
+    sessions: Annotated[int | None, typer.Option(help="Sessions per user (default 6).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed: same config and seed, same store (default 0).")] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated memory strategies to evaluate (default none,full_history,agentic)."),
+    ] = None,
+    chatbot_memory: Annotated[
+        str | None, typer.Option(help="Strategy the live chatbot uses in sessions (default agentic).")
+    ] = None,
+    db: Annotated[Path, typer.Option(help="DuckDB store file to write.")] = Path("personasim.duckdb"),
+    config: Annotated[
+        Path | None, typer.Option("--config", help="JSON, TOML or YAML run config; flags override it.")
+    ] = None,
+    actors: Annotated[int | None, typer.Option(help="Ray actors holding user shards (default: CPUs).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Address of an existing Ray cluster (default: start an embedded Ray).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace this run if the store already holds it.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Simulate users and sessions, store every turn, then score each memory strategy on questions
+    generated from the personas' true state. Prints a summary table."""
+    from personasim.api import run as run_api
+    from personasim.config import ConfigError, build_config
+    from personasim.sim.store import StoreError
+
+    try:
+        cfg = build_config(
+            config, users=users, sessions=sessions, seed=seed, memory=memory, chatbot_memory=chatbot_memory,
+            actors=actors, address=address,
+        )
+        summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
+    except (ConfigError, StoreError) as exc:
+        _fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        _fail("interrupted; the partial run was removed from the store")
+        return
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    console = Console()
+    overview = Table(title=f"personasim run {summary.run_id}", show_header=False)
+    overview.add_column(style="bold")
+    overview.add_column(justify="right")
+    for label, value in [
+        ("users", summary.users), ("sessions", summary.sessions), ("turns", summary.turns),
+        ("drift events", summary.drift_events), ("questions", summary.questions),
+        ("ray actors", summary.actors), ("wall time", f"{summary.wall_seconds:.1f} s"), ("store", summary.db),
+    ]:
+        overview.add_row(label, str(value))
+    console.print(overview)
+    scores = Table(title=f"accuracy per memory strategy (chance {summary.chance:.1%})")
+    scores.add_column("strategy")
+    scores.add_column("questions", justify="right")
+    scores.add_column("accuracy", justify="right")
+    scores.add_column("mean context tokens", justify="right")
+    for s in summary.scores:
+        scores.add_row(s.strategy, str(s.questions), f"{s.accuracy:.1%}", f"{s.mean_context_tokens:,.0f}")
+    console.print(scores)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # last resort: one line, non-zero, no traceback wall
+        Console(stderr=True).print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Building a run config from defaults, a config file and command-line overrides (in that order)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from personasim.sim.config import ConfigFileError, RunConfig, describe_validation_error, load_config_file
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be used; the message names the setting and what is wrong."""
+
+
+def build_config(config_file: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Defaults, then ``config_file``, then the non-None ``overrides``.
+
+    Overrides use the command line's names: users, sessions, seed, memory (list or comma string),
+    chatbot_memory, actors, address.
+    """
+    try:
+        data: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from exc
+    paths = {
+        "users": ("population", "users"),
+        "sessions": ("schedule", "sessions"),
+        "seed": ("seed",),
+        "memory": ("memory", "strategies"),
+        "chatbot_memory": ("memory", "chatbot"),
+        "actors": ("engine", "num_actors"),
+        "address": ("engine", "address"),
+    }
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in paths:
+            raise ConfigError(f"unknown override {key!r}")
+        if key == "memory" and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        node = data
+        *parents, leaf = paths[key]
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"setting {p!r} must be a mapping")
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        origin = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid run config{origin}: {describe_validation_error(exc)}") from exc

@@ -1,0 +1,116 @@
+"""The one validated object that describes a run. It is stored with the run, so a run can be
+reproduced from its ``runs`` row alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from personasim.agents.backends import BackendConfig
+from personasim.agents.memory.base import MemorySettings
+from personasim.agents.memory.registry import check_memory_names
+from personasim.agents.user import DialogueConfig
+from personasim.personas.drift import DriftConfig
+from personasim.personas.generator import PopulationConfig
+from personasim.worlds.schedule import ScheduleConfig
+
+
+class MemoryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[str] = Field(
+        default_factory=lambda: ["none", "full_history", "agentic"],
+        min_length=1,
+        description="Strategies evaluated side by side on the same conversations.",
+    )
+    chatbot: str = Field(default="agentic", description="Strategy the live chatbot uses during sessions.")
+    settings: MemorySettings = Field(default_factory=MemorySettings)
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_unique(cls, names: list[str]) -> list[str]:
+        names = [n.strip() for n in names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"memory strategies listed twice: {names}")
+        return check_memory_names(names)
+
+    @field_validator("chatbot")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        check_memory_names([name])
+        return name
+
+
+class EngineConfig(BaseModel):
+    """How the run executes. Not part of the run's identity: results do not depend on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
+    address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    population: PopulationConfig = Field(default_factory=PopulationConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    user_backend: BackendConfig = Field(default_factory=BackendConfig)
+    chatbot_backend: BackendConfig = Field(default_factory=BackendConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic: the same config and seed give the same id (and the same rows)."""
+        identity = self.model_dump_json(exclude={"engine"})
+        return "run-" + hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be read or does not validate."""
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a JSON, TOML or YAML config file into a plain mapping (validated by the caller)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigFileError(f"config file {p} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        elif p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigFileError(f"config file {p} must end in .json, .toml, .yaml or .yml")
+    except (json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
+        if isinstance(exc, ConfigFileError):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigFileError(f"config file {p} is not valid {p.suffix[1:].upper()}: {first}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the setting: what a user needs to fix it."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "config"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

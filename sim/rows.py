@@ -1,0 +1,146 @@
+"""Store rows: one pydantic model per DuckDB table. The DDL is generated from these models, so
+the schema has a single source of truth (documented in docs/store.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class RunRow(BaseModel):
+    run_id: str
+    seed: int
+    config_json: str
+    personasim_version: str
+    package_versions_json: str
+    users: int
+    sessions_per_user: int
+    status: str
+
+
+class PersonaRow(BaseModel):
+    run_id: str
+    persona_id: str
+    user_index: int
+    locale: str
+    name: str
+    age: int
+    gender: str
+    occupation: str
+    city: str
+    country: str
+
+
+class PreferenceRow(BaseModel):
+    run_id: str
+    preference_id: str
+    persona_id: str
+    domain: str
+    topic: str
+    option: str
+    statement: str
+    polarity: str
+    strength: float
+    sensitive: bool
+    valid_from: datetime
+    valid_to: datetime | None
+
+
+class DriftEventRow(BaseModel):
+    run_id: str
+    event_id: str
+    persona_id: str
+    time: datetime
+    cause: str
+    topic: str
+    old_preference_id: str
+    new_preference_id: str
+
+
+class SessionRow(BaseModel):
+    run_id: str
+    session_id: str
+    persona_id: str
+    session_index: int
+    scenario_id: str
+    started_at: datetime
+    ended_at: datetime
+    n_turns: int
+    status: str
+
+
+class TurnRow(BaseModel):
+    run_id: str
+    turn_id: str
+    session_id: str
+    persona_id: str
+    session_index: int
+    turn_index: int
+    role: str
+    text: str
+    time: datetime
+    tokens: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    revealed_preference_id: str | None
+    reveal_mode: str | None
+    hint_kind: str | None
+
+
+class MemorySnapshotRow(BaseModel):
+    run_id: str
+    snapshot_id: str
+    persona_id: str
+    session_index: int
+    strategy: str
+    time: datetime
+    text: str
+    items: list[str]
+    tokens: int
+
+
+class QuestionRow(BaseModel):
+    run_id: str
+    question_id: str
+    persona_id: str
+    question_type: str
+    asked_at: datetime
+    topic: str
+    scenario_id: str
+    query: str
+    options: list[str]
+    option_sources: list[str]
+    correct_index: int
+    preference_id: str
+    stale_preference_id: str | None
+    reveal_mode: str
+    reveals: int
+    sessions_since_reveal: int
+
+
+class AnswerRow(BaseModel):
+    run_id: str
+    answer_id: str
+    question_id: str
+    persona_id: str
+    strategy: str
+    reader: str
+    snapshot_id: str | None
+    chosen_index: int
+    correct: bool
+    scores: list[float]
+    context_tokens: int
+
+
+TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
+    "runs": (RunRow, ("run_id",)),
+    "personas": (PersonaRow, ("run_id", "persona_id")),
+    "preferences": (PreferenceRow, ("run_id", "preference_id")),
+    "drift_events": (DriftEventRow, ("run_id", "event_id")),
+    "sessions": (SessionRow, ("run_id", "session_id")),
+    "turns": (TurnRow, ("run_id", "turn_id")),
+    "memory_snapshots": (MemorySnapshotRow, ("run_id", "snapshot_id")),
+    "questions": (QuestionRow, ("run_id", "question_id")),
+    "answers": (AnswerRow, ("run_id", "answer_id")),
+}

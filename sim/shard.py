@@ -1,0 +1,194 @@
+"""A shard of simulated users, run inside one Ray actor (or directly, in tests).
+
+A user costs kilobytes and an actor costs a process, so an actor holds many users and runs their
+sessions concurrently with asyncio. Every user draws from its own seeded streams, so the rows do
+not depend on which shard holds the user or in which order sessions interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from personasim.agents.backends import create_client
+from personasim.agents.chatbot import build_chatbot
+from personasim.agents.conversation import TurnRecord, run_session
+from personasim.agents.memory import PersonaMemory, create_memory, message_content
+from personasim.agents.user import build_user_agent, plan_session, user_system_prompt
+from personasim.personas.catalog import load_topic_catalog
+from personasim.personas.drift import TopicSwapDrift
+from personasim.personas.generator import PersonaGenerator
+from personasim.personas.models import DriftEvent, Persona
+from personasim.personas.seeding import derive_seed, rng_for
+from personasim.sim.config import RunConfig
+from personasim.sim.ids import session_id, snapshot_id, turn_id
+from personasim.sim.rows import (
+    DriftEventRow,
+    MemorySnapshotRow,
+    PersonaRow,
+    PreferenceRow,
+    SessionRow,
+    TurnRow,
+)
+from personasim.worlds.scenarios import load_scenario_catalog
+from personasim.worlds.schedule import session_times
+
+
+class SessionBatch(BaseModel):
+    """Everything one round of sessions produced in one shard, ready for the store."""
+
+    sessions: list[SessionRow] = Field(default_factory=list)
+    turns: list[TurnRow] = Field(default_factory=list)
+    memory_snapshots: list[MemorySnapshotRow] = Field(default_factory=list)
+    drift_events: list[DriftEventRow] = Field(default_factory=list)
+
+    def tables(self) -> list[tuple[str, list[BaseModel]]]:
+        return [
+            ("sessions", list(self.sessions)),
+            ("turns", list(self.turns)),
+            ("memory_snapshots", list(self.memory_snapshots)),
+            ("drift_events", list(self.drift_events)),
+        ]
+
+
+class PersonaBatch(BaseModel):
+    personas: list[PersonaRow]
+    preferences: list[PreferenceRow]
+
+    def tables(self) -> list[tuple[str, list[BaseModel]]]:
+        return [("personas", list(self.personas)), ("preferences", list(self.preferences))]
+
+
+class _User:
+    def __init__(self, persona: Persona, times: list[datetime], memories: dict[str, PersonaMemory],
+                 live_memory: PersonaMemory) -> None:
+        self.persona = persona
+        self.times = times
+        self.memories = memories
+        self.live_memory = live_memory
+        self.revealed: dict[str, int] = {}
+        self.last_end: datetime | None = None
+
+
+class UserShard:
+    def __init__(self, config: RunConfig, user_indices: list[int]) -> None:
+        self.config = config
+        self.run_id = config.run_id
+        self.catalog = load_topic_catalog()
+        self.scenarios = load_scenario_catalog()
+        self.scenarios.check_topics(t.id for t in self.catalog.topics)
+        self.user_client = create_client(config.user_backend, self.catalog)
+        self.chatbot_client = create_client(config.chatbot_backend, self.catalog)
+        self.drift = TopicSwapDrift(self.catalog, config.drift)
+        generator = PersonaGenerator(self.catalog, config.population, config.seed)
+        self.users: list[_User] = []
+        for index in user_indices:
+            persona = generator.generate(index, config.schedule.start)
+            memories = {
+                name: create_memory(name, config.memory.settings, self.chatbot_client)
+                for name in config.memory.strategies
+            }
+            live = memories.get(config.memory.chatbot) or create_memory(
+                config.memory.chatbot, config.memory.settings, self.chatbot_client
+            )
+            times = session_times(index, config.schedule, config.seed)
+            self.users.append(_User(persona, times, memories, live))
+
+    async def run_round(self, session_index: int) -> SessionBatch:
+        """Run session ``session_index`` of every user in the shard, concurrently."""
+        results = await asyncio.gather(*(self._run_user_session(u, session_index) for u in self.users))
+        batch = SessionBatch()
+        for part in results:
+            batch.sessions += part.sessions
+            batch.turns += part.turns
+            batch.memory_snapshots += part.memory_snapshots
+            batch.drift_events += part.drift_events
+        return batch
+
+    async def _run_user_session(self, user: _User, k: int) -> SessionBatch:
+        cfg = self.config
+        persona = user.persona
+        start = user.times[k]
+        drift_events: list[DriftEvent] = []
+        if user.last_end is not None:
+            drift_events = self.drift.apply_between(
+                persona, user.last_end, start, rng_for(cfg.seed, "drift", persona.index, k)
+            )
+        plan = plan_session(
+            persona, start, user.revealed, self.scenarios, self.catalog, cfg.dialogue,
+            rng_for(cfg.seed, "plan", persona.index, k), derive_seed(cfg.seed, "dialogue", persona.index, k),
+        )
+        user_agent = build_user_agent(self.user_client, user_system_prompt(persona, plan, self.catalog))
+        chatbot = build_chatbot(self.chatbot_client, user.live_memory)
+        reveals = [t.reveal for t in plan.directive.turns]
+        records = await run_session(user_agent, chatbot, reveals, start, cfg.schedule.minutes_per_turn)
+        end = records[-1].time + timedelta(minutes=cfg.schedule.minutes_per_turn)
+        for r in records:
+            if r.reveal is not None:
+                user.revealed[r.reveal.preference_id] = user.revealed.get(r.reveal.preference_id, 0) + 1
+        await self._feed_memories(user, records, end)
+        user.last_end = end
+        sid = session_id(persona.id, k)
+        return SessionBatch(
+            sessions=[SessionRow(
+                run_id=self.run_id, session_id=sid, persona_id=persona.id, session_index=k,
+                scenario_id=plan.scenario.id, started_at=start, ended_at=end, n_turns=len(records),
+                status="completed",
+            )],
+            turns=[self._turn_row(persona.id, k, sid, r) for r in records],
+            memory_snapshots=[
+                MemorySnapshotRow(
+                    run_id=self.run_id, snapshot_id=snapshot_id(persona.id, k, name), persona_id=persona.id,
+                    session_index=k, strategy=name, time=end, text=snap.text, items=snap.items,
+                    tokens=snap.tokens,
+                )
+                for name, mem in user.memories.items()
+                for snap in [mem.snapshot()]
+            ],
+            drift_events=[
+                DriftEventRow(
+                    run_id=self.run_id, event_id=e.id, persona_id=persona.id, time=e.time, cause=e.cause,
+                    topic=e.topic, old_preference_id=e.old.id, new_preference_id=e.new.id,
+                )
+                for e in drift_events
+            ],
+        )
+
+    async def _feed_memories(self, user: _User, records: list[TurnRecord], end: datetime) -> None:
+        targets = list(user.memories.values())
+        if user.live_memory not in targets:
+            targets.append(user.live_memory)
+        for memory in targets:
+            for r in records:
+                await memory.add(message_content(r.role, r.text, r.time))
+            await memory.end_session(end)
+
+    def _turn_row(self, persona_id: str, k: int, sid: str, r: TurnRecord) -> TurnRow:
+        return TurnRow(
+            run_id=self.run_id, turn_id=turn_id(persona_id, k, r.index), session_id=sid, persona_id=persona_id,
+            session_index=k, turn_index=r.index, role=r.role, text=r.text, time=r.time, tokens=r.tokens,
+            prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+            revealed_preference_id=r.reveal.preference_id if r.reveal else None,
+            reveal_mode=r.reveal.mode if r.reveal else None,
+            hint_kind=r.reveal.hint_kind if r.reveal else None,
+        )
+
+    def personas(self) -> PersonaBatch:
+        """Final persona truth: demographics and every preference with its validity interval."""
+        personas, prefs = [], []
+        for user in self.users:
+            p, d = user.persona, user.persona.demographics
+            personas.append(PersonaRow(
+                run_id=self.run_id, persona_id=p.id, user_index=p.index, locale=d.locale, name=d.name,
+                age=d.age, gender=d.gender, occupation=d.occupation, city=d.city, country=d.country,
+            ))
+            prefs += [
+                PreferenceRow(
+                    run_id=self.run_id, preference_id=q.id, polarity=q.polarity.value,
+                    **q.model_dump(exclude={"id", "polarity"}),
+                )
+                for q in p.preferences
+            ]
+        return PersonaBatch(personas=personas, preferences=prefs)

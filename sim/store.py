@@ -1,0 +1,147 @@
+"""The DuckDB trajectory store: one file, one writing process, every table keyed deterministically.
+
+Rows arrive as pydantic models and are written as Arrow batches inside a transaction, so a batch
+is either all in or not at all. Primary keys on (run_id, row id) make a duplicate write an error
+instead of silent corruption.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+
+from personasim.sim.rows import TABLES
+
+SCHEMA_VERSION = 1
+
+_SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: pa.timestamp("us")}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written; the message says how to fix it."""
+
+
+def _unwrap(annotation: object) -> tuple[object, bool]:
+    """(inner type, nullable) for ``X | None``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], True
+    return annotation, False
+
+
+def _column_types(model: type[BaseModel]) -> list[tuple[str, str, pa.DataType, bool]]:
+    cols = []
+    for name, field in model.model_fields.items():
+        inner, nullable = _unwrap(field.annotation)
+        if typing.get_origin(inner) is list:
+            (item,) = typing.get_args(inner)
+            cols.append((name, _SQL[item] + "[]", pa.list_(_ARROW[item]), nullable))
+        else:
+            cols.append((name, _SQL[inner], _ARROW[inner], nullable))  # type: ignore[index]
+    return cols
+
+
+def table_ddl(name: str) -> str:
+    model, key = TABLES[name]
+    cols = [f"{c} {sql}{'' if nullable else ' NOT NULL'}" for c, sql, _, nullable in _column_types(model)]
+    cols.append(f"PRIMARY KEY ({', '.join(key)})")
+    return f"CREATE TABLE IF NOT EXISTS {name} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    model, _ = TABLES[name]
+    return pa.schema([pa.field(c, t, nullable=n) for c, _, t, n in _column_types(model)])
+
+
+class TrajectoryStore:
+    """A DuckDB file holding runs. Open it once per process; only one process may write."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise StoreError(f"store {self.path} does not exist; run `personasim run --db {self.path}` first")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            msg = str(exc)
+            if "lock" in msg.lower():
+                raise StoreError(
+                    f"store {self.path} is open for writing in another process; wait for it to finish "
+                    "or use another --db path"
+                ) from exc
+            raise StoreError(f"cannot open store {self.path}: {msg.splitlines()[0]}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"{self.path} is not a DuckDB store ({str(exc).splitlines()[0]}); choose another --db path"
+            ) from exc
+        if not read_only:
+            self.create_schema()
+
+    def create_schema(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        self.con.execute(
+            "INSERT OR IGNORE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+        )
+        for name in TABLES:
+            self.con.execute(table_ddl(name))
+
+    def write(self, table: str, rows: Sequence[BaseModel]) -> int:
+        if not rows:
+            return 0
+        batch = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
+        self.con.register("_personasim_batch", batch)
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT * FROM _personasim_batch")
+        finally:
+            self.con.unregister("_personasim_batch")
+        return len(rows)
+
+    def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel]]]) -> None:
+        """Write several tables in one transaction: all rows land, or none do."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for table, rows in batches:
+                self.write(table, rows)
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def has_run(self, run_id: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
+
+    def delete_run(self, run_id: str) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        for name in TABLES:
+            self.con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
+        self.con.execute("COMMIT")
+
+    def set_status(self, run_id: str, status: str) -> None:
+        self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
+
+    def export_parquet(self, out_dir: str | Path) -> list[Path]:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name in TABLES:
+            target = out / f"{name}.parquet"
+            self.con.execute(f"COPY {name} TO '{target}' (FORMAT PARQUET)")
+            paths.append(target)
+        return paths
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> TrajectoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+
+from personasim.agents import (
+    DialogueConfig,
+    ScriptedChatCompletionClient,
+    build_chatbot,
+    build_user_agent,
+    plan_session,
+    run_session,
+    user_system_prompt,
+)
+from personasim.agents.memory import MemorySettings, available_memories, create_memory, message_content
+from personasim.agents.tokens import count_tokens
+from personasim.personas import PersonaGenerator, PopulationConfig, load_topic_catalog, rng_for
+from personasim.worlds import load_scenario_catalog
+
+START = datetime(2025, 2, 1, 10)
+
+
+def _session(seed: int = 1, implicit_share: float = 0.8, index: int = 0):
+    catalog = load_topic_catalog()
+    persona = PersonaGenerator(catalog, PopulationConfig(), seed).generate(index, START)
+    plan = plan_session(persona, START, {}, load_scenario_catalog(), catalog,
+                        DialogueConfig(implicit_share=implicit_share), rng_for(seed, "p"), seed)
+    client = ScriptedChatCompletionClient(catalog)
+    memory = create_memory("agentic", MemorySettings(), client)
+    user = build_user_agent(client, user_system_prompt(persona, plan, catalog))
+    bot = build_chatbot(client, memory)
+    reveals = [t.reveal for t in plan.directive.turns]
+    records = asyncio.run(run_session(user, bot, reveals, START, 1.0))
+    return persona, plan, records, user, bot
+
+
+def test_session_runs_real_autogen_agents_and_is_deterministic():
+    _, plan, records, user, bot = _session()
+    assert isinstance(user, AssistantAgent) and isinstance(bot, AssistantAgent)
+    assert [r.role for r in records] == ["user", "assistant"] * len(plan.directive.turns)
+    assert plan.directive.intent in records[0].text
+    _, _, again, _, _ = _session()
+    assert [r.text for r in records] == [r.text for r in again]
+    assert all(r.prompt_tokens and r.completion_tokens for r in records)
+
+
+def test_user_turns_follow_the_revelation_plan():
+    catalog = load_topic_catalog()
+    for index in range(6):
+        _, plan, records, _, _ = _session(index=index)
+        user_turns = [r for r in records if r.role == "user"]
+        for turn, step in zip(user_turns, plan.directive.turns, strict=True):
+            assert turn.reveal == step.reveal
+            if step.reveal is None:
+                continue
+            option = catalog.topic(step.reveal.topic).option(step.reveal.option)
+            if step.reveal.mode == "explicit":
+                assert option.statement in turn.text
+            else:
+                assert any(h.text in turn.text for h in option.hints if h.kind == step.reveal.hint_kind)
+
+
+def test_implicit_hints_never_name_the_option():
+    for topic in load_topic_catalog().topics:
+        for option in topic.options:
+            words = set(option.keywords) | {option.id.replace("_", " ")}
+            for hint in option.hints:
+                for w in words:
+                    assert not re.search(rf"\b{re.escape(w)}\b", hint.text, re.IGNORECASE), (topic.id, option.id, w)
+
+
+def test_mostly_implicit_reveals():
+    implicit = explicit = 0
+    for index in range(30):
+        _, plan, _, _, _ = _session(index=index, seed=2)
+        for t in plan.directive.turns:
+            if t.reveal:
+                implicit += t.reveal.mode == "implicit"
+                explicit += t.reveal.mode == "explicit"
+    assert explicit > 0
+    assert implicit > 2 * explicit
+
+
+def test_agentic_memory_is_bounded_and_rewritten_after_each_session():
+    client = ScriptedChatCompletionClient()
+    memory = create_memory("agentic", MemorySettings(agentic_budget_tokens=60), client)
+
+    async def feed():
+        for day in range(1, 8):
+            t = datetime(2025, 3, day, 9)
+            await memory.add(message_content("user", f"I walked my dog number {day} along the river today.", t))
+            await memory.add(message_content("assistant", "Nice!", t))
+            await memory.end_session(t)
+
+    asyncio.run(feed())
+    snap = memory.snapshot()
+    assert 0 < snap.tokens <= 60
+    assert "number 7" in snap.text and "number 1 " not in snap.text
+    assert "Nice!" not in snap.text
+    assert all(line.startswith("[2025-03-") for line in snap.items)
+
+
+def test_full_history_and_none():
+    settings = MemorySettings(full_history_max_tokens=30)
+    full = create_memory("full_history", settings)
+    none = create_memory("none", settings)
+
+    async def feed():
+        for i in range(10):
+            for m in (full, none):
+                await m.add(message_content("user", f"message {i} with some words", datetime(2025, 1, 1)))
+        await full.end_session(datetime(2025, 1, 1))
+
+    asyncio.run(feed())
+    assert none.snapshot().text == "" and none.snapshot().tokens == 0
+    snap = full.snapshot()
+    assert snap.tokens <= 30 and "message 9" in snap.text and "message 0" not in snap.text
+    assert snap.tokens == count_tokens(snap.text)
+
+
+def test_memory_registry_rejects_unknown_names():
+    assert {"none", "full_history", "agentic"} <= set(available_memories())
+    with pytest.raises(ValueError, match="unknown memory strategy 'telepathy'"):
+        create_memory("telepathy", MemorySettings())

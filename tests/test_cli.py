@@ -1,0 +1,92 @@
+"""Bad input exits non-zero with one line naming the problem, and leaves no store behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from personasim.cli import app
+
+
+def _run(args):
+    result = CliRunner().invoke(app, ["run", *args])
+    return result.exit_code, result.output.strip()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--memory", "none,telepathy"], "unknown memory strategy 'telepathy'"),
+        (["--users", "0"], "population.users"),
+        (["--sessions", "0"], "schedule.sessions"),
+    ],
+)
+def test_bad_flags(tmp_path, args, expected):
+    db = tmp_path / "x.duckdb"
+    code, out = _run([*args, "--db", str(db)])
+    assert code != 0
+    assert expected in out
+    assert len(out.splitlines()) == 1, out
+    assert not db.exists()
+
+
+def test_unwritable_db_paths(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for db, expected in [
+        (blocker / "run.duckdb", "does not exist"),
+        (tmp_path / "missing-dir" / "run.duckdb", "does not exist"),
+        (tmp_path, "is a directory"),
+    ]:
+        code, out = _run(["--users", "2", "--db", str(db)])
+        assert code != 0 and expected in out and len(out.splitlines()) == 1, out
+    assert not (tmp_path / "missing-dir").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("bad.json", "{not json", "is not valid JSON"),
+        ("bad.toml", "users = = 3", "is not valid TOML"),
+        ("typo.yaml", "population:\n  userz: 3\n", "population.userz"),
+        ("list.yaml", "- 1\n- 2\n", "must hold a mapping"),
+        ("conf.ini", "[x]", "must end in"),
+    ],
+)
+def test_malformed_config_files(tmp_path, name, content, expected):
+    cfg = tmp_path / name
+    cfg.write_text(content)
+    db = tmp_path / "x.duckdb"
+    code, out = _run(["--config", str(cfg), "--db", str(db)])
+    assert code != 0 and expected in out and len(out.splitlines()) == 1, out
+    assert str(cfg) in out or "config" in out
+    assert not db.exists()
+
+
+def test_config_file_values_are_used_and_flags_win(tmp_path):
+    from personasim.config import build_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('seed = 5\n[population]\nusers = 3\n[memory]\nstrategies = ["none", "agentic"]\n')
+    built = build_config(cfg, users=4)
+    assert built.seed == 5 and built.population.users == 4 and built.memory.strategies == ["none", "agentic"]
+
+
+def test_console_script_reports_bad_input(tmp_path):
+    db = tmp_path / "x.duckdb"
+    out = subprocess.run(
+        [sys.executable, "-m", "personasim.cli", "run", "--users", "0", "--db", str(db)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "population.users" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_help_documents_every_option():
+    out = CliRunner().invoke(app, ["run", "--help"]).output
+    for flag in ["--users", "--sessions", "--seed", "--memory", "--db", "--config", "--address", "--actors"]:
+        assert flag in out

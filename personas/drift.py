@@ -11,7 +11,7 @@ import random
 from datetime import datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.personas.catalog import TopicCatalog
 from personasim.personas.generator import preference_id_for
@@ -29,6 +29,8 @@ DEFAULT_CAUSES = (
 
 
 class DriftConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: Literal["topic_swap"] = "topic_swap"
     probability: float = Field(
         default=0.06,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from faker import Faker
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.personas.catalog import TopicCatalog
 from personasim.personas.models import Demographics, Persona, Polarity, Preference
@@ -35,6 +35,8 @@ _GENDER_WEIGHTS = (0.48, 0.48, 0.04)
 
 class PopulationConfig(BaseModel):
     """How many users, and how rich each persona is."""
+    model_config = ConfigDict(extra="forbid")
+
 
     users: int = Field(default=24, ge=1, description="Number of simulated users.")
     preferences_per_user: int = Field(

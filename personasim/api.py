@@ -52,6 +52,17 @@ def check_db_path(path: Path) -> None:
         raise StoreError(f"cannot write --db {path}: {exc.strerror or exc}; choose a writable location") from exc
 
 
+def world_data_hash() -> str:
+    """Hash of the shipped topic and scenario files: a run reproduces only on the same world data."""
+    import hashlib
+    from importlib import resources
+
+    digest = hashlib.blake2b(digest_size=8)
+    for package, name in [("personasim.personas", "data/topics.json"), ("personasim.worlds", "data/scenarios.json")]:
+        digest.update(resources.files(package).joinpath(name).read_bytes())
+    return digest.hexdigest()
+
+
 def _versions() -> str:
     import importlib.metadata as md
     import json
@@ -102,7 +113,7 @@ def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progres
     try:
         store.write("runs", [RunRow(
             run_id=run_id, seed=config.seed, config_json=config.model_dump_json(exclude={"engine"}),
-            personasim_version=__version__, package_versions_json=_versions(),
+            personasim_version=__version__, world_data_hash=world_data_hash(), package_versions_json=_versions(),
             users=config.population.users, sessions_per_user=config.schedule.sessions, status="running",
         )])
         with _progress(show_progress) as progress:

@@ -13,6 +13,7 @@ class RunRow(BaseModel):
     seed: int
     config_json: str
     personasim_version: str
+    world_data_hash: str
     package_versions_json: str
     users: int
     sessions_per_user: int

@@ -97,11 +97,7 @@ class TrajectoryStore:
         if not rows:
             return 0
         batch = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
-        self.con.register("_personasim_batch", batch)
-        try:
-            self.con.execute(f"INSERT INTO {table} SELECT * FROM _personasim_batch")
-        finally:
-            self.con.unregister("_personasim_batch")
+        self.con.execute(f"INSERT INTO {table} SELECT * FROM batch")
         return len(rows)
 
     def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel]]]) -> None:

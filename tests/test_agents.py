@@ -28,7 +28,7 @@ def _session(seed: int = 1, implicit_share: float = 0.8, index: int = 0):
     catalog = load_topic_catalog()
     persona = PersonaGenerator(catalog, PopulationConfig(), seed).generate(index, START)
     plan = plan_session(persona, START, {}, load_scenario_catalog(), catalog,
-                        DialogueConfig(implicit_share=implicit_share), rng_for(seed, "p"), seed)
+                        DialogueConfig(implicit_share=implicit_share), rng_for(seed, "p", index), seed)
     client = ScriptedChatCompletionClient(catalog)
     memory = create_memory("agentic", MemorySettings(), client)
     user = build_user_agent(client, user_system_prompt(persona, plan, catalog))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.personas.seeding import rng_for
 
 
 class ScheduleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     sessions: int = Field(default=6, ge=1, description="Sessions per user.")
     start: datetime = Field(default=datetime(2025, 1, 6, 9, 0), description="Simulated start time.")
     mean_gap_days: float = Field(default=5.0, gt=0, description="Mean simulated days between sessions.")

@@ -22,13 +22,15 @@ from autogen_core.memory import (
 )
 from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import ChatCompletionClient, SystemMessage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.agents.tokens import count_tokens
 
 
 class MemorySettings(BaseModel):
     """Knobs shared by the shipped strategies (each reads the ones it needs)."""
+    model_config = ConfigDict(extra="forbid")
+
 
     agentic_budget_tokens: int = Field(
         default=2000, ge=16, description="Token budget of the agentic memory text."

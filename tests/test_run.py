@@ -98,3 +98,22 @@ def test_default_run_none_near_chance_agentic_clearly_above(default_run):
     assert acc["agentic"] >= summary.chance + 0.3, acc
     assert tokens["none"] == 0
     assert 0 < tokens["agentic"] < tokens["full_history"]
+
+
+def test_address_joins_an_existing_cluster(ray_session, tmp_path):
+    """`--address` runs the same config on an existing Ray cluster (here: the test session's own)."""
+    import subprocess
+    import sys
+
+    address = ray_session.get_runtime_context().gcs_address
+    args = ["--users", "4", "--sessions", "2", "--seed", "11", "--quiet"]
+    out = subprocess.run(
+        [sys.executable, "-m", "personasim.cli", "run", *args, "--address", address,
+         "--db", str(tmp_path / "cluster.duckdb")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "accuracy per memory strategy" in out.stdout
+    run(build_config(users=4, sessions=2, seed=11), tmp_path / "embedded.duckdb")
+    cluster, embedded = _dump(tmp_path / "cluster.duckdb"), _dump(tmp_path / "embedded.duckdb")
+    assert cluster["turns"] == embedded["turns"] and cluster["answers"] == embedded["answers"]

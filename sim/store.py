@@ -97,7 +97,7 @@ class TrajectoryStore:
         if not rows:
             return 0
         batch = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
-        self.con.execute(f"INSERT INTO {table} SELECT * FROM batch")
+        self.con.from_arrow(batch).insert_into(table)
         return len(rows)
 
     def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel]]]) -> None:

@@ -126,3 +126,11 @@ def test_memory_registry_rejects_unknown_names():
     assert {"none", "full_history", "agentic"} <= set(available_memories())
     with pytest.raises(ValueError, match="unknown memory strategy 'telepathy'"):
         create_memory("telepathy", MemorySettings())
+
+
+def test_rule_based_note_taking_keeps_personal_statements_only():
+    from personasim.agents.memory.rules import personal_sentences
+
+    text = ("My knees ache after every run, so I swim now. Could you plan my week? "
+            "Thanks, that's really helpful. I'll think it over. The weather is nice.")
+    assert personal_sentences(text) == ["My knees ache after every run, so I swim now."]

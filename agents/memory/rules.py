@@ -14,8 +14,11 @@ from personasim.agents.tokens import truncate_to_tokens
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FIRST_PERSON = re.compile(r"(\bI\b|\bI'm\b|\bI've\b|\bI'd\b|\bmy\b|\bme\b|\bwe\b|\bour\b)", re.IGNORECASE)
 _REQUEST_START = re.compile(
-    r"^(can|could|would|will|please|what|how|any|do|does|is|are|should|thanks|thank)\b", re.IGNORECASE
+    r"^(can|could|would|will|please|what|how|any|do|does|is|are|should|thanks|thank|perfect|great|ok|okay|"
+    r"sounds|cool|nice|awesome)\b",
+    re.IGNORECASE,
 )
+_SMALL_TALK = re.compile(r"\b(think it over|give that a try|all I needed|that helps)\b", re.IGNORECASE)
 _DATE_TAG = re.compile(r"^\[[^\]]*\]\s*")
 
 
@@ -24,7 +27,7 @@ def personal_sentences(text: str) -> list[str]:
     out = []
     for sentence in _SENTENCE_END.split(text.strip()):
         s = sentence.strip()
-        if not s or s.endswith("?") or _REQUEST_START.match(s):
+        if not s or s.endswith("?") or _REQUEST_START.match(s) or _SMALL_TALK.search(s):
             continue
         if _FIRST_PERSON.search(s):
             out.append(s)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from personasim.agents.backends import BackendConfig
 from personasim.agents.memory.base import MemorySettings
-from personasim.agents.memory.registry import check_memory_names
+from personasim.agents.memory.registry import check_memory_names, load_plugins
 from personasim.agents.user import DialogueConfig
 from personasim.personas.drift import DriftConfig
 from personasim.personas.generator import PopulationConfig
@@ -22,6 +22,10 @@ from personasim.worlds.schedule import ScheduleConfig
 class MemoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Modules to import first; they register extra strategies with @register_memory.",
+    )
     strategies: list[str] = Field(
         default_factory=lambda: ["none", "full_history", "agentic"],
         min_length=1,
@@ -29,6 +33,12 @@ class MemoryConfig(BaseModel):
     )
     chatbot: str = Field(default="agentic", description="Strategy the live chatbot uses during sessions.")
     settings: MemorySettings = Field(default_factory=MemorySettings)
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, modules: list[str]) -> list[str]:
+        load_plugins(modules)
+        return modules
 
     @field_validator("strategies")
     @classmethod

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from personasim.agents.backends import create_client
 from personasim.agents.chatbot import build_chatbot
 from personasim.agents.conversation import TurnRecord, run_session
-from personasim.agents.memory import PersonaMemory, create_memory, message_content
+from personasim.agents.memory import PersonaMemory, create_memory, load_plugins, message_content
 from personasim.agents.user import build_user_agent, plan_session, user_system_prompt
 from personasim.personas.catalog import load_topic_catalog
 from personasim.personas.drift import TopicSwapDrift
@@ -74,6 +74,7 @@ class _User:
 
 class UserShard:
     def __init__(self, config: RunConfig, user_indices: list[int]) -> None:
+        load_plugins(config.memory.plugins)  # an actor process has not imported them yet
         self.config = config
         self.run_id = config.run_id
         self.catalog = load_topic_catalog()

@@ -90,3 +90,21 @@ def test_help_documents_every_option():
     out = CliRunner().invoke(app, ["run", "--help"]).output
     for flag in ["--users", "--sessions", "--seed", "--memory", "--db", "--config", "--address", "--actors"]:
         assert flag in out
+
+
+def test_existing_run_is_kept_unless_overwrite(ray_session, tmp_path):
+    import duckdb
+
+    db = tmp_path / "keep.duckdb"
+    args = ["--users", "2", "--sessions", "1", "--seed", "4", "--quiet", "--db", str(db)]
+    code, _ = _run(args)
+    assert code == 0
+    before = duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM turns").fetchall()
+    code, out = _run(args)
+    assert code != 0 and "already holds run" in out and "--overwrite" in out
+    after = duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM turns").fetchall()
+    assert before == after and before[0][0] > 0
+    code, out = _run([*args, "--overwrite"])
+    assert code == 0, out
+    again = duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM turns").fetchall()
+    assert again == before

@@ -5,6 +5,7 @@ from personasim.agents.memory.registry import (
     available_memories,
     check_memory_names,
     create_memory,
+    load_plugins,
     register_memory,
 )
 
@@ -15,6 +16,7 @@ __all__ = [
     "available_memories",
     "check_memory_names",
     "create_memory",
+    "load_plugins",
     "message_content",
     "register_memory",
 ]

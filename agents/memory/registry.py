@@ -42,5 +42,18 @@ def create_memory(
     return _REGISTRY[name](settings, model_client=model_client)
 
 
+def load_plugins(modules: list[str]) -> None:
+    """Import modules that register extra strategies (in every process that builds memories)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(
+                f"cannot import memory plugin {module!r} ({exc}); install it or put it on PYTHONPATH"
+            ) from exc
+
+
 def _load_builtin() -> None:
     from personasim.agents.memory import strategies  # noqa: F401 - registers the shipped strategies

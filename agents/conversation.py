@@ -9,7 +9,7 @@ from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from autogen_core import CancellationToken
 from pydantic import BaseModel
 
-from personasim.agents.directive import RevealPlan
+from personasim.agents.directive import ForgetPlan, RevealPlan, UserTurnPlan
 from personasim.agents.tokens import count_tokens
 
 
@@ -24,6 +24,7 @@ class TurnRecord(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reveal: RevealPlan | None = None
+    forget: ForgetPlan | None = None
 
 
 async def _speak(agent: AssistantAgent, incoming: list[BaseChatMessage]) -> tuple[str, int | None, int | None]:
@@ -39,21 +40,21 @@ async def _speak(agent: AssistantAgent, incoming: list[BaseChatMessage]) -> tupl
 async def run_session(
     user: AssistantAgent,
     chatbot: AssistantAgent,
-    reveals: list[RevealPlan | None],
+    plans: list[UserTurnPlan],
     start: datetime,
     minutes_per_turn: float,
 ) -> list[TurnRecord]:
-    """Alternate user and chatbot messages, one user message per entry of ``reveals``."""
+    """Alternate user and chatbot messages, one user message per planned turn."""
     records: list[TurnRecord] = []
     step = timedelta(minutes=minutes_per_turn)
     t = start
     incoming: list[BaseChatMessage] = []
-    for reveal in reveals:
+    for plan in plans:
         text, p_tok, c_tok = await _speak(user, incoming)
         records.append(
             TurnRecord(
                 index=len(records), role="user", text=text, time=t, tokens=count_tokens(text),
-                prompt_tokens=p_tok, completion_tokens=c_tok, reveal=reveal,
+                prompt_tokens=p_tok, completion_tokens=c_tok, reveal=plan.reveal, forget=plan.forget,
             )
         )
         t += step

@@ -24,12 +24,22 @@ class RevealPlan(BaseModel):
     preference_id: str
     topic: str
     option: str
+    polarity: Literal["likes", "dislikes"] = "likes"
     mode: RevealMode
     hint_kind: str | None = Field(default=None, description="For implicit reveals: behaviour, anecdote ...")
 
 
+class ForgetPlan(BaseModel):
+    """The user asks the assistant to forget a preference it revealed earlier."""
+
+    preference_id: str
+    topic: str
+    topic_name: str
+
+
 class UserTurnPlan(BaseModel):
     reveal: RevealPlan | None = None
+    forget: ForgetPlan | None = None
 
 
 class UserTurnDirective(BaseModel):

@@ -36,7 +36,7 @@ from personasim.agents.directive import (
 )
 from personasim.agents.memory.rules import rewrite_notes
 from personasim.agents.tokens import count_tokens
-from personasim.personas.catalog import TopicCatalog, load_topic_catalog
+from personasim.personas.catalog import HINT_KINDS, TopicCatalog, load_topic_catalog
 from personasim.personas.seeding import rng_for
 
 FOLLOW_UPS = (
@@ -46,6 +46,10 @@ FOLLOW_UPS = (
     "Any other ideas?",
     "How would you tweak it?",
     "What would you do in my place?",
+)
+FORGET_REQUESTS = (
+    "Please forget my preference about {topic}.",
+    "Please forget what I told you about my {topic}.",
 )
 CLOSINGS = (
     "Thanks, that's really helpful.",
@@ -171,17 +175,20 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         turn = sum(1 for m in messages if isinstance(m, AssistantMessage))
         rng = rng_for(directive.seed, "user-turn", turn)
         plan = directive.turns[turn] if turn < len(directive.turns) else None
+        if plan is not None and plan.forget is not None:
+            return rng.choice(FORGET_REQUESTS).format(topic=plan.forget.topic_name)
         parts: list[str] = []
-        if plan is not None and plan.reveal is not None:
-            option = self._catalog.topic(plan.reveal.topic).option(plan.reveal.option)
-            if plan.reveal.mode == "explicit":
-                parts.append(option.statement)
+        reveal = plan.reveal if plan is not None else None
+        if reveal is not None:
+            if reveal.mode == "explicit":
+                parts.append(rng.choice(self._catalog.statements(reveal.topic, reveal.option, reveal.polarity)))
             else:
-                hints = [h for h in option.hints if h.kind == plan.reveal.hint_kind] or option.hints
+                kind = reveal.hint_kind if reveal.hint_kind in HINT_KINDS else None
+                hints = self._catalog.hints(reveal.topic, reveal.option, reveal.polarity, kind)  # type: ignore[arg-type]
                 parts.append(rng.choice(hints).text)
         if turn == 0:
             parts.append(directive.intent)
-        elif plan is not None and plan.reveal is not None:
+        elif reveal is not None:
             parts.append(rng.choice(FOLLOW_UPS))
         else:
             parts.append(rng.choice(CLOSINGS))

@@ -13,8 +13,8 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from personasim.agents.directive import RevealPlan, UserTurnDirective, UserTurnPlan, render_directive
-from personasim.personas.catalog import TopicCatalog
+from personasim.agents.directive import ForgetPlan, RevealPlan, UserTurnDirective, UserTurnPlan, render_directive
+from personasim.personas.catalog import HINT_KINDS, TopicCatalog
 from personasim.personas.models import Persona, Preference
 from personasim.personas.timeline import PersonaTimeline
 from personasim.worlds.scenarios import Scenario, ScenarioCatalog
@@ -29,6 +29,10 @@ class DialogueConfig(BaseModel):
     )
     passing_mention_probability: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Chance a session also mentions an unrelated preference."
+    )
+    forget_probability: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Chance a session ends with a request to forget something revealed earlier.",
     )
 
 
@@ -49,25 +53,32 @@ def plan_session(
 ) -> SessionPlan:
     """Pick a scenario around a preference worth revealing, and which turn reveals what."""
     held = PersonaTimeline.of(persona).at(t)
+    held = [p for p in held if scenarios.scenarios_for(p.topic)]
+    if not held:
+        raise ValueError(f"persona {persona.id} holds no preference that any scenario touches")
     weights = [4.0 if revealed_counts.get(p.id, 0) == 0 else 1.0 for p in held]
     focus = rng.choices(held, weights=weights)[0]
-    options = scenarios.scenarios_for(focus.topic)
-    if not options:
-        raise ValueError(f"no scenario touches topic {focus.topic!r}; add one to the scenario catalog")
-    scenario = rng.choice(options)
+    scenario = rng.choice(scenarios.scenarios_for(focus.topic))
     in_scenario = [p for p in held if p.topic in scenario.topics and p.id != focus.id]
     rng.shuffle(in_scenario)
-    reveals: list[Preference] = [focus, *in_scenario]
+    reveals: list[Preference] = [focus, *in_scenario][: config.user_turns]
     others = [p for p in held if p.topic not in scenario.topics]
-    if others and rng.random() < config.passing_mention_probability:
+    if others and len(reveals) < config.user_turns and rng.random() < config.passing_mention_probability:
         reveals.append(rng.choice(others))
+    forget: Preference | None = None
+    forgotten = {f.preference_id for f in persona.forget_requests}
+    revealed_before = [
+        p for p in held if revealed_counts.get(p.id, 0) > 0 and p.id not in forgotten and p not in reveals
+    ]
+    if config.user_turns > 1 and revealed_before and rng.random() < config.forget_probability:
+        forget = rng.choice(revealed_before)
+        reveals = reveals[: config.user_turns - 1]
     turns = []
     for i in range(config.user_turns):
         if i >= len(reveals):
             turns.append(UserTurnPlan())
             continue
         pref = reveals[i]
-        option = catalog.topic(pref.topic).option(pref.option)
         implicit = rng.random() < config.implicit_share
         turns.append(
             UserTurnPlan(
@@ -75,10 +86,15 @@ def plan_session(
                     preference_id=pref.id,
                     topic=pref.topic,
                     option=pref.option,
+                    polarity=pref.polarity.value,
                     mode="implicit" if implicit else "explicit",
-                    hint_kind=rng.choice(option.hints).kind if implicit else None,
+                    hint_kind=rng.choice(HINT_KINDS) if implicit else None,
                 )
             )
+        )
+    if forget is not None:
+        turns[-1] = UserTurnPlan(
+            forget=ForgetPlan(preference_id=forget.id, topic=forget.topic, topic_name=catalog.topic(forget.topic).name)
         )
     directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=rng.choice(scenario.intents), turns=turns)
     return SessionPlan(scenario=scenario, directive=directive)
@@ -93,10 +109,14 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
         f"Today you want help with: {plan.scenario.title}. Open with a request like: \"{plan.directive.intent}\"",
     ]
     for i, turn in enumerate(plan.directive.turns, start=1):
+        if turn.forget is not None:
+            topic_name = turn.forget.topic_name
+            lines.append(f"Message {i}: ask the assistant to forget what you told it about your {topic_name}.")
+            continue
         if turn.reveal is None:
             lines.append(f"Message {i}: react to the assistant's answer; reveal nothing new.")
             continue
-        statement = catalog.topic(turn.reveal.topic).option(turn.reveal.option).statement
+        statement = catalog.statements(turn.reveal.topic, turn.reveal.option, turn.reveal.polarity)[0]
         if turn.reveal.mode == "explicit":
             lines.append(f"Message {i}: state plainly: \"{statement}\"")
         else:

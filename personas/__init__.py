@@ -4,17 +4,30 @@ Everything here is pure, seeded Python: no I/O beyond the shipped data files, no
 """
 
 from personasim.personas.catalog import Hint, Topic, TopicCatalog, TopicOption, load_topic_catalog
-from personasim.personas.drift import DriftConfig, DriftModel, TopicSwapDrift
+from personasim.personas.consistency import contradictions
+from personasim.personas.correlations import CorrelationGraph, default_correlations, load_correlations
+from personasim.personas.drift import DriftConfig, DriftPipeline, ExposureDrift, load_drift_data
 from personasim.personas.generator import PersonaGenerator, PopulationConfig
-from personasim.personas.models import Demographics, DriftEvent, Persona, Polarity, Preference
+from personasim.personas.models import (
+    Demographics,
+    DriftEvent,
+    ForgetRequest,
+    Persona,
+    Polarity,
+    Preference,
+    SensitiveFacts,
+)
 from personasim.personas.seeding import derive_seed, rng_for
 from personasim.personas.timeline import PersonaTimeline
 
 __all__ = [
+    "CorrelationGraph",
     "Demographics",
     "DriftConfig",
     "DriftEvent",
-    "DriftModel",
+    "DriftPipeline",
+    "ExposureDrift",
+    "ForgetRequest",
     "Hint",
     "Persona",
     "PersonaGenerator",
@@ -22,11 +35,15 @@ __all__ = [
     "Polarity",
     "PopulationConfig",
     "Preference",
+    "SensitiveFacts",
     "Topic",
     "TopicCatalog",
     "TopicOption",
-    "TopicSwapDrift",
+    "contradictions",
+    "default_correlations",
     "derive_seed",
+    "load_correlations",
+    "load_drift_data",
     "load_topic_catalog",
     "rng_for",
 ]

@@ -1,11 +1,14 @@
-"""Pydantic models of the persona truth: preferences with validity intervals and drift events."""
+"""Pydantic models of the persona truth: preferences with validity intervals, drift events,
+forgetting requests and fake sensitive facts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 
 class Polarity(StrEnum):
@@ -13,15 +16,22 @@ class Polarity(StrEnum):
     DISLIKES = "dislikes"
 
 
-class Preference(BaseModel):
+Stereotype = Literal["stereotypical", "anti_stereotypical", "neutral"]
+DriftKind = Literal["topic_swap", "life_event", "gradual", "reversal", "seasonal", "exposure"]
+
+
+@dataclass(slots=True)
+class Preference:
     """One preference held over ``[valid_from, valid_to)``; ``valid_to=None`` means still held.
 
-    A preference is one option of a topic (e.g. topic ``diet_style``, option ``vegan``). When drift
-    replaces it, the old object is closed (``valid_to`` set) and a new one is opened, so the full
-    history stays queryable.
-    """
+    A preference is a polarity on one option of a topic (likes ``favorite_cuisine/thai``). When
+    drift changes it, the old object is closed (``valid_to`` set) and a new one opened, so the full
+    history stays queryable and ``PersonaTimeline.at(t)`` stays exact.
 
-    model_config = ConfigDict(frozen=False)
+    A slotted dataclass rather than a pydantic model: a population holds millions of these, and
+    this costs a quarter of the memory. Pydantic still validates it wherever it crosses a boundary
+    (inside ``Persona``, or through ``PREFERENCE_ADAPTER``).
+    """
 
     id: str
     persona_id: str
@@ -29,26 +39,73 @@ class Preference(BaseModel):
     topic: str
     option: str
     statement: str
-    polarity: Polarity = Polarity.LIKES
-    strength: float = Field(ge=0.0, le=1.0)
+    polarity: Polarity
+    strength: Annotated[float, Field(ge=0.0, le=1.0)]
     sensitive: bool = False
-    valid_from: datetime
+    sensitivity: str | None = None
+    stereotype: Stereotype = "neutral"
+    valid_from: datetime = datetime.min
     valid_to: datetime | None = None
 
     def held_at(self, t: datetime) -> bool:
         return self.valid_from <= t and (self.valid_to is None or t < self.valid_to)
 
+    @property
+    def key(self) -> str:
+        """``topic/option:polarity``: the node of this preference in the correlation graph."""
+        return f"{self.topic}/{self.option}:{self.polarity.value}"
+
+    def copy(self) -> Preference:
+        return replace(self)
+
+    def as_dict(self) -> dict:
+        return {f: getattr(self, f) for f in PREFERENCE_FIELDS}
+
+
+PREFERENCE_FIELDS = tuple(f.name for f in fields(Preference))
+PREFERENCE_ADAPTER: TypeAdapter[Preference] = TypeAdapter(Preference)
+
 
 class DriftEvent(BaseModel):
-    """A change of preference at ``time``, with the cause that explains it."""
+    """A change of preference at ``time``: which model made it, and the cause that explains it."""
 
     id: str
     persona_id: str
     time: datetime
+    kind: DriftKind = "topic_swap"
     cause: str
     topic: str
-    old: Preference
-    new: Preference
+    old: Preference | None = Field(default=None, description="None when the preference is newly acquired.")
+    new: Preference | None = Field(default=None, description="None when the preference was dropped.")
+
+
+class ForgetRequest(BaseModel):
+    """The user asked the assistant to forget a preference: later memories must not hold it."""
+
+    id: str
+    persona_id: str
+    time: datetime
+    preference_id: str
+    topic: str
+
+
+class SensitiveFacts(BaseModel):
+    """Fake, Faker-generated identifiers a user may mention in passing; memories must not leak them."""
+
+    address: str
+    phone: str
+    email: str
+    national_id: str
+    passport_number: str
+    credit_card: str
+    bank_account: str
+    api_key: str
+    health_facts: list[str] = Field(default_factory=list)
+
+    def values(self) -> dict[str, str]:
+        out = {k: v for k, v in self.model_dump().items() if isinstance(v, str)}
+        out.update({f"health_fact_{i}": v for i, v in enumerate(self.health_facts)})
+        return out
 
 
 class Demographics(BaseModel):
@@ -61,6 +118,16 @@ class Demographics(BaseModel):
     occupation: str
     city: str
     country: str
+
+    @property
+    def life_stage(self) -> str:
+        if self.age < 30:
+            return "young_adult"
+        if self.age < 50:
+            return "adult"
+        if self.age < 65:
+            return "midlife"
+        return "senior"
 
 
 class Persona(BaseModel):
@@ -75,3 +142,5 @@ class Persona(BaseModel):
     demographics: Demographics
     preferences: list[Preference]
     drift_events: list[DriftEvent] = Field(default_factory=list)
+    forget_requests: list[ForgetRequest] = Field(default_factory=list)
+    sensitive_facts: SensitiveFacts | None = None

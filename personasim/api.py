@@ -53,13 +53,24 @@ def check_db_path(path: Path) -> None:
 
 
 def world_data_hash() -> str:
-    """Hash of the shipped topic and scenario files: a run reproduces only on the same world data."""
+    """Hash of every shipped world data file: a run reproduces only on the same world data."""
     import hashlib
     from importlib import resources
 
     digest = hashlib.blake2b(digest_size=8)
-    for package, name in [("personasim.personas", "data/topics.json"), ("personasim.worlds", "data/scenarios.json")]:
-        digest.update(resources.files(package).joinpath(name).read_bytes())
+    for package in ("personasim.personas", "personasim.worlds"):
+        stack = [resources.files(package).joinpath("data")]
+        files = []
+        while stack:
+            folder = stack.pop()
+            for entry in folder.iterdir():
+                if entry.is_dir():
+                    stack.append(entry)
+                elif entry.name.endswith(".json"):
+                    files.append(entry)
+        for f in sorted(files, key=lambda f: str(f)):
+            digest.update(f.name.encode())
+            digest.update(f.read_bytes())
     return digest.hexdigest()
 
 

@@ -24,6 +24,16 @@ def _root() -> None:
     """personasim command line."""
 
 
+def _register_subcommands() -> None:
+    from personasim.cli_personas import personas_app, worlds_app
+
+    app.add_typer(personas_app, name="personas")
+    app.add_typer(worlds_app, name="worlds")
+
+
+_register_subcommands()
+
+
 def _fail(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)

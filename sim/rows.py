@@ -46,6 +46,8 @@ class PreferenceRow(BaseModel):
     sensitive: bool
     valid_from: datetime
     valid_to: datetime | None
+    sensitivity: str | None
+    stereotype: str
 
 
 class DriftEventRow(BaseModel):
@@ -55,8 +57,26 @@ class DriftEventRow(BaseModel):
     time: datetime
     cause: str
     topic: str
-    old_preference_id: str
-    new_preference_id: str
+    old_preference_id: str | None
+    new_preference_id: str | None
+    kind: str
+
+
+class ForgetRequestRow(BaseModel):
+    run_id: str
+    request_id: str
+    persona_id: str
+    time: datetime
+    preference_id: str
+    topic: str
+    turn_id: str | None
+
+
+class SensitiveFactRow(BaseModel):
+    run_id: str
+    persona_id: str
+    kind: str
+    value: str
 
 
 class SessionRow(BaseModel):
@@ -87,6 +107,7 @@ class TurnRow(BaseModel):
     revealed_preference_id: str | None
     reveal_mode: str | None
     hint_kind: str | None
+    forget_preference_id: str | None
 
 
 class MemorySnapshotRow(BaseModel):
@@ -139,6 +160,8 @@ TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "personas": (PersonaRow, ("run_id", "persona_id")),
     "preferences": (PreferenceRow, ("run_id", "preference_id")),
     "drift_events": (DriftEventRow, ("run_id", "event_id")),
+    "forget_requests": (ForgetRequestRow, ("run_id", "request_id")),
+    "sensitive_facts": (SensitiveFactRow, ("run_id", "persona_id", "kind")),
     "sessions": (SessionRow, ("run_id", "session_id")),
     "turns": (TurnRow, ("run_id", "turn_id")),
     "memory_snapshots": (MemorySnapshotRow, ("run_id", "snapshot_id")),

@@ -17,18 +17,18 @@ from personasim.agents.chatbot import build_chatbot
 from personasim.agents.conversation import TurnRecord, run_session
 from personasim.agents.memory import PersonaMemory, create_memory, load_plugins, message_content
 from personasim.agents.user import build_user_agent, plan_session, user_system_prompt
-from personasim.personas.catalog import load_topic_catalog
-from personasim.personas.drift import TopicSwapDrift
-from personasim.personas.generator import PersonaGenerator
-from personasim.personas.models import DriftEvent, Persona
+from personasim.personas.models import DriftEvent, ForgetRequest, Persona
+from personasim.personas.population import PopulationBuilder
 from personasim.personas.seeding import derive_seed, rng_for
 from personasim.sim.config import RunConfig
 from personasim.sim.ids import session_id, snapshot_id, turn_id
 from personasim.sim.rows import (
     DriftEventRow,
+    ForgetRequestRow,
     MemorySnapshotRow,
     PersonaRow,
     PreferenceRow,
+    SensitiveFactRow,
     SessionRow,
     TurnRow,
 )
@@ -43,6 +43,7 @@ class SessionBatch(BaseModel):
     turns: list[TurnRow] = Field(default_factory=list)
     memory_snapshots: list[MemorySnapshotRow] = Field(default_factory=list)
     drift_events: list[DriftEventRow] = Field(default_factory=list)
+    forget_requests: list[ForgetRequestRow] = Field(default_factory=list)
 
     def tables(self) -> list[tuple[str, list[BaseModel]]]:
         return [
@@ -50,15 +51,21 @@ class SessionBatch(BaseModel):
             ("turns", list(self.turns)),
             ("memory_snapshots", list(self.memory_snapshots)),
             ("drift_events", list(self.drift_events)),
+            ("forget_requests", list(self.forget_requests)),
         ]
 
 
 class PersonaBatch(BaseModel):
     personas: list[PersonaRow]
     preferences: list[PreferenceRow]
+    sensitive_facts: list[SensitiveFactRow]
 
     def tables(self) -> list[tuple[str, list[BaseModel]]]:
-        return [("personas", list(self.personas)), ("preferences", list(self.preferences))]
+        return [
+            ("personas", list(self.personas)),
+            ("preferences", list(self.preferences)),
+            ("sensitive_facts", list(self.sensitive_facts)),
+        ]
 
 
 class _User:
@@ -77,13 +84,14 @@ class UserShard:
         load_plugins(config.memory.plugins)  # an actor process has not imported them yet
         self.config = config
         self.run_id = config.run_id
-        self.catalog = load_topic_catalog()
+        population = PopulationBuilder(config.population, config.seed, config.drift)
+        self.catalog = population.catalog
         self.scenarios = load_scenario_catalog()
         self.scenarios.check_topics(t.id for t in self.catalog.topics)
         self.user_client = create_client(config.user_backend, self.catalog)
         self.chatbot_client = create_client(config.chatbot_backend, self.catalog)
-        self.drift = TopicSwapDrift(self.catalog, config.drift)
-        generator = PersonaGenerator(self.catalog, config.population, config.seed)
+        self.drift = population.drift
+        generator = population.generator
         self.users: list[_User] = []
         for index in user_indices:
             persona = generator.generate(index, config.schedule.start)
@@ -106,6 +114,7 @@ class UserShard:
             batch.turns += part.turns
             batch.memory_snapshots += part.memory_snapshots
             batch.drift_events += part.drift_events
+            batch.forget_requests += part.forget_requests
         return batch
 
     async def _run_user_session(self, user: _User, k: int) -> SessionBatch:
@@ -123,12 +132,23 @@ class UserShard:
         )
         user_agent = build_user_agent(self.user_client, user_system_prompt(persona, plan, self.catalog))
         chatbot = build_chatbot(self.chatbot_client, user.live_memory)
-        reveals = [t.reveal for t in plan.directive.turns]
-        records = await run_session(user_agent, chatbot, reveals, start, cfg.schedule.minutes_per_turn)
+        records = await run_session(user_agent, chatbot, plan.directive.turns, start, cfg.schedule.minutes_per_turn)
         end = records[-1].time + timedelta(minutes=cfg.schedule.minutes_per_turn)
+        forgets: list[ForgetRequestRow] = []
         for r in records:
             if r.reveal is not None:
                 user.revealed[r.reveal.preference_id] = user.revealed.get(r.reveal.preference_id, 0) + 1
+            if r.forget is not None:
+                request = ForgetRequest(
+                    id=f"{persona.id}/forget/{len(persona.forget_requests)}", persona_id=persona.id, time=r.time,
+                    preference_id=r.forget.preference_id, topic=r.forget.topic,
+                )
+                persona.forget_requests.append(request)
+                forgets.append(ForgetRequestRow(
+                    run_id=self.run_id, request_id=request.id, persona_id=persona.id, time=r.time,
+                    preference_id=request.preference_id, topic=request.topic,
+                    turn_id=turn_id(persona.id, k, r.index),
+                ))
         await self._feed_memories(user, records, end)
         user.last_end = end
         sid = session_id(persona.id, k)
@@ -151,10 +171,13 @@ class UserShard:
             drift_events=[
                 DriftEventRow(
                     run_id=self.run_id, event_id=e.id, persona_id=persona.id, time=e.time, cause=e.cause,
-                    topic=e.topic, old_preference_id=e.old.id, new_preference_id=e.new.id,
+                    topic=e.topic, old_preference_id=e.old.id if e.old else None,
+                    new_preference_id=e.new.id if e.new else None,
+                    kind=e.kind,
                 )
                 for e in drift_events
             ],
+            forget_requests=forgets,
         )
 
     async def _feed_memories(self, user: _User, records: list[TurnRecord], end: datetime) -> None:
@@ -174,11 +197,12 @@ class UserShard:
             revealed_preference_id=r.reveal.preference_id if r.reveal else None,
             reveal_mode=r.reveal.mode if r.reveal else None,
             hint_kind=r.reveal.hint_kind if r.reveal else None,
+            forget_preference_id=r.forget.preference_id if r.forget else None,
         )
 
     def personas(self) -> PersonaBatch:
         """Final persona truth: demographics and every preference with its validity interval."""
-        personas, prefs = [], []
+        personas, prefs, facts = [], [], []
         for user in self.users:
             p, d = user.persona, user.persona.demographics
             personas.append(PersonaRow(
@@ -188,8 +212,13 @@ class UserShard:
             prefs += [
                 PreferenceRow(
                     run_id=self.run_id, preference_id=q.id, polarity=q.polarity.value,
-                    **q.model_dump(exclude={"id", "polarity"}),
+                    **{k: v for k, v in q.as_dict().items() if k not in ("id", "polarity")},
                 )
                 for q in p.preferences
             ]
-        return PersonaBatch(personas=personas, preferences=prefs)
+            if p.sensitive_facts is not None:
+                facts += [
+                    SensitiveFactRow(run_id=self.run_id, persona_id=p.id, kind=kind, value=value)
+                    for kind, value in p.sensitive_facts.values().items()
+                ]
+        return PersonaBatch(personas=personas, preferences=prefs, sensitive_facts=facts)

@@ -7,6 +7,7 @@ instead of silent corruption.
 
 from __future__ import annotations
 
+import contextlib
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -19,7 +20,20 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Each step brings a store from version N-1 to N. Tables new in a version are created by
+# ``create_schema`` itself; steps only alter what already existed.
+MIGRATIONS: dict[int, list[str]] = {
+    2: [
+        "ALTER TABLE preferences ADD COLUMN IF NOT EXISTS sensitivity VARCHAR",
+        "ALTER TABLE preferences ADD COLUMN IF NOT EXISTS stereotype VARCHAR DEFAULT 'neutral'",
+        "ALTER TABLE drift_events ALTER COLUMN new_preference_id DROP NOT NULL",
+        "ALTER TABLE drift_events ALTER COLUMN old_preference_id DROP NOT NULL",
+        "ALTER TABLE drift_events ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'topic_swap'",
+        "ALTER TABLE turns ADD COLUMN IF NOT EXISTS forget_preference_id VARCHAR",
+    ],
+}
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: pa.timestamp("us")}
@@ -86,18 +100,41 @@ class TrajectoryStore:
             self.create_schema()
 
     def create_schema(self) -> None:
-        self.con.execute("CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        self.con.execute(
-            "INSERT OR IGNORE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-        )
-        for name in TABLES:
-            self.con.execute(table_ddl(name))
+        """Create missing tables; migrate an older store in place (one transaction)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute("CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            found = self.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall()
+            existing = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            version = int(found[0][0]) if found else (1 if "runs" in existing else SCHEMA_VERSION)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {version}, newer than this personasim "
+                    f"({SCHEMA_VERSION}); upgrade personasim"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for sql in MIGRATIONS.get(step, []):
+                    self.con.execute(sql)
+            for name in TABLES:
+                self.con.execute(table_ddl(name))
+            self.con.execute(
+                "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
 
     def write(self, table: str, rows: Sequence[BaseModel]) -> int:
         if not rows:
             return 0
         batch = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
-        self.con.from_arrow(batch).insert_into(table)
+        self.con.register("_personasim_batch", batch)
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _personasim_batch")
+        finally:
+            with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses; the next register replaces it
+                self.con.unregister("_personasim_batch")
         return len(rows)
 
     def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel]]]) -> None:

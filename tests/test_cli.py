@@ -108,3 +108,35 @@ def test_existing_run_is_kept_unless_overwrite(ray_session, tmp_path):
     assert code == 0, out
     again = duckdb.connect(str(db), read_only=True).execute("SELECT count(*) FROM turns").fetchall()
     assert again == before
+
+
+def test_personas_generate_and_show(tmp_path):
+    from personasim.personas.io import read_personas
+
+    out = tmp_path / "p.parquet"
+    result = CliRunner().invoke(app, ["personas", "generate", "--n", "12", "--seed", "3", "--months", "6",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 personas" in result.output
+    personas = read_personas(out)
+    assert [p.index for p in personas] == list(range(12))
+    changed = next(p for p in personas if p.drift_events)
+    shown = CliRunner().invoke(app, ["personas", "show", str(changed.index), "--file", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert changed.id in shown.output and changed.demographics.name in shown.output
+    assert changed.drift_events[0].cause in shown.output
+    missing = CliRunner().invoke(app, ["personas", "show", "p9999999", "--file", str(out)])
+    assert missing.exit_code != 0 and "no persona" in missing.output
+
+
+def test_worlds_list_and_show():
+    listed = CliRunner().invoke(app, ["worlds", "list"])
+    assert listed.exit_code == 0 and "food" in listed.output and "communication" in listed.output
+    food = CliRunner().invoke(app, ["worlds", "list", "--domain", "food"])
+    assert food.exit_code == 0 and "favorite_cuisine" in food.output
+    topic = CliRunner().invoke(app, ["worlds", "show", "favorite_cuisine"])
+    assert topic.exit_code == 0 and "e.g." in topic.output
+    scenario = CliRunner().invoke(app, ["worlds", "show", "weekly_meal_plan"])
+    assert scenario.exit_code == 0 and "diet_style" in scenario.output
+    bad = CliRunner().invoke(app, ["worlds", "show", "nonsense"])
+    assert bad.exit_code != 0 and "neither a scenario nor a topic" in bad.output

@@ -69,23 +69,28 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
     con = duckdb.connect(str(db), read_only=True)
     questions = con.execute(
         "SELECT persona_id, topic, asked_at, options, correct_index, option_sources, question_type, "
-        "stale_preference_id FROM questions"
+        "preference_id, stale_preference_id FROM questions"
     ).fetchall()
     assert questions
-    for persona, topic, asked_at, options, correct, sources, qtype, stale_id in questions:
-        held = con.execute(
-            "SELECT option FROM preferences WHERE persona_id = ? AND topic = ? AND valid_from <= ? "
-            "AND (valid_to IS NULL OR valid_to > ?)",
-            [persona, topic, asked_at, asked_at],
-        ).fetchall()
-        assert len(held) == 1
-        response = catalog.topic(topic).option(held[0][0]).response
-        assert options[correct].endswith(response)
-        assert sum(response in o for o in options) == 1
+    updated = 0
+    for persona, topic, asked_at, options, correct, sources, qtype, pref_id, stale_id in questions:
+        liked = {
+            option for (option,) in con.execute(
+                "SELECT option FROM preferences WHERE persona_id = ? AND topic = ? AND polarity = 'likes' "
+                "AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)",
+                [persona, topic, asked_at, asked_at],
+            ).fetchall()
+        }
+        (option,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [pref_id]).fetchall()[0]
+        assert option in liked, "the correct option is a preference held at question time"
+        assert options[correct].endswith(catalog.response(topic, option))
+        for i, text in enumerate(options):
+            if i != correct:
+                assert not any(text.endswith(catalog.response(topic, o)) for o in liked), "a distractor the user likes"
         if qtype == "updated_preference":
-            stale = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [stale_id]).fetchone()[0]
-            stale_response = catalog.topic(topic).option(stale).response
-            assert options[sources.index("stale")].endswith(stale_response)
+            updated += 1
+            (stale,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [stale_id]).fetchall()[0]
+            assert options[sources.index("stale")].endswith(catalog.response(topic, stale))
     con.close()
 
 

@@ -20,8 +20,8 @@ def _session(i: int) -> SessionRow:
 def test_schema_has_the_required_tables(tmp_path):
     with TrajectoryStore(tmp_path / "s.duckdb") as store:
         names = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    required = {"runs", "personas", "preferences", "drift_events", "sessions", "turns", "memory_snapshots",
-                "questions", "answers"}
+    required = {"runs", "personas", "preferences", "drift_events", "forget_requests", "sensitive_facts", "sessions",
+                "turns", "memory_snapshots", "questions", "answers"}
     assert required <= names
     assert "PRIMARY KEY (run_id, turn_id)" in table_ddl("turns")
     assert set(TABLES) == required
@@ -54,3 +54,43 @@ def test_not_a_duckdb_file(tmp_path):
     bogus.write_text("hello")
     with pytest.raises(StoreError, match="not a DuckDB store|cannot open store"):
         TrajectoryStore(bogus)
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    """Stores written by schema version 1 open, migrate, and accept version-2 rows."""
+    from personasim.sim.rows import DriftEventRow
+    from personasim.sim.store import SCHEMA_VERSION
+
+    added = {"sensitivity", "stereotype", "kind", "forget_preference_id"}
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO schema_info VALUES ('schema_version', '1')")
+    for name in ["runs", "personas", "preferences", "drift_events", "sessions", "turns", "memory_snapshots",
+                 "questions", "answers"]:
+        lines = [ln for ln in table_ddl(name).splitlines() if ln.strip().split(" ")[0] not in added]
+        ddl = "\n".join(lines).replace(",\n)", "\n)")
+        ddl = ddl.replace("old_preference_id VARCHAR,", "old_preference_id VARCHAR NOT NULL,")
+        ddl = ddl.replace("new_preference_id VARCHAR,", "new_preference_id VARCHAR NOT NULL,")
+        con.execute(ddl)
+    con.execute("INSERT INTO drift_events VALUES ('r', 'e0', 'p', TIMESTAMP '2025-01-01', 'c', 't', 'a', 'b')")
+    con.close()
+
+    with TrajectoryStore(path) as store:
+        version = store.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall()
+        assert version == [(str(SCHEMA_VERSION),)]
+        store.write("drift_events", [DriftEventRow(
+            run_id="r", event_id="e1", persona_id="p", time=datetime(2025, 1, 2), cause="faded", topic="t",
+            old_preference_id="b", new_preference_id=None, kind="gradual")])
+        rows = store.con.execute("SELECT event_id, kind, new_preference_id FROM drift_events ORDER BY 1").fetchall()
+    assert rows == [("e0", "topic_swap", "b"), ("e1", "gradual", None)]
+
+
+def test_a_newer_store_is_refused(tmp_path):
+    path = tmp_path / "future.duckdb"
+    TrajectoryStore(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE schema_info SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreError, match="newer than this personasim"):
+        TrajectoryStore(path)

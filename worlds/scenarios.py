@@ -1,46 +1,68 @@
-"""Conversational scenarios (data file ``worlds/data/scenarios.json``) and their topic index."""
+"""Conversational scenarios: one data file per domain in ``worlds/data/scenarios/``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Scenario(BaseModel):
     """A reason to talk to the assistant, and the preference topics it touches."""
 
+    model_config = ConfigDict(extra="forbid")
+
     id: str
     domain: str
     title: str
     topics: list[str] = Field(min_length=1)
-    intents: list[str] = Field(min_length=1, description="Neutral opening requests.")
+    intents: list[str] = Field(min_length=1, description="Neutral opening requests that reveal nothing.")
     lead: str = Field(description="Neutral assistant opening, identical for every preference.")
 
 
+class ScenarioFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    domain: str
+    scenarios: list[Scenario] = Field(min_length=1)
+
+
 class ScenarioCatalog(BaseModel):
-    version: int = 1
     scenarios: list[Scenario] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique(self) -> ScenarioCatalog:
         ids = [s.id for s in self.scenarios]
-        if len(set(ids)) != len(ids):
-            raise ValueError("duplicate scenario ids in scenario catalog")
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate scenario ids: {dupes}")
         return self
 
-    def scenario(self, scenario_id: str) -> Scenario:
+    @cached_property
+    def _by_id(self) -> dict[str, Scenario]:
+        return {s.id: s for s in self.scenarios}
+
+    @cached_property
+    def _by_topic(self) -> dict[str, list[Scenario]]:
+        index: dict[str, list[Scenario]] = {}
         for s in self.scenarios:
-            if s.id == scenario_id:
-                return s
-        raise KeyError(f"unknown scenario {scenario_id!r}")
+            for t in s.topics:
+                index.setdefault(t, []).append(s)
+        return index
+
+    def scenario(self, scenario_id: str) -> Scenario:
+        found = self._by_id.get(scenario_id)
+        if found is None:
+            raise KeyError(f"unknown scenario {scenario_id!r}")
+        return found
 
     def scenarios_for(self, topic: str) -> list[Scenario]:
-        return [s for s in self.scenarios if topic in s.topics]
+        return list(self._by_topic.get(topic, []))
 
     @property
     def domains(self) -> list[str]:
@@ -55,20 +77,28 @@ class ScenarioCatalog(BaseModel):
 
 
 def load_scenario_catalog(path: str | Path | None = None) -> ScenarioCatalog:
-    """Load and validate a scenario catalog; ``None`` loads the shipped one (cached)."""
+    """Load every ``*.json`` of a scenario folder; ``None`` loads the shipped one (cached)."""
     if path is None:
         return _shipped()
-    return _parse(Path(path).read_text(encoding="utf-8"), str(path))
+    return _parse_folder(Path(path))
 
 
 @cache
 def _shipped() -> ScenarioCatalog:
-    text = resources.files("personasim.worlds").joinpath("data/scenarios.json").read_text(encoding="utf-8")
-    return _parse(text, "personasim/worlds/data/scenarios.json")
+    return _parse_folder(resources.files("personasim.worlds").joinpath("data/scenarios"))
 
 
-def _parse(text: str, origin: str) -> ScenarioCatalog:
+def _parse_folder(folder: Path | Traversable) -> ScenarioCatalog:
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+    if not files:
+        raise ValueError(f"no scenario files (*.json) in {folder}")
+    scenarios: list[Scenario] = []
+    for f in files:
+        try:
+            scenarios += ScenarioFile.model_validate(json.loads(f.read_text(encoding="utf-8"))).scenarios
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ValueError(f"invalid scenario file {f}: {exc}") from exc
     try:
-        return ScenarioCatalog.model_validate(json.loads(text))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise ValueError(f"invalid scenario catalog {origin}: {exc}") from exc
+        return ScenarioCatalog(scenarios=scenarios)
+    except ValidationError as exc:
+        raise ValueError(f"invalid scenario catalog {folder}: {exc}") from exc

@@ -35,6 +35,7 @@ from personasim.agents.directive import (
     find_directive,
 )
 from personasim.agents.memory.rules import rewrite_notes
+from personasim.agents.recommendations import RECOMMENDATION_LEAD, mentioned_options
 from personasim.agents.tokens import count_tokens
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog, load_topic_catalog
 from personasim.personas.seeding import rng_for
@@ -201,6 +202,13 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         has_memory = sum(1 for m in messages if isinstance(m, SystemMessage)) > 1
         if has_memory:
             parts.append(rng.choice(MEMORY_NOTES))
+        # Like a real assistant, it sometimes suggests something next to what the user named,
+        # which is how the chatbot's own behaviour can move a user (exposure drift).
+        named = mentioned_options(last_user, self._catalog)
+        if named and rng.random() < 0.5:
+            topic_id, option_id = named[0]
+            others = [o for o in self._catalog.topic(topic_id).options if o.id != option_id]
+            parts.append(f"{RECOMMENDATION_LEAD} {rng.choice(others).label}.")
         return " ".join(parts)
 
     def _rewrite_memory(self, directive: MemoryRewriteDirective, messages: Sequence[LLMMessage]) -> str:

@@ -104,6 +104,9 @@ class CorrelationGraph:
         for rule in spec.demographic:
             for n in rule.prefer:
                 self._check(n, catalog)
+        # generation asks these for every preference: answer from plain dicts
+        self._implied = {n: sorted((t, d["probability"]) for t, d in self.implies[n].items()) for n in self.implies}
+        self._excluded = {n: frozenset(self.excludes[n]) for n in self.excludes}
 
     @staticmethod
     def _check(n: str, catalog: TopicCatalog) -> None:
@@ -114,12 +117,12 @@ class CorrelationGraph:
             raise ValueError(f"correlation graph names unknown preference {n!r}: {exc}") from exc
 
     def implied(self, n: str) -> list[tuple[str, float]]:
-        if n not in self.implies:
-            return []
-        return sorted((t, d["probability"]) for t, d in self.implies[n].items())
+        """What holding ``n`` makes likely, with probabilities (sorted, so draws are reproducible)."""
+        return self._implied.get(n, [])
 
-    def excluded(self, n: str) -> set[str]:
-        return set(self.excludes[n]) if n in self.excludes else set()
+    def excluded(self, n: str) -> frozenset[str]:
+        """What can never be held together with ``n``."""
+        return self._excluded.get(n, frozenset())
 
     def rules_for(self, demographics: Demographics) -> list[DemographicRule]:
         return [r for r in self.spec.demographic if r.when.matches(demographics)]

@@ -40,7 +40,7 @@ class DriftConfig(BaseModel):
     topic_swap: float = Field(default=0.03, ge=0, le=1, description="Replace by another option of the topic.")
     life_event: float = Field(default=0.06, ge=0, le=1, description="Chance of a life event per gap (per persona).")
     reversal: float = Field(default=0.01, ge=0, le=1, description="Likes <-> dislikes (multi-choice topics).")
-    gradual_sigma: float = Field(default=0.08, ge=0, le=1, description="Std. dev. of the strength random walk.")
+    gradual_sigma: float = Field(default=0.06, ge=0, le=1, description="Std. dev. of the strength random walk.")
     gradual_decay: float = Field(default=0.05, ge=0, le=1, description="Pull of strength towards 0.5 per gap.")
     gradual_threshold: float = Field(default=0.15, gt=0, le=1, description="Strength change recorded as drift.")
     fade_below: float = Field(default=0.1, ge=0, le=1, description="A preference this weak is dropped.")

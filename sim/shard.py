@@ -16,6 +16,7 @@ from personasim.agents.backends import create_client
 from personasim.agents.chatbot import build_chatbot
 from personasim.agents.conversation import TurnRecord, run_session
 from personasim.agents.memory import PersonaMemory, create_memory, load_plugins, message_content
+from personasim.agents.recommendations import accepts, mentioned_options, recommended_options
 from personasim.agents.user import build_user_agent, plan_session, user_system_prompt
 from personasim.personas.models import DriftEvent, ForgetRequest, Persona
 from personasim.personas.population import PopulationBuilder
@@ -149,6 +150,7 @@ class UserShard:
                     preference_id=request.preference_id, topic=request.topic,
                     turn_id=turn_id(persona.id, k, r.index),
                 ))
+        drift_events += self._exposures(persona, records, k, plan.scenario.topics)
         await self._feed_memories(user, records, end)
         user.last_end = end
         sid = session_id(persona.id, k)
@@ -179,6 +181,25 @@ class UserShard:
             ],
             forget_requests=forgets,
         )
+
+    def _exposures(
+        self, persona: Persona, records: list[TurnRecord], k: int, scenario_topics: list[str]
+    ) -> list[DriftEvent]:
+        """The user accepted a recommendation: the exposure hook may shift what they like.
+
+        A label can belong to several topics ("hiking"), so only topics in play count: the
+        scenario's, and those the user named in the message the reply answered."""
+        events: list[DriftEvent] = []
+        for prompt, reply, answer in zip(records, records[1:], records[2:], strict=False):
+            if reply.role != "assistant" or answer.role != "user" or not accepts(answer.text):
+                continue
+            in_play = set(scenario_topics) | {t for t, _ in mentioned_options(prompt.text, self.catalog)}
+            for topic, option in recommended_options(reply.text, self.catalog):
+                if topic not in in_play:
+                    continue
+                rng = rng_for(self.config.seed, "exposure", persona.index, k, reply.index)
+                events += self.drift.exposure.on_exposure(persona, topic, option, answer.time, rng)
+        return events
 
     async def _feed_memories(self, user: _User, records: list[TurnRecord], end: datetime) -> None:
         targets = list(user.memories.values())

@@ -140,3 +140,22 @@ def test_rule_based_note_taking_keeps_personal_statements_only():
     text = ("My knees ache after every run, so I swim now. Could you plan my week? "
             "Thanks, that's really helpful. I'll think it over. The weather is nice.")
     assert personal_sentences(text) == ["My knees ache after every run, so I swim now."]
+
+
+def test_scripted_chatbot_recommends_and_acceptance_is_detected():
+    from autogen_core.models import SystemMessage, UserMessage
+
+    from personasim.agents.recommendations import accepts, mentioned_options, recommended_options
+
+    catalog = load_topic_catalog()
+    client = ScriptedChatCompletionClient(catalog)
+    statement = catalog.statements("favorite_cuisine", "thai", "likes")[1]
+    assert ("favorite_cuisine", "thai") in mentioned_options(statement, catalog)
+    recommended = []
+    for i in range(12):
+        reply = asyncio.run(client.create([SystemMessage(content="sys"),
+                                           UserMessage(content=f"{statement} Idea {i}?", source="user")])).content
+        recommended += recommended_options(reply, catalog)
+    assert recommended, "the scripted chatbot sometimes suggests a neighbouring option"
+    assert all(topic == "favorite_cuisine" and option != "thai" for topic, option in recommended)
+    assert accepts("Great, I'll give that a try.") and not accepts("Thanks! I'll think it over.")

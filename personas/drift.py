@@ -33,16 +33,19 @@ DEFAULT_CAUSES = (
 
 
 class DriftConfig(BaseModel):
-    """Rates are per held preference per gap between sessions, unless said otherwise."""
+    """Rates are per simulated month (30 days), per held preference unless said otherwise.
+
+    A gap of any length gets the matching probability (1 - (1 - rate) ** months), so drift
+    depends on simulated time, not on how often the user happens to talk to the assistant."""
 
     model_config = ConfigDict(extra="forbid")
 
-    topic_swap: float = Field(default=0.03, ge=0, le=1, description="Replace by another option of the topic.")
-    life_event: float = Field(default=0.06, ge=0, le=1, description="Chance of a life event per gap (per persona).")
-    reversal: float = Field(default=0.01, ge=0, le=1, description="Likes <-> dislikes (multi-choice topics).")
-    gradual_sigma: float = Field(default=0.06, ge=0, le=1, description="Std. dev. of the strength random walk.")
-    gradual_decay: float = Field(default=0.05, ge=0, le=1, description="Pull of strength towards 0.5 per gap.")
-    gradual_threshold: float = Field(default=0.15, gt=0, le=1, description="Strength change recorded as drift.")
+    topic_swap: float = Field(default=0.02, ge=0, le=1, description="Replace by another option of the topic.")
+    life_event: float = Field(default=0.08, ge=0, le=1, description="Chance of a life event (per persona).")
+    reversal: float = Field(default=0.005, ge=0, le=1, description="Likes <-> dislikes (multi-choice topics).")
+    gradual_sigma: float = Field(default=0.1, ge=0, le=1, description="Std. dev. of the monthly walk.")
+    gradual_decay: float = Field(default=0.05, ge=0, le=1, description="Monthly pull of strength towards 0.5.")
+    gradual_threshold: float = Field(default=0.25, gt=0, le=1, description="Strength change recorded as drift.")
     fade_below: float = Field(default=0.1, ge=0, le=1, description="A preference this weak is dropped.")
     seasonal: bool = Field(default=True, description="Swap seasonal preferences at season boundaries.")
     exposure: float = Field(default=0.3, ge=0, le=1, description="Chance an accepted recommendation is adopted.")
@@ -137,9 +140,14 @@ class DriftModel:
     def __init__(self, editor: PreferenceEditor, config: DriftConfig) -> None:
         self.editor = editor
         self.config = config
+        self.months = 1.0  # length of the gap being drifted; the pipeline sets it
 
     def apply_between(self, persona: Persona, start: datetime, end: datetime, rng: random.Random) -> list[DriftEvent]:
         raise NotImplementedError
+
+    def chance(self, monthly_rate: float) -> float:
+        """Probability of an event with ``monthly_rate`` over the current gap."""
+        return 1.0 - (1.0 - monthly_rate) ** self.months
 
     def _instant(self, start: datetime, end: datetime, rng: random.Random) -> datetime:
         """Edits within one call happen in processing order: each instant after the previous one."""
@@ -157,8 +165,9 @@ class TopicSwapDrift(DriftModel):
 
     def apply_between(self, persona, start, end, rng):  # type: ignore[no-untyped-def]
         events: list[DriftEvent] = []
+        chance = self.chance(self.config.topic_swap)
         for old in sorted(self.editor.held(persona), key=lambda p: p.id):
-            if old.valid_to is not None or old.polarity != "likes" or rng.random() >= self.config.topic_swap:
+            if old.valid_to is not None or old.polarity != "likes" or rng.random() >= chance:
                 continue
             topic = self.editor.catalog.topic(old.topic)
             taken = {p.option for p in self.editor.held(persona) if p.topic == old.topic}
@@ -182,7 +191,7 @@ class ReversalDrift(DriftModel):
             topic = self.editor.catalog.topic(old.topic)
             if old.valid_to is not None or topic.exclusive or topic.likes_only:
                 continue
-            if rng.random() >= self.config.reversal:
+            if rng.random() >= self.chance(self.config.reversal):
                 continue
             flipped = "dislikes" if old.polarity == "likes" else "likes"
             cause = "a bad experience changed their mind" if flipped == "dislikes" else "came round to it"
@@ -200,7 +209,9 @@ class GradualDrift(DriftModel):
         if cfg.gradual_sigma == 0:
             return events
         for old in sorted(self.editor.held(persona), key=lambda p: p.id):
-            proposed = old.strength + cfg.gradual_decay * (0.5 - old.strength) + rng.gauss(0.0, cfg.gradual_sigma)
+            pull = 1.0 - (1.0 - cfg.gradual_decay) ** self.months
+            step = rng.gauss(0.0, cfg.gradual_sigma * self.months**0.5)
+            proposed = old.strength + pull * (0.5 - old.strength) + step
             proposed = min(max(proposed, 0.0), 1.0)
             if proposed < cfg.fade_below:
                 events += self.editor.replace(persona, old, None, self._instant(start, end, rng), "gradual",
@@ -220,7 +231,7 @@ class LifeEventDrift(DriftModel):
         self.events = events
 
     def apply_between(self, persona, start, end, rng):  # type: ignore[no-untyped-def]
-        if not self.events or rng.random() >= self.config.life_event:
+        if not self.events or rng.random() >= self.chance(self.config.life_event):
             return []
         eligible = [e for e in self.events if e.when is None or e.when.matches(persona.demographics)]
         if not eligible:
@@ -347,6 +358,8 @@ class DriftPipeline:
             return []
         events: list[DriftEvent] = []
         slice_ = (end - start) / len(self.models)
+        months = (end - start) / timedelta(days=30)
         for i, model in enumerate(self.models):
+            model.months = months
             events += model.apply_between(persona, start + slice_ * i, start + slice_ * (i + 1), rng)
         return sorted(events, key=lambda e: (e.time, e.id))

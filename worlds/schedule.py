@@ -14,7 +14,7 @@ class ScheduleConfig(BaseModel):
 
     sessions: int = Field(default=6, ge=1, description="Sessions per user.")
     start: datetime = Field(default=datetime(2025, 1, 6, 9, 0), description="Simulated start time.")
-    mean_gap_days: float = Field(default=5.0, gt=0, description="Mean simulated days between sessions.")
+    mean_gap_days: float = Field(default=14.0, gt=0, description="Mean simulated days between sessions.")
     minutes_per_turn: float = Field(default=1.5, gt=0, description="Simulated minutes per message.")
 
 

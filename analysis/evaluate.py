@@ -9,6 +9,8 @@ from datetime import datetime
 import duckdb
 from pydantic import BaseModel
 
+from personasim.agents.memory import MemorySettings, memory_class
+from personasim.agents.tokens import count_tokens
 from personasim.analysis.reader import EmbeddingReader
 from personasim.sim.rows import AnswerRow, QuestionRow
 
@@ -37,16 +39,23 @@ def answer_questions(
     questions: list[QuestionRow],
     strategies: list[str],
     reader: EmbeddingReader,
+    settings: MemorySettings | None = None,
     on_answer: Callable[[], None] | None = None,
 ) -> list[AnswerRow]:
-    """Each strategy answers from its latest snapshot taken before the question (never after)."""
+    """Each strategy answers from its latest snapshot taken before the question (never after).
+
+    The snapshot is the strategy's state; what of it enters the context for this question is the
+    strategy's own choice (``select_context``: everything, or top-k retrieval for rag)."""
+    settings = settings or MemorySettings()
     snapshots = load_snapshots(con, run_id)
     answers = []
     for q in questions:
         for strategy in strategies:
             before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
             snap = before[-1] if before else None
-            result = reader.answer(snap.items if snap else [], q.query, q.options)
+            select = memory_class(strategy).select_context
+            context = select(snap.items, q.query, reader.embedder, settings) if snap else []
+            result = reader.answer(context, q.query, q.options)
             answers.append(
                 AnswerRow(
                     run_id=run_id,
@@ -59,7 +68,7 @@ def answer_questions(
                     chosen_index=result.chosen_index,
                     correct=result.chosen_index == q.correct_index,
                     scores=result.scores,
-                    context_tokens=snap.tokens if snap else 0,
+                    context_tokens=count_tokens("\n".join(context)),
                 )
             )
             if on_answer:

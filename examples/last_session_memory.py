@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from autogen_core import CancellationToken
-from autogen_core.memory import MemoryContent
-
 from personasim.agents.memory import PersonaMemory, register_memory
 
 
@@ -24,15 +21,18 @@ class LastSessionMemory(PersonaMemory):
         self._current: list[str] = []
         self._kept: list[str] = []
 
-    async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
-        if (content.metadata or {}).get("role") == "user":
-            self._current.append(str(content.content))
+    async def remember(self, role: str, text: str, time: str) -> None:
+        if role == "user":
+            self._current.append(text)
 
     async def end_session(self, session_end: datetime) -> None:
         self._kept, self._current = self._current, []
 
     def items(self) -> list[str]:
         return list(self._kept)
+
+    def drop(self, indices: set[int]) -> None:
+        self._kept = [item for i, item in enumerate(self._kept) if i not in indices]
 
     async def clear(self) -> None:
         self._current, self._kept = [], []

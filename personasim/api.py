@@ -136,7 +136,7 @@ def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progres
             eval_task = progress.add_task("answering questions", total=len(questions) * len(config.memory.strategies))
             reader = EmbeddingReader(default_embedder())
             answers = answer_questions(
-                store.con, run_id, questions, config.memory.strategies, reader,
+                store.con, run_id, questions, config.memory.strategies, reader, config.memory.settings,
                 on_answer=lambda: progress.advance(eval_task),
             )
             store.write_many([("answers", answers)])

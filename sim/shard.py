@@ -96,12 +96,13 @@ class UserShard:
         self.users: list[_User] = []
         for index in user_indices:
             persona = generator.generate(index, config.schedule.start)
+            secrets = list(persona.sensitive_facts.values().values()) if persona.sensitive_facts else []
             memories = {
-                name: create_memory(name, config.memory.settings, self.chatbot_client)
+                name: create_memory(name, config.memory.settings, self.chatbot_client, redact_values=secrets)
                 for name in config.memory.strategies
             }
             live = memories.get(config.memory.chatbot) or create_memory(
-                config.memory.chatbot, config.memory.settings, self.chatbot_client
+                config.memory.chatbot, config.memory.settings, self.chatbot_client, redact_values=secrets
             )
             times = session_times(index, config.schedule, config.seed)
             self.users.append(_User(persona, times, memories, live))

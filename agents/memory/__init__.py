@@ -6,6 +6,7 @@ from personasim.agents.memory.registry import (
     check_memory_names,
     create_memory,
     load_plugins,
+    memory_class,
     register_memory,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "check_memory_names",
     "create_memory",
     "load_plugins",
+    "memory_class",
     "message_content",
     "register_memory",
 ]

@@ -2,16 +2,26 @@
 
 Strategies differ only in what they keep and what they put into the context. The simulation
 feeds every strategy the same messages (``add``), closes each session (``end_session``), and
-records ``snapshot()``; readers and the live chatbot see ``context_text()``. That makes strategies
-comparable on identical histories.
+records ``snapshot()``; readers and the live chatbot see ``context_for(query)``. That makes
+strategies comparable on identical histories.
+
+Shared behaviour, so no strategy can skip it:
+- **Forgetting.** A user message that asks to forget something ("Please forget my preference
+  about X") is never stored; the strategy deletes what it holds about X (``forget``). Matching is
+  by meaning (MiniLM similarity to the request), the way a real memory would have to do it.
+- **Redaction.** Unless ``settings.redact`` is off, sensitive values (the persona's own, and
+  anything that looks like an email, a card, a phone or an API key) are replaced by ``[REDACTED]``
+  before anything is stored, so leakage can be studied both ways.
 """
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from datetime import datetime
 from typing import Any, ClassVar
 
+import numpy as np
 from autogen_core import CancellationToken
 from autogen_core.memory import (
     Memory,
@@ -21,23 +31,36 @@ from autogen_core.memory import (
     UpdateContextResult,
 )
 from autogen_core.model_context import ChatCompletionContext
-from autogen_core.models import ChatCompletionClient, SystemMessage
+from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.agents.tokens import count_tokens
 
+REDACTED = "[REDACTED]"
+_FORGET = re.compile(r"\bplease forget\b|\bforget (what|everything) I (told|said)\b", re.IGNORECASE)
+_PII_PATTERNS = [
+    re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),  # email
+    re.compile(r"\bsk-[A-Za-z0-9]{16,}\b"),  # API key
+    re.compile(r"\b(?:\d[ -]?){13,19}\b"),  # card / account numbers
+    re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),  # national id
+    re.compile(r"\+?\(?\d[\d ()-]{8,}\d"),  # phone
+]
+
 
 class MemorySettings(BaseModel):
     """Knobs shared by the shipped strategies (each reads the ones it needs)."""
+
     model_config = ConfigDict(extra="forbid")
 
-
-    agentic_budget_tokens: int = Field(
-        default=2000, ge=16, description="Token budget of the agentic memory text."
+    agentic_budget_tokens: int = Field(default=2000, ge=16, description="Token budget of the agentic memory text.")
+    full_history_max_tokens: int = Field(default=32000, ge=16, description="Context window of full_history.")
+    window_messages: int = Field(default=12, ge=1, description="Messages the sliding window keeps.")
+    rag_top_k: int = Field(default=6, ge=1, description="Past messages rag retrieves per query.")
+    fact_list_max_facts: int = Field(default=200, ge=1, description="Facts the fact list keeps at most.")
+    forget_threshold: float = Field(
+        default=0.35, ge=0.0, le=1.0, description="Similarity to a forget request above which an item is deleted."
     )
-    full_history_max_tokens: int = Field(
-        default=32000, ge=16, description="Context window of the full-history strategy."
-    )
+    redact: bool = Field(default=True, description="Redact sensitive values before storing them.")
 
 
 class MemorySnapshot(BaseModel):
@@ -55,19 +78,37 @@ def message_content(role: str, text: str, time: datetime) -> MemoryContent:
     )
 
 
+def is_forget_request(text: str) -> bool:
+    return bool(_FORGET.search(text))
+
+
+def forget_subject(text: str) -> str:
+    """What a forget request is about ("... my preference about cuisines." -> "cuisines")."""
+    match = re.search(r"\babout (?:my )?(.+?)[.!?]*$", text.strip(), re.IGNORECASE)
+    return match.group(1) if match else text
+
+
 class PersonaMemory(Memory):
-    """Base of all strategies. Subclasses set ``name`` and implement the three abstract methods."""
+    """Base of all strategies. Subclasses set ``name`` and implement the abstract methods."""
 
     name: ClassVar[str]
 
-    def __init__(self, settings: MemorySettings, model_client: ChatCompletionClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: MemorySettings,
+        model_client: ChatCompletionClient | None = None,
+        redact_values: list[str] | None = None,
+        embedder: Any | None = None,
+    ) -> None:
         self.settings = settings
         self.model_client = model_client
+        self._redact_values = sorted({v for v in (redact_values or []) if len(v) >= 4}, key=len, reverse=True)
+        self._embedder = embedder
 
     # -- what a strategy decides -----------------------------------------------------------
     @abstractmethod
-    async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
-        """Observe one message of the conversation."""
+    async def remember(self, role: str, text: str, time: str) -> None:
+        """Observe one (already redacted) message of the conversation."""
 
     @abstractmethod
     async def end_session(self, session_end: datetime) -> None:
@@ -77,16 +118,68 @@ class PersonaMemory(Memory):
     def items(self) -> list[str]:
         """The memory's current entries, in the order they enter the context."""
 
+    @abstractmethod
+    def drop(self, indices: set[int]) -> None:
+        """Delete the entries at these positions of ``items()`` (used by forgetting)."""
+
     # -- shared behaviour -----------------------------------------------------------------
-    def context_text(self) -> str:
-        return "\n".join(self.items())
+    async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
+        meta = content.metadata or {}
+        role, text = str(meta.get("role", "user")), str(content.content)
+        if role == "user" and is_forget_request(text):
+            self.forget(forget_subject(text))
+            return
+        await self.remember(role, self.redact(text), str(meta.get("time", "")))
+
+    def redact(self, text: str) -> str:
+        if not self.settings.redact:
+            return text
+        for value in self._redact_values:
+            text = text.replace(value, REDACTED)
+        for pattern in _PII_PATTERNS:
+            text = pattern.sub(REDACTED, text)
+        return text
+
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from personasim.agents.embedding import default_embedder
+
+            self._embedder = default_embedder()
+        return self._embedder
+
+    def forget(self, subject: str) -> set[int]:
+        """Delete every entry about ``subject``; returns the positions deleted."""
+        items = self.items()
+        if not items:
+            return set()
+        similarity = self.embedder.encode(items) @ self.embedder.encode([subject])[0]
+        doomed = {i for i, s in enumerate(similarity) if s >= self.settings.forget_threshold}
+        if doomed:
+            self.drop(doomed)
+        return doomed
+
+    def context_for(self, query: str | None = None) -> list[str]:
+        """What goes into the context when answering ``query`` (default: every entry)."""
+        return self.items()
+
+    @classmethod
+    def select_context(cls, items: list[str], query: str, embedder: Any, settings: MemorySettings) -> list[str]:
+        """The same selection, from a stored snapshot (used by the evaluation)."""
+        return items
+
+    def context_text(self, query: str | None = None) -> str:
+        return "\n".join(self.context_for(query))
 
     def snapshot(self) -> MemorySnapshot:
-        text = self.context_text()
-        return MemorySnapshot(text=text, items=self.items(), tokens=count_tokens(text))
+        items = self.items()
+        text = "\n".join(items)
+        return MemorySnapshot(text=text, items=items, tokens=count_tokens(text))
 
     async def update_context(self, model_context: ChatCompletionContext) -> UpdateContextResult:
-        text = self.context_text()
+        messages = await model_context.get_messages()
+        query = next((m.content for m in reversed(messages) if isinstance(m, UserMessage)), None)
+        text = self.context_text(query if isinstance(query, str) else None)
         if not text:
             return UpdateContextResult(memories=MemoryQueryResult(results=[]))
         await model_context.add_message(SystemMessage(content=f"What you remember about this user:\n{text}"))
@@ -97,9 +190,19 @@ class PersonaMemory(Memory):
     async def query(
         self, query: str | MemoryContent, cancellation_token: CancellationToken | None = None, **kwargs: Any
     ) -> MemoryQueryResult:
+        text = query if isinstance(query, str) else str(query.content)
         return MemoryQueryResult(
-            results=[MemoryContent(content=item, mime_type=MemoryMimeType.TEXT) for item in self.items()]
+            results=[MemoryContent(content=item, mime_type=MemoryMimeType.TEXT) for item in self.context_for(text)]
         )
 
     async def close(self) -> None:
         return None
+
+
+def top_k_by_similarity(items: list[str], query: str, embedder: Any, k: int) -> list[str]:
+    """The ``k`` entries most similar to ``query``, kept in their original (time) order."""
+    if len(items) <= k:
+        return list(items)
+    scores = embedder.encode(items) @ embedder.encode([query])[0]
+    keep = sorted(np.argsort(-scores, kind="stable")[:k])
+    return [items[i] for i in keep]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from autogen_core.models import ChatCompletionClient
 
@@ -36,10 +36,19 @@ def check_memory_names(names: list[str]) -> list[str]:
 
 
 def create_memory(
-    name: str, settings: MemorySettings, model_client: ChatCompletionClient | None = None
+    name: str,
+    settings: MemorySettings,
+    model_client: ChatCompletionClient | None = None,
+    redact_values: list[str] | None = None,
+    embedder: Any | None = None,
 ) -> PersonaMemory:
     check_memory_names([name])
-    return _REGISTRY[name](settings, model_client=model_client)
+    return _REGISTRY[name](settings, model_client=model_client, redact_values=redact_values, embedder=embedder)
+
+
+def memory_class(name: str) -> type[PersonaMemory]:
+    check_memory_names([name])
+    return _REGISTRY[name]
 
 
 def load_plugins(modules: list[str]) -> None:

@@ -1,11 +1,16 @@
-"""The shipped memory strategies: none, full history, and PersonaMem-v2's agentic memory."""
+"""The shipped memory strategies.
+
+none, full_history, sliding_window and rag keep raw messages (and differ in which reach the
+context); fact_list, temporal and agentic keep what they extract. With the scripted backend,
+extraction is rule-based (``rules.py``): it never sees the ground truth, only the conversation.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Any
 
-from autogen_core import CancellationToken
-from autogen_core.memory import MemoryContent
 from autogen_core.models import SystemMessage, UserMessage
 
 from personasim.agents.directive import (
@@ -14,9 +19,51 @@ from personasim.agents.directive import (
     MemoryRewriteDirective,
     render_directive,
 )
-from personasim.agents.memory.base import PersonaMemory
+from personasim.agents.memory.base import MemorySettings, PersonaMemory, top_k_by_similarity
 from personasim.agents.memory.registry import register_memory
+from personasim.agents.memory.rules import personal_sentences
 from personasim.agents.tokens import truncate_to_tokens
+
+_WORD = re.compile(r"[a-z0-9']+")
+_STOP = {"i", "a", "an", "the", "and", "or", "to", "of", "in", "on", "for", "my", "me", "is", "it", "at", "so",
+         "be", "am", "are", "was", "with", "that", "this", "i'm", "i've", "i'd", "really", "just", "very", "all"}
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def overlap(a: set[str], b: set[str]) -> float:
+    """Jaccard overlap of two word sets: how far two facts are about the same thing."""
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+class _MessageLog(PersonaMemory):
+    """Shared by the strategies that keep raw messages."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lines: list[str] = []
+
+    async def remember(self, role: str, text: str, time: str) -> None:
+        self._lines.append(f"[{time}] {role}: {text}")
+
+    async def end_session(self, session_end: datetime) -> None:
+        return None
+
+    def _visible(self) -> tuple[int, list[str]]:
+        """(offset into the log, entries visible in the context)."""
+        return 0, list(self._lines)
+
+    def items(self) -> list[str]:
+        return self._visible()[1]
+
+    def drop(self, indices: set[int]) -> None:
+        offset, _ = self._visible()
+        self._lines = [line for i, line in enumerate(self._lines) if i - offset not in indices]
+
+    async def clear(self) -> None:
+        self._lines = []
 
 
 @register_memory
@@ -25,7 +72,7 @@ class NoMemory(PersonaMemory):
 
     name = "none"
 
-    async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
+    async def remember(self, role: str, text: str, time: str) -> None:
         return None
 
     async def end_session(self, session_end: datetime) -> None:
@@ -34,32 +81,144 @@ class NoMemory(PersonaMemory):
     def items(self) -> list[str]:
         return []
 
+    def drop(self, indices: set[int]) -> None:
+        return None
+
     async def clear(self) -> None:
         return None
 
 
 @register_memory
-class FullHistory(PersonaMemory):
+class FullHistory(_MessageLog):
     """The whole past conversation, cut from the oldest end to the context window (long context)."""
 
     name = "full_history"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self._lines: list[str] = []
-
-    async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
-        meta = content.metadata or {}
-        self._lines.append(f"[{meta.get('time', '')}] {meta.get('role', 'user')}: {content.content}")
+    def _visible(self) -> tuple[int, list[str]]:
+        kept = truncate_to_tokens(self._lines, self.settings.full_history_max_tokens)
+        return len(self._lines) - len(kept), kept
 
     async def end_session(self, session_end: datetime) -> None:
-        self._lines = truncate_to_tokens(self._lines, self.settings.full_history_max_tokens)
+        self._lines = self._visible()[1]
+
+
+@register_memory
+class SlidingWindow(_MessageLog):
+    """The last N messages only."""
+
+    name = "sliding_window"
+
+    def _visible(self) -> tuple[int, list[str]]:
+        n = self.settings.window_messages
+        return max(0, len(self._lines) - n), self._lines[-n:]
+
+    async def end_session(self, session_end: datetime) -> None:
+        self._lines = self._lines[-self.settings.window_messages:]
+
+
+@register_memory
+class RagMemory(_MessageLog):
+    """Every past message indexed; the top-k most similar to the current message enter the context."""
+
+    name = "rag"
+
+    def context_for(self, query: str | None = None) -> list[str]:
+        if not query:
+            return self._lines[-self.settings.rag_top_k:]
+        return top_k_by_similarity(self._lines, query, self.embedder, self.settings.rag_top_k)
+
+    @classmethod
+    def select_context(cls, items: list[str], query: str, embedder: Any, settings: MemorySettings) -> list[str]:
+        return top_k_by_similarity(items, query, embedder, settings.rag_top_k)
+
+
+@register_memory
+class FactList(PersonaMemory):
+    """mem0-style: candidate facts from each user message, then ADD / UPDATE / NOOP against the list
+    (DELETE comes from forgetting). A candidate that overlaps an existing fact strongly is a
+    duplicate (NOOP); partly, an update of it (UPDATE: replaced, moved to the newest end)."""
+
+    name = "fact_list"
+    duplicate_overlap = 0.8
+    update_overlap = 0.3
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._facts: list[tuple[str, str, set[str]]] = []  # (time, text, words)
+        self.operations = {"ADD": 0, "UPDATE": 0, "DELETE": 0, "NOOP": 0}
+
+    async def remember(self, role: str, text: str, time: str) -> None:
+        if role != "user":
+            return
+        for candidate in personal_sentences(text):
+            words = content_words(candidate)
+            scores = [overlap(words, w) for _, _, w in self._facts]
+            best = max(range(len(scores)), key=scores.__getitem__) if scores else None
+            if best is not None and scores[best] >= self.duplicate_overlap:
+                self.operations["NOOP"] += 1
+                continue
+            if best is not None and scores[best] >= self.update_overlap:
+                del self._facts[best]
+                self.operations["UPDATE"] += 1
+            else:
+                self.operations["ADD"] += 1
+            self._facts.append((time[:10], candidate, words))
+        self._facts = self._facts[-self.settings.fact_list_max_facts:]
+
+    async def end_session(self, session_end: datetime) -> None:
+        return None
 
     def items(self) -> list[str]:
-        return truncate_to_tokens(self._lines, self.settings.full_history_max_tokens)
+        return [f"[{t}] {text}" for t, text, _ in self._facts]
+
+    def drop(self, indices: set[int]) -> None:
+        self.operations["DELETE"] += len(indices)
+        self._facts = [f for i, f in enumerate(self._facts) if i not in indices]
 
     async def clear(self) -> None:
-        self._lines = []
+        self._facts = []
+
+
+@register_memory
+class TemporalMemory(PersonaMemory):
+    """Facts with validity intervals: a newer fact on the same subject closes the older one, so the
+    context holds what is true *now*; the history stays in the snapshot's closed facts."""
+
+    name = "temporal"
+    same_subject_overlap = 0.3
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._facts: list[dict[str, Any]] = []  # {text, words, since, until}
+
+    async def remember(self, role: str, text: str, time: str) -> None:
+        if role != "user":
+            return
+        for candidate in personal_sentences(text):
+            words = content_words(candidate)
+            for fact in self._active():
+                if overlap(words, fact["words"]) >= self.same_subject_overlap:
+                    fact["until"] = time[:10]
+            self._facts.append({"text": candidate, "words": words, "since": time[:10], "until": None})
+
+    def _active(self) -> list[dict[str, Any]]:
+        return [f for f in self._facts if f["until"] is None]
+
+    async def end_session(self, session_end: datetime) -> None:
+        return None
+
+    def items(self) -> list[str]:
+        return [f"[since {f['since']}] {f['text']}" for f in self._active()]
+
+    def history(self) -> list[str]:
+        return [f"[{f['since']} .. {f['until'] or 'now'}] {f['text']}" for f in self._facts]
+
+    def drop(self, indices: set[int]) -> None:
+        doomed = [f for i, f in enumerate(self._active()) if i in indices]
+        self._facts = [f for f in self._facts if not any(f is d for d in doomed)]
+
+    async def clear(self) -> None:
+        self._facts = []
 
 
 @register_memory
@@ -78,16 +237,15 @@ class AgenticMemory(PersonaMemory):
         "{budget} tokens; when over budget, drop the oldest lines first."
     )
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.model_client is None:
             raise ValueError("the agentic memory needs a model client to rewrite its memory")
         self._text = ""
         self._pending: list[str] = []
 
-    async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
-        role = (content.metadata or {}).get("role", "user")
-        self._pending.append(f"{role}: {content.content}")
+    async def remember(self, role: str, text: str, time: str) -> None:
+        self._pending.append(f"{role}: {text}")
 
     async def end_session(self, session_end: datetime) -> None:
         if not self._pending:
@@ -107,6 +265,16 @@ class AgenticMemory(PersonaMemory):
 
     def items(self) -> list[str]:
         return [line for line in self._text.splitlines() if line.strip()]
+
+    def drop(self, indices: set[int]) -> None:
+        self._text = "\n".join(line for i, line in enumerate(self.items()) if i not in indices)
+
+    def forget(self, subject: str) -> set[int]:
+        # what is still pending (this session) is forgotten too, before it reaches the rewrite
+        if self._pending:
+            sims = self.embedder.encode(self._pending) @ self.embedder.encode([subject])[0]
+            self._pending = [p for p, s in zip(self._pending, sims, strict=True) if s < self.settings.forget_threshold]
+        return super().forget(subject)
 
     async def clear(self) -> None:
         self._text = ""

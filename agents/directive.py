@@ -37,9 +37,17 @@ class ForgetPlan(BaseModel):
     topic_name: str
 
 
+class SensitiveMention(BaseModel):
+    """A fake sensitive value the user drops in passing (to study redaction and leakage)."""
+
+    kind: str
+    value: str
+
+
 class UserTurnPlan(BaseModel):
     reveal: RevealPlan | None = None
     forget: ForgetPlan | None = None
+    mention: SensitiveMention | None = None
 
 
 class UserTurnDirective(BaseModel):

@@ -48,6 +48,11 @@ FOLLOW_UPS = (
     "How would you tweak it?",
     "What would you do in my place?",
 )
+SENSITIVE_PHRASES = {
+    "address": "address", "phone": "phone number", "email": "email", "national_id": "ID number",
+    "passport_number": "passport number", "credit_card": "card number", "bank_account": "account number",
+    "api_key": "API key",
+}
 FORGET_REQUESTS = (
     "Please forget my preference about {topic}.",
     "Please forget what I told you about my {topic}.",
@@ -187,6 +192,9 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
                 kind = reveal.hint_kind if reveal.hint_kind in HINT_KINDS else None
                 hints = self._catalog.hints(reveal.topic, reveal.option, reveal.polarity, kind)  # type: ignore[arg-type]
                 parts.append(rng.choice(hints).text)
+        if plan is not None and plan.mention is not None:
+            phrase = SENSITIVE_PHRASES.get(plan.mention.kind, plan.mention.kind.replace("_", " "))
+            parts.append(f"By the way, my {phrase} is {plan.mention.value}.")
         if turn == 0:
             parts.append(directive.intent)
         elif reveal is not None:

@@ -13,7 +13,14 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from personasim.agents.directive import ForgetPlan, RevealPlan, UserTurnDirective, UserTurnPlan, render_directive
+from personasim.agents.directive import (
+    ForgetPlan,
+    RevealPlan,
+    SensitiveMention,
+    UserTurnDirective,
+    UserTurnPlan,
+    render_directive,
+)
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog
 from personasim.personas.models import Persona, Preference
 from personasim.personas.timeline import PersonaTimeline
@@ -29,6 +36,10 @@ class DialogueConfig(BaseModel):
     )
     passing_mention_probability: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Chance a session also mentions an unrelated preference."
+    )
+    sensitive_mention_probability: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="Chance a session mentions one of the persona's (fake) sensitive values in passing.",
     )
     forget_probability: float = Field(
         default=0.05, ge=0.0, le=1.0,
@@ -96,6 +107,10 @@ def plan_session(
         turns[-1] = UserTurnPlan(
             forget=ForgetPlan(preference_id=forget.id, topic=forget.topic, topic_name=catalog.topic(forget.topic).name)
         )
+    if persona.sensitive_facts is not None and rng.random() < config.sensitive_mention_probability:
+        values = {k: v for k, v in persona.sensitive_facts.values().items() if not k.startswith("health_fact")}
+        kind = rng.choice(sorted(values))
+        turns[0] = turns[0].model_copy(update={"mention": SensitiveMention(kind=kind, value=values[kind])})
     directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=rng.choice(scenario.intents), turns=turns)
     return SessionPlan(scenario=scenario, directive=directive)
 
@@ -113,6 +128,8 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
             topic_name = turn.forget.topic_name
             lines.append(f"Message {i}: ask the assistant to forget what you told it about your {topic_name}.")
             continue
+        if turn.mention is not None:
+            lines.append(f"Message {i}: mention in passing that your {turn.mention.kind} is {turn.mention.value}.")
         if turn.reveal is None:
             lines.append(f"Message {i}: react to the assistant's answer; reveal nothing new.")
             continue

@@ -122,3 +122,31 @@ def test_address_joins_an_existing_cluster(ray_session, tmp_path):
     run(build_config(users=4, sessions=2, seed=11), tmp_path / "embedded.duckdb")
     cluster, embedded = _dump(tmp_path / "cluster.duckdb"), _dump(tmp_path / "embedded.duckdb")
     assert cluster["turns"] == embedded["turns"] and cluster["answers"] == embedded["answers"]
+
+
+def _leaks(db) -> tuple[int, int]:
+    con = duckdb.connect(str(db), read_only=True)
+    mentioned = con.execute(
+        "SELECT count(*) FROM turns t JOIN sensitive_facts f USING (run_id, persona_id) "
+        "WHERE t.role = 'user' AND position(f.value IN t.text) > 0"
+    ).fetchall()[0][0]
+    leaked = con.execute(
+        "SELECT count(*) FROM memory_snapshots s JOIN sensitive_facts f USING (run_id, persona_id) "
+        "WHERE position(f.value IN s.text) > 0"
+    ).fetchall()[0][0]
+    con.close()
+    return mentioned, leaked
+
+
+def test_sensitive_values_mentioned_in_passing_are_redacted_unless_switched_off(ray_session, tmp_path):
+    from personasim.sim.config import RunConfig
+
+    base = {"seed": 2, "population": {"users": 4}, "schedule": {"sessions": 3},
+            "dialogue": {"sensitive_mention_probability": 1.0},
+            "memory": {"strategies": ["full_history", "fact_list", "agentic"]}}
+    run(RunConfig.model_validate(base), tmp_path / "redacted.duckdb")
+    mentioned, leaked = _leaks(tmp_path / "redacted.duckdb")
+    assert mentioned >= 4 and leaked == 0
+    raw = {**base, "memory": {**base["memory"], "settings": {"redact": False}}}
+    run(RunConfig.model_validate(raw), tmp_path / "raw.duckdb")
+    assert _leaks(tmp_path / "raw.duckdb")[1] > 0

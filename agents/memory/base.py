@@ -57,6 +57,12 @@ class MemorySettings(BaseModel):
     window_messages: int = Field(default=12, ge=1, description="Messages the sliding window keeps.")
     rag_top_k: int = Field(default=6, ge=1, description="Past messages rag retrieves per query.")
     fact_list_max_facts: int = Field(default=200, ge=1, description="Facts the fact list keeps at most.")
+    fact_duplicate_similarity: float = Field(
+        default=0.92, ge=0.0, le=1.0, description="A new fact this similar to a kept one is a duplicate (NOOP)."
+    )
+    fact_update_similarity: float = Field(
+        default=0.55, ge=0.0, le=1.0, description="A new fact this similar to a kept one replaces it (UPDATE)."
+    )
     forget_threshold: float = Field(
         default=0.35, ge=0.0, le=1.0, description="Similarity to a forget request above which an item is deleted."
     )

@@ -7,7 +7,6 @@ extraction is rule-based (``rules.py``): it never sees the ground truth, only th
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -23,19 +22,6 @@ from personasim.agents.memory.base import MemorySettings, PersonaMemory, top_k_b
 from personasim.agents.memory.registry import register_memory
 from personasim.agents.memory.rules import personal_sentences
 from personasim.agents.tokens import truncate_to_tokens
-
-_WORD = re.compile(r"[a-z0-9']+")
-_STOP = {"i", "a", "an", "the", "and", "or", "to", "of", "in", "on", "for", "my", "me", "is", "it", "at", "so",
-         "be", "am", "are", "was", "with", "that", "this", "i'm", "i've", "i'd", "really", "just", "very", "all"}
-
-
-def content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
-
-
-def overlap(a: set[str], b: set[str]) -> float:
-    """Jaccard overlap of two word sets: how far two facts are about the same thing."""
-    return len(a & b) / len(a | b) if a and b else 0.0
 
 
 class _MessageLog(PersonaMemory):
@@ -132,44 +118,51 @@ class RagMemory(_MessageLog):
         return top_k_by_similarity(items, query, embedder, settings.rag_top_k)
 
 
+class _FactStore(PersonaMemory):
+    """Facts extracted from user messages, compared by meaning (MiniLM) with the facts kept."""
+
+    def _closest(self, candidate: str, facts: list[str]) -> tuple[int | None, float]:
+        if not facts:
+            return None, 0.0
+        sims = self.embedder.encode(facts) @ self.embedder.encode([candidate])[0]
+        best = int(sims.argmax())
+        return best, float(sims[best])
+
+    async def end_session(self, session_end: datetime) -> None:
+        return None
+
+
 @register_memory
-class FactList(PersonaMemory):
+class FactList(_FactStore):
     """mem0-style: candidate facts from each user message, then ADD / UPDATE / NOOP against the list
-    (DELETE comes from forgetting). A candidate that overlaps an existing fact strongly is a
-    duplicate (NOOP); partly, an update of it (UPDATE: replaced, moved to the newest end)."""
+    (DELETE comes from forgetting). A candidate nearly identical to a kept fact is a duplicate
+    (NOOP); one about the same thing replaces it (UPDATE, moved to the newest end)."""
 
     name = "fact_list"
-    duplicate_overlap = 0.8
-    update_overlap = 0.3
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._facts: list[tuple[str, str, set[str]]] = []  # (time, text, words)
+        self._facts: list[tuple[str, str]] = []  # (date, text)
         self.operations = {"ADD": 0, "UPDATE": 0, "DELETE": 0, "NOOP": 0}
 
     async def remember(self, role: str, text: str, time: str) -> None:
         if role != "user":
             return
         for candidate in personal_sentences(text):
-            words = content_words(candidate)
-            scores = [overlap(words, w) for _, _, w in self._facts]
-            best = max(range(len(scores)), key=scores.__getitem__) if scores else None
-            if best is not None and scores[best] >= self.duplicate_overlap:
+            best, similarity = self._closest(candidate, [f for _, f in self._facts])
+            if best is not None and similarity >= self.settings.fact_duplicate_similarity:
                 self.operations["NOOP"] += 1
                 continue
-            if best is not None and scores[best] >= self.update_overlap:
+            if best is not None and similarity >= self.settings.fact_update_similarity:
                 del self._facts[best]
                 self.operations["UPDATE"] += 1
             else:
                 self.operations["ADD"] += 1
-            self._facts.append((time[:10], candidate, words))
+            self._facts.append((time[:10], candidate))
         self._facts = self._facts[-self.settings.fact_list_max_facts:]
 
-    async def end_session(self, session_end: datetime) -> None:
-        return None
-
     def items(self) -> list[str]:
-        return [f"[{t}] {text}" for t, text, _ in self._facts]
+        return [f"[{t}] {text}" for t, text in self._facts]
 
     def drop(self, indices: set[int]) -> None:
         self.operations["DELETE"] += len(indices)
@@ -180,32 +173,30 @@ class FactList(PersonaMemory):
 
 
 @register_memory
-class TemporalMemory(PersonaMemory):
+class TemporalMemory(_FactStore):
     """Facts with validity intervals: a newer fact on the same subject closes the older one, so the
-    context holds what is true *now*; the history stays in the snapshot's closed facts."""
+    context holds what is true *now*, while ``history()`` keeps every interval."""
 
     name = "temporal"
-    same_subject_overlap = 0.3
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._facts: list[dict[str, Any]] = []  # {text, words, since, until}
+        self._facts: list[dict[str, Any]] = []  # {text, since, until}
 
     async def remember(self, role: str, text: str, time: str) -> None:
         if role != "user":
             return
         for candidate in personal_sentences(text):
-            words = content_words(candidate)
-            for fact in self._active():
-                if overlap(words, fact["words"]) >= self.same_subject_overlap:
-                    fact["until"] = time[:10]
-            self._facts.append({"text": candidate, "words": words, "since": time[:10], "until": None})
+            active = self._active()
+            if active:
+                sims = self.embedder.encode([f["text"] for f in active]) @ self.embedder.encode([candidate])[0]
+                for fact, similarity in zip(active, sims, strict=True):
+                    if similarity >= self.settings.fact_update_similarity:
+                        fact["until"] = time[:10]
+            self._facts.append({"text": candidate, "since": time[:10], "until": None})
 
     def _active(self) -> list[dict[str, Any]]:
         return [f for f in self._facts if f["until"] is None]
-
-    async def end_session(self, session_end: datetime) -> None:
-        return None
 
     def items(self) -> list[str]:
         return [f"[since {f['since']}] {f['text']}" for f in self._active()]

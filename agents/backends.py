@@ -1,26 +1,90 @@
-"""Model backends by name. Each returns an AutoGen ``ChatCompletionClient``."""
+"""Model backends by name, per role. Each returns an AutoGen ``ChatCompletionClient``.
+
+- ``scripted``: the offline default (deterministic templates; never cached: it is cheaper than a
+  cache lookup and already reproducible).
+- ``openai``: any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp, OpenAI) through
+  autogen-ext's client, behind a concurrency cap, retries with exponential backoff, and the
+  content-addressed response cache.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
-from autogen_core.models import ChatCompletionClient
-from pydantic import BaseModel, ConfigDict
+from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personasim.agents.scripted import ScriptedChatCompletionClient
+from personasim.agents.wrappers import CachedClient, CacheMode, ResilientClient, ResponseCache, RetryPolicy
 from personasim.personas.catalog import TopicCatalog
 
 
 class BackendConfig(BaseModel):
-    """Which model plays a role. Only the offline ``scripted`` backend exists so far."""
+    """Which model plays a role (the simulated user, or the chatbot and its memory writer)."""
+
     model_config = ConfigDict(extra="forbid")
 
-
-    kind: Literal["scripted"] = "scripted"
+    kind: Literal["scripted", "openai"] = "scripted"
     model: str = "scripted-v1"
+    base_url: str | None = Field(default=None, description="e.g. http://localhost:8000/v1 for a vLLM server.")
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the API key (never the key itself)."
+    )
+    model_info: dict[str, Any] | None = Field(
+        default=None, description="AutoGen model_info for models the client does not know (vision, family ...)."
+    )
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=400, ge=1)
+    seed: int | None = Field(default=None, description="Sampling seed sent to servers that support it.")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    max_concurrency: int = Field(default=32, ge=1, description="Calls in flight per actor.")
+
+    @model_validator(mode="after")
+    def _check(self) -> BackendConfig:
+        if self.kind == "openai" and self.model == "scripted-v1":
+            raise ValueError("the openai backend needs `model` (the served model's name)")
+        return self
 
 
-def create_client(config: BackendConfig, catalog: TopicCatalog | None = None) -> ChatCompletionClient:
+def _model_info(config: BackendConfig) -> ModelInfo:
+    # memories add their own system message mid-conversation; OpenAI-compatible servers accept that
+    base = ModelInfo(vision=False, function_calling=False, json_output=False, family=ModelFamily.UNKNOWN,
+                     structured_output=False, multiple_system_messages=True)
+    return ModelInfo(**{**base, **(config.model_info or {})})  # type: ignore[typeddict-item]
+
+
+def create_client(
+    config: BackendConfig,
+    catalog: TopicCatalog | None = None,
+    cache_path: str | Path | None = None,
+    cache_mode: CacheMode = "readwrite",
+) -> ChatCompletionClient:
     if config.kind == "scripted":
         return ScriptedChatCompletionClient(catalog=catalog, model=config.model)
-    raise ValueError(f"unknown backend {config.kind!r}; choose from: scripted")
+    if config.kind == "openai":
+        from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+        api_key = "EMPTY"
+        if config.api_key_env:
+            api_key = os.environ.get(config.api_key_env, "")
+            if not api_key:
+                raise ValueError(
+                    f"environment variable {config.api_key_env} (named by api_key_env) is empty; export the API key"
+                )
+        params: dict[str, Any] = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+        if config.seed is not None:
+            params["seed"] = config.seed
+        inner = OpenAIChatCompletionClient(
+            model=config.model, base_url=config.base_url, api_key=api_key, model_info=_model_info(config),
+            timeout=config.timeout_s, max_retries=0, **params,
+        )
+        client: ChatCompletionClient = ResilientClient(inner, config.max_concurrency,
+                                                       RetryPolicy(max_retries=config.max_retries))
+        if cache_path is not None and cache_mode != "off":
+            client = CachedClient(client, ResponseCache(cache_path), cache_mode, "openai",
+                                  f"{config.base_url}|{config.model}", params)
+        return client
+    raise ValueError(f"unknown backend {config.kind!r}; choose from: scripted, openai")

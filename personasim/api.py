@@ -106,6 +106,9 @@ def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progres
     started = time.perf_counter()
     path = Path(db)
     check_db_path(path)
+    if config.engine.cache_path is None:
+        engine = config.engine.model_copy(update={"cache_path": str(path) + ".llmcache.sqlite"})
+        config = config.model_copy(update={"engine": engine})
     created = not path.exists()
     store = TrajectoryStore(path)
     run_id = config.run_id

@@ -59,6 +59,10 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Address of an existing Ray cluster (default: start an embedded Ray).")
     ] = None,
+    cache: Annotated[
+        str | None,
+        typer.Option(help="LLM response cache beside the store: off, read or readwrite (default readwrite)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace this run if the store already holds it.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -71,7 +75,7 @@ def run(
     try:
         cfg = build_config(
             config, users=users, sessions=sessions, seed=seed, memory=memory, chatbot_memory=chatbot_memory,
-            actors=actors, address=address,
+            actors=actors, address=address, cache=cache,
         )
         summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
     except (ConfigError, StoreError) as exc:

@@ -32,6 +32,7 @@ def build_config(config_file: str | Path | None = None, **overrides: Any) -> Run
         "chatbot_memory": ("memory", "chatbot"),
         "actors": ("engine", "num_actors"),
         "address": ("engine", "address"),
+        "cache": ("engine", "cache"),
     }
     for key, value in overrides.items():
         if value is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -62,6 +63,10 @@ class EngineConfig(BaseModel):
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")
+    cache: Literal["off", "read", "readwrite"] = Field(
+        default="readwrite", description="LLM response cache: replay earlier calls for free and bit-identically."
+    )
+    cache_path: str | None = Field(default=None, description="Cache file (default: beside the store).")
 
 
 class RunConfig(BaseModel):

@@ -89,8 +89,9 @@ class UserShard:
         self.catalog = population.catalog
         self.scenarios = load_scenario_catalog()
         self.scenarios.check_topics(t.id for t in self.catalog.topics)
-        self.user_client = create_client(config.user_backend, self.catalog)
-        self.chatbot_client = create_client(config.chatbot_backend, self.catalog)
+        cache = (config.engine.cache_path, config.engine.cache)
+        self.user_client = create_client(config.user_backend, self.catalog, *cache)
+        self.chatbot_client = create_client(config.chatbot_backend, self.catalog, *cache)
         self.drift = population.drift
         generator = population.generator
         self.users: list[_User] = []

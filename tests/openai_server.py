@@ -1,0 +1,67 @@
+"""A minimal OpenAI-compatible chat server on 127.0.0.1 for tests (no network, no model).
+
+It answers ``POST /v1/chat/completions`` deterministically from the last user message, can fail
+its first N calls (503 or 429) to exercise retries, and counts the calls it served.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAIServer:
+    def __init__(self, fail_first: int = 0, fail_status: int = 503) -> None:
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.calls = 0
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                return
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with server._lock:
+                    server.calls += 1
+                    n = server.calls
+                    server.requests.append(body)
+                if n <= server.fail_first:
+                    self._send(server.fail_status, {"error": {"message": "try again", "type": "server_error"}})
+                    return
+                messages = body.get("messages", [])
+                last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+                text = last if isinstance(last, str) else json.dumps(last)
+                reply = f"Noted: {text[:80]}"
+                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+                self._send(200, {
+                    "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(reply.split()),
+                              "total_tokens": prompt_tokens + len(reply.split())},
+                })
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

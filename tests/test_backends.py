@@ -1,0 +1,99 @@
+"""The openai backend against a local OpenAI-compatible server: calls, retries, cache, a full run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import duckdb
+import pytest
+from autogen_core.models import SystemMessage, UserMessage
+
+from personasim.agents.backends import BackendConfig, create_client
+from personasim.agents.wrappers import ResilientClient
+
+from .openai_server import FakeOpenAIServer
+
+MESSAGES = [SystemMessage(content="You are helpful."), UserMessage(content="Plan my week", source="user")]
+
+
+def _config(server: FakeOpenAIServer, **extra) -> BackendConfig:
+    return BackendConfig(kind="openai", model="tiny-test-model", base_url=server.base_url, **extra)
+
+
+def test_openai_backend_answers_and_reports_usage():
+    with FakeOpenAIServer() as server:
+        client = create_client(_config(server))
+        result = asyncio.run(client.create(MESSAGES))
+    assert result.content == "Noted: Plan my week"
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens == 4
+    assert server.requests[0]["model"] == "tiny-test-model" and server.requests[0]["max_tokens"] == 400
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_retries_with_backoff_until_the_server_recovers(status):
+    with FakeOpenAIServer(fail_first=2, fail_status=status) as server:
+        client = create_client(_config(server))
+        assert isinstance(client, ResilientClient)
+        client.retry.base_delay_s = 0.01
+        result = asyncio.run(client.create(MESSAGES))
+    assert result.content.startswith("Noted:")
+    assert server.calls == 3 and client.retries == 2
+
+
+def test_gives_up_after_max_retries_and_does_not_retry_client_errors():
+    with FakeOpenAIServer(fail_first=10) as server:
+        client = create_client(_config(server, max_retries=2))
+        client.retry.base_delay_s = 0.01
+        with pytest.raises(Exception, match="503|try again"):
+            asyncio.run(client.create(MESSAGES))
+        assert server.calls == 3
+    with FakeOpenAIServer(fail_first=10, fail_status=400) as server:
+        client = create_client(_config(server))
+        with pytest.raises(Exception, match="400|try again"):
+            asyncio.run(client.create(MESSAGES))
+        assert server.calls == 1
+
+
+def test_response_cache_replays_calls_for_free(tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    with FakeOpenAIServer() as server:
+        first = asyncio.run(create_client(_config(server), cache_path=cache).create(MESSAGES))
+        again = create_client(_config(server), cache_path=cache)
+        second = asyncio.run(again.create(MESSAGES))
+        assert server.calls == 1 and again.hits == 1 and second.cached
+        assert second.content == first.content
+        other = asyncio.run(create_client(_config(server, temperature=0.1), cache_path=cache).create(MESSAGES))
+        assert server.calls == 2 and not other.cached, "sampling parameters are part of the key"
+        off = create_client(_config(server), cache_path=cache, cache_mode="off")
+        asyncio.run(off.create(MESSAGES))
+        assert server.calls == 3
+
+
+def test_api_key_comes_from_the_named_environment_variable(monkeypatch):
+    with FakeOpenAIServer() as server:
+        with pytest.raises(ValueError, match="PERSONASIM_TEST_KEY"):
+            create_client(_config(server, api_key_env="PERSONASIM_TEST_KEY"))
+        monkeypatch.setenv("PERSONASIM_TEST_KEY", "sk-test-secret")
+        create_client(_config(server, api_key_env="PERSONASIM_TEST_KEY"))
+    assert "sk-test-secret" not in BackendConfig(kind="openai", model="m", api_key_env="X").model_dump_json()
+
+
+def test_full_run_with_an_openai_chatbot(ray_session, tmp_path):
+    from personasim.api import run
+    from personasim.sim.config import RunConfig
+
+    with FakeOpenAIServer() as server:
+        config = RunConfig.model_validate({
+            "seed": 3, "population": {"users": 3}, "schedule": {"sessions": 2},
+            "memory": {"strategies": ["none", "agentic"]},
+            "chatbot_backend": {"kind": "openai", "model": "tiny-test-model", "base_url": server.base_url},
+        })
+        summary = run(config, tmp_path / "llm.duckdb")
+        served = server.calls
+        assert served > 0
+        rerun = run(config, tmp_path / "llm.duckdb", overwrite=True)
+        assert server.calls == served, "a rerun replays every LLM call from the cache"
+    assert summary.sessions == rerun.sessions == 6
+    con = duckdb.connect(str(tmp_path / "llm.duckdb"), read_only=True)
+    replies = con.execute("SELECT text, completion_tokens FROM turns WHERE role = 'assistant'").fetchall()
+    assert replies and all(text.startswith("Noted:") and tokens > 0 for text, tokens in replies)

@@ -2,6 +2,7 @@
 
 - ``scripted``: the offline default (deterministic templates; never cached: it is cheaper than a
   cache lookup and already reproducible).
+- ``transformers``: a local causal LM from a path, batched across concurrent sessions.
 - ``openai``: any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp, OpenAI) through
   autogen-ext's client, behind a concurrency cap, retries with exponential backoff, and the
   content-addressed response cache.
@@ -26,7 +27,7 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["scripted", "openai"] = "scripted"
+    kind: Literal["scripted", "openai", "transformers"] = "scripted"
     model: str = "scripted-v1"
     base_url: str | None = Field(default=None, description="e.g. http://localhost:8000/v1 for a vLLM server.")
     api_key_env: str | None = Field(
@@ -41,11 +42,17 @@ class BackendConfig(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     max_concurrency: int = Field(default=32, ge=1, description="Calls in flight per actor.")
+    path: str | None = Field(default=None, description="transformers: folder of a saved causal LM.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    device: str = Field(default="auto", description="transformers: cuda, cpu, or auto.")
+    batch_size: int = Field(default=8, ge=1, description="transformers: requests generated together.")
 
     @model_validator(mode="after")
     def _check(self) -> BackendConfig:
         if self.kind == "openai" and self.model == "scripted-v1":
             raise ValueError("the openai backend needs `model` (the served model's name)")
+        if self.kind == "transformers" and not self.path:
+            raise ValueError("the transformers backend needs `path` (a folder holding a saved causal LM)")
         return self
 
 
@@ -87,4 +94,16 @@ def create_client(
             client = CachedClient(client, ResponseCache(cache_path), cache_mode, "openai",
                                   f"{config.base_url}|{config.model}", params)
         return client
-    raise ValueError(f"unknown backend {config.kind!r}; choose from: scripted, openai")
+    if config.kind == "transformers":
+        from personasim.agents.transformers_backend import TransformersChatCompletionClient
+
+        assert config.path is not None
+        local: ChatCompletionClient = TransformersChatCompletionClient(
+            config.path, dtype=config.dtype, device=config.device, max_new_tokens=config.max_tokens,
+            temperature=config.temperature, seed=config.seed or 0, batch_size=config.batch_size,
+        )
+        if cache_path is not None and cache_mode != "off":
+            params = {"temperature": config.temperature, "max_tokens": config.max_tokens, "seed": config.seed}
+            local = CachedClient(local, ResponseCache(cache_path), cache_mode, "transformers", config.path, params)
+        return local
+    raise ValueError(f"unknown backend {config.kind!r}; choose from: scripted, openai, transformers")

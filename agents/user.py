@@ -41,6 +41,10 @@ class DialogueConfig(BaseModel):
         default=0.1, ge=0.0, le=1.0,
         description="Chance a session mentions one of the persona's (fake) sensitive values in passing.",
     )
+    leak_threshold: float = Field(
+        default=0.65, ge=0.0, le=1.0,
+        description="An implicit reveal this similar (MiniLM) to the explicit statement is flagged as leaked.",
+    )
     forget_probability: float = Field(
         default=0.05, ge=0.0, le=1.0,
         description="Chance a session ends with a request to forget something revealed earlier.",

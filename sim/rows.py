@@ -108,6 +108,8 @@ class TurnRow(BaseModel):
     reveal_mode: str | None
     hint_kind: str | None
     forget_preference_id: str | None
+    leak_similarity: float | None
+    leaked: bool | None
 
 
 class MemorySnapshotRow(BaseModel):

@@ -153,6 +153,7 @@ class UserShard:
                     turn_id=turn_id(persona.id, k, r.index),
                 ))
         drift_events += self._exposures(persona, records, k, plan.scenario.topics)
+        leaks = self._leakage(records)
         await self._feed_memories(user, records, end)
         user.last_end = end
         sid = session_id(persona.id, k)
@@ -162,7 +163,7 @@ class UserShard:
                 scenario_id=plan.scenario.id, started_at=start, ended_at=end, n_turns=len(records),
                 status="completed",
             )],
-            turns=[self._turn_row(persona.id, k, sid, r) for r in records],
+            turns=[self._turn_row(persona.id, k, sid, r, leaks.get(r.index)) for r in records],
             memory_snapshots=[
                 MemorySnapshotRow(
                     run_id=self.run_id, snapshot_id=snapshot_id(persona.id, k, name), persona_id=persona.id,
@@ -212,7 +213,26 @@ class UserShard:
                 await memory.add(message_content(r.role, r.text, r.time))
             await memory.end_session(end)
 
-    def _turn_row(self, persona_id: str, k: int, sid: str, r: TurnRecord) -> TurnRow:
+    def _leakage(self, records: list[TurnRecord]) -> dict[int, float]:
+        """Similarity of each revealing user turn to the explicit statement of what it reveals.
+
+        An implicit reveal that reads like the statement has leaked the preference (LLM user
+        simulators often do); the turn row keeps the similarity and the flag."""
+        revealing = [r for r in records if r.reveal is not None]
+        if not revealing:
+            return {}
+        from personasim.agents.embedding import default_embedder
+
+        embedder = default_embedder()
+        statements = [
+            self.catalog.statements(r.reveal.topic, r.reveal.option, r.reveal.polarity)[0]  # type: ignore[union-attr]
+            for r in revealing
+        ]
+        turns = embedder.encode([r.text for r in revealing])
+        explicit = embedder.encode(statements)
+        return {r.index: round(float(a @ b), 4) for r, a, b in zip(revealing, turns, explicit, strict=True)}
+
+    def _turn_row(self, persona_id: str, k: int, sid: str, r: TurnRecord, leak: float | None = None) -> TurnRow:
         return TurnRow(
             run_id=self.run_id, turn_id=turn_id(persona_id, k, r.index), session_id=sid, persona_id=persona_id,
             session_index=k, turn_index=r.index, role=r.role, text=r.text, time=r.time, tokens=r.tokens,
@@ -221,6 +241,9 @@ class UserShard:
             reveal_mode=r.reveal.mode if r.reveal else None,
             hint_kind=r.reveal.hint_kind if r.reveal else None,
             forget_preference_id=r.forget.preference_id if r.forget else None,
+            leak_similarity=leak,
+            leaked=(leak >= self.config.dialogue.leak_threshold and r.reveal.mode == "implicit")
+            if leak is not None and r.reveal is not None else None,
         )
 
     def personas(self) -> PersonaBatch:

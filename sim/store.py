@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed.
@@ -32,6 +32,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE drift_events ALTER COLUMN old_preference_id DROP NOT NULL",
         "ALTER TABLE drift_events ADD COLUMN IF NOT EXISTS kind VARCHAR DEFAULT 'topic_swap'",
         "ALTER TABLE turns ADD COLUMN IF NOT EXISTS forget_preference_id VARCHAR",
+    ],
+    3: [
+        "ALTER TABLE turns ADD COLUMN IF NOT EXISTS leak_similarity DOUBLE",
+        "ALTER TABLE turns ADD COLUMN IF NOT EXISTS leaked BOOLEAN",
     ],
 }
 

@@ -159,3 +159,23 @@ def test_scripted_chatbot_recommends_and_acceptance_is_detected():
     assert recommended, "the scripted chatbot sometimes suggests a neighbouring option"
     assert all(topic == "favorite_cuisine" and option != "thai" for topic, option in recommended)
     assert accepts("Great, I'll give that a try.") and not accepts("Thanks! I'll think it over.")
+
+
+def test_leakage_check_flags_implicit_turns_that_state_the_preference():
+    from personasim.agents.conversation import TurnRecord
+    from personasim.agents.directive import RevealPlan
+    from personasim.config import build_config
+    from personasim.sim.shard import UserShard
+
+    shard = UserShard(build_config(users=1, sessions=1, memory="none"), [0])
+    catalog = load_topic_catalog()
+    reveal = RevealPlan(preference_id="p/x#0", topic="favorite_cuisine", option="thai", polarity="likes",
+                        mode="implicit", hint_kind="behaviour")
+    stated = TurnRecord(index=0, role="user", text=catalog.statements("favorite_cuisine", "thai", "likes")[0] +
+                        " Any dinner ideas?", time=START, tokens=5, reveal=reveal)
+    hint = catalog.hints("favorite_cuisine", "thai", "likes", "behaviour")[0].text
+    hinted = TurnRecord(index=2, role="user", text=hint, time=START, tokens=5, reveal=reveal)
+    leaks = shard._leakage([stated, hinted])
+    assert leaks[0] > leaks[2]
+    assert shard._turn_row("p", 0, "p/s0", stated, leaks[0]).leaked is True
+    assert shard._turn_row("p", 0, "p/s0", hinted, leaks[2]).leaked is False

@@ -61,7 +61,7 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     from personasim.sim.rows import DriftEventRow
     from personasim.sim.store import SCHEMA_VERSION
 
-    added = {"sensitivity", "stereotype", "kind", "forget_preference_id"}
+    added = {"sensitivity", "stereotype", "kind", "forget_preference_id", "leak_similarity", "leaked"}
     path = tmp_path / "v1.duckdb"
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")

@@ -64,15 +64,25 @@ class MemoryRewriteDirective(BaseModel):
     session_date: str
 
 
-Directive = Annotated[UserTurnDirective | MemoryRewriteDirective, Field(discriminator="task")]
-_ADAPTER: TypeAdapter[UserTurnDirective | MemoryRewriteDirective] = TypeAdapter(Directive)
+class ProbeDirective(BaseModel):
+    """An out-of-conversation interview question to the simulated user (consistency probe)."""
+
+    task: Literal["probe"] = "probe"
+    topic: str
+    topic_name: str
+    held_statements: list[str] = Field(description="What the persona truly holds on the topic now.")
 
 
-def render_directive(directive: UserTurnDirective | MemoryRewriteDirective) -> str:
+AnyDirective = UserTurnDirective | MemoryRewriteDirective | ProbeDirective
+Directive = Annotated[AnyDirective, Field(discriminator="task")]
+_ADAPTER: TypeAdapter[AnyDirective] = TypeAdapter(Directive)
+
+
+def render_directive(directive: AnyDirective) -> str:
     return f"<personasim-directive>{directive.model_dump_json()}</personasim-directive>"
 
 
-def find_directive(messages: Sequence[LLMMessage]) -> UserTurnDirective | MemoryRewriteDirective | None:
+def find_directive(messages: Sequence[LLMMessage]) -> AnyDirective | None:
     """The directive of the first system message that carries one, if any."""
     for message in messages:
         if isinstance(message, SystemMessage):

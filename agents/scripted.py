@@ -31,6 +31,7 @@ from personasim.agents.directive import (
     MEMORY_HEADER,
     TRANSCRIPT_HEADER,
     MemoryRewriteDirective,
+    ProbeDirective,
     UserTurnDirective,
     find_directive,
 )
@@ -125,6 +126,10 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
             content = self._user_turn(directive, messages)
         elif isinstance(directive, MemoryRewriteDirective):
             content = self._rewrite_memory(directive, messages)
+        elif isinstance(directive, ProbeDirective):
+            # the scripted user never loses its persona: it answers with what it truly holds
+            content = (" ".join(directive.held_statements)
+                       or f"I don't have a strong preference about {directive.topic_name}.")
         else:
             content = self._assistant_reply(messages)
         usage = RequestUsage(

@@ -45,6 +45,10 @@ class DialogueConfig(BaseModel):
         default=0.65, ge=0.0, le=1.0,
         description="An implicit reveal this similar (MiniLM) to the explicit statement is flagged as leaked.",
     )
+    probe_every: int = Field(
+        default=0, ge=0, description="Interview each user every N sessions (consistency probe); 0 = never."
+    )
+    probe_topics: int = Field(default=2, ge=1, description="Topics asked about per probe.")
     forget_probability: float = Field(
         default=0.05, ge=0.0, le=1.0,
         description="Chance a session ends with a request to forget something revealed earlier.",
@@ -54,6 +58,7 @@ class DialogueConfig(BaseModel):
 class SessionPlan(BaseModel):
     scenario: Scenario
     directive: UserTurnDirective
+    time: datetime | None = None
 
 
 def plan_session(
@@ -116,7 +121,7 @@ def plan_session(
         kind = rng.choice(sorted(values))
         turns[0] = turns[0].model_copy(update={"mention": SensitiveMention(kind=kind, value=values[kind])})
     directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=rng.choice(scenario.intents), turns=turns)
-    return SessionPlan(scenario=scenario, directive=directive)
+    return SessionPlan(scenario=scenario, directive=directive, time=t)
 
 
 def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalog) -> str:
@@ -145,7 +150,10 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
                 f"Message {i}: let it show through a {turn.reveal.hint_kind} that \"{statement}\" "
                 "is true of you, without saying it or naming it."
             )
-    return "\n".join(lines) + "\n\n" + render_directive(plan.directive)
+    from personasim.agents.probe import persona_state_prompt
+
+    state = persona_state_prompt(persona, plan.time, catalog) if plan.time else ""
+    return "\n".join(lines) + "\n\n" + state + "\n\n" + render_directive(plan.directive)
 
 
 def build_user_agent(client: ChatCompletionClient, system_prompt: str) -> AssistantAgent:

@@ -79,6 +79,20 @@ class SensitiveFactRow(BaseModel):
     value: str
 
 
+class ConsistencyProbeRow(BaseModel):
+    run_id: str
+    probe_id: str
+    persona_id: str
+    session_index: int
+    time: datetime
+    topic: str
+    question: str
+    answer: str
+    predicted_option: str
+    true_options: list[str]
+    consistent: bool
+
+
 class SessionRow(BaseModel):
     run_id: str
     session_id: str
@@ -164,6 +178,7 @@ TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "drift_events": (DriftEventRow, ("run_id", "event_id")),
     "forget_requests": (ForgetRequestRow, ("run_id", "request_id")),
     "sensitive_facts": (SensitiveFactRow, ("run_id", "persona_id", "kind")),
+    "consistency_probes": (ConsistencyProbeRow, ("run_id", "probe_id")),
     "sessions": (SessionRow, ("run_id", "session_id")),
     "turns": (TurnRow, ("run_id", "turn_id")),
     "memory_snapshots": (MemorySnapshotRow, ("run_id", "snapshot_id")),

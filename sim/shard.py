@@ -21,9 +21,11 @@ from personasim.agents.user import build_user_agent, plan_session, user_system_p
 from personasim.personas.models import DriftEvent, ForgetRequest, Persona
 from personasim.personas.population import PopulationBuilder
 from personasim.personas.seeding import derive_seed, rng_for
+from personasim.personas.timeline import PersonaTimeline
 from personasim.sim.config import RunConfig
 from personasim.sim.ids import session_id, snapshot_id, turn_id
 from personasim.sim.rows import (
+    ConsistencyProbeRow,
     DriftEventRow,
     ForgetRequestRow,
     MemorySnapshotRow,
@@ -45,9 +47,11 @@ class SessionBatch(BaseModel):
     memory_snapshots: list[MemorySnapshotRow] = Field(default_factory=list)
     drift_events: list[DriftEventRow] = Field(default_factory=list)
     forget_requests: list[ForgetRequestRow] = Field(default_factory=list)
+    consistency_probes: list[ConsistencyProbeRow] = Field(default_factory=list)
 
     def tables(self) -> list[tuple[str, list[BaseModel]]]:
         return [
+            ("consistency_probes", list(self.consistency_probes)),
             ("sessions", list(self.sessions)),
             ("turns", list(self.turns)),
             ("memory_snapshots", list(self.memory_snapshots)),
@@ -118,6 +122,7 @@ class UserShard:
             batch.memory_snapshots += part.memory_snapshots
             batch.drift_events += part.drift_events
             batch.forget_requests += part.forget_requests
+            batch.consistency_probes += part.consistency_probes
         return batch
 
     async def _run_user_session(self, user: _User, k: int) -> SessionBatch:
@@ -156,6 +161,7 @@ class UserShard:
         leaks = self._leakage(records)
         await self._feed_memories(user, records, end)
         user.last_end = end
+        probes = await self._probe(persona, k, end)
         sid = session_id(persona.id, k)
         return SessionBatch(
             sessions=[SessionRow(
@@ -183,7 +189,27 @@ class UserShard:
                 for e in drift_events
             ],
             forget_requests=forgets,
+            consistency_probes=probes,
         )
+
+    async def _probe(self, persona: Persona, k: int, t: datetime) -> list[ConsistencyProbeRow]:
+        every = self.config.dialogue.probe_every
+        if not every or (k + 1) % every:
+            return []
+        from personasim.agents.embedding import default_embedder
+        from personasim.agents.probe import probe_user
+
+        liked = sorted({p.topic for p in PersonaTimeline.of(persona).at(t) if p.polarity == "likes"})
+        rng = rng_for(self.config.seed, "probe", persona.index, k)
+        topics = rng.sample(liked, min(self.config.dialogue.probe_topics, len(liked)))
+        rows = []
+        for topic in topics:
+            result = await probe_user(self.user_client, persona, t, topic, self.catalog, default_embedder())
+            rows.append(ConsistencyProbeRow(
+                run_id=self.run_id, probe_id=f"{session_id(persona.id, k)}/probe/{topic}", persona_id=persona.id,
+                session_index=k, time=t, **result.model_dump(),
+            ))
+        return rows
 
     def _exposures(
         self, persona: Persona, records: list[TurnRecord], k: int, scenario_topics: list[str]

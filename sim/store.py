@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed.
@@ -37,6 +37,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE turns ADD COLUMN IF NOT EXISTS leak_similarity DOUBLE",
         "ALTER TABLE turns ADD COLUMN IF NOT EXISTS leaked BOOLEAN",
     ],
+    4: [],  # new table consistency_probes only
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}

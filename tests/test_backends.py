@@ -97,3 +97,23 @@ def test_full_run_with_an_openai_chatbot(ray_session, tmp_path):
     con = duckdb.connect(str(tmp_path / "llm.duckdb"), read_only=True)
     replies = con.execute("SELECT text, completion_tokens FROM turns WHERE role = 'assistant'").fetchall()
     assert replies and all(text.startswith("Noted:") and tokens > 0 for text, tokens in replies)
+
+
+def test_consistency_probes_catch_a_user_simulator_that_loses_its_persona(ray_session, tmp_path):
+    """The scripted user always answers in character; an echoing 'LLM' user does not."""
+    from personasim.api import run
+    from personasim.sim.config import RunConfig
+
+    base = {"seed": 5, "population": {"users": 3}, "schedule": {"sessions": 2},
+            "dialogue": {"probe_every": 1, "probe_topics": 3}, "memory": {"strategies": ["none"]}}
+    run(RunConfig.model_validate(base), tmp_path / "scripted.duckdb")
+    con = duckdb.connect(str(tmp_path / "scripted.duckdb"), read_only=True)
+    n, rate = con.execute("SELECT count(*), avg(consistent::INT) FROM consistency_probes").fetchall()[0]
+    con.close()
+    assert n == 3 * 2 * 3 and rate == 1.0
+    with FakeOpenAIServer() as server:
+        llm_user = {**base, "user_backend": {"kind": "openai", "model": "echo", "base_url": server.base_url}}
+        run(RunConfig.model_validate(llm_user), tmp_path / "llm.duckdb")
+    con = duckdb.connect(str(tmp_path / "llm.duckdb"), read_only=True)
+    n, rate = con.execute("SELECT count(*), avg(consistent::INT) FROM consistency_probes").fetchall()[0]
+    assert n == 18 and rate < 0.8

@@ -73,7 +73,13 @@ class ProbeDirective(BaseModel):
     held_statements: list[str] = Field(description="What the persona truly holds on the topic now.")
 
 
-AnyDirective = UserTurnDirective | MemoryRewriteDirective | ProbeDirective
+class FactExtractionDirective(BaseModel):
+    """Extract the user's personal facts from one message (fact_list and temporal memories)."""
+
+    task: Literal["fact_extraction"] = "fact_extraction"
+
+
+AnyDirective = UserTurnDirective | MemoryRewriteDirective | ProbeDirective | FactExtractionDirective
 Directive = Annotated[AnyDirective, Field(discriminator="task")]
 _ADAPTER: TypeAdapter[AnyDirective] = TypeAdapter(Directive)
 

@@ -30,12 +30,13 @@ from pydantic import BaseModel
 from personasim.agents.directive import (
     MEMORY_HEADER,
     TRANSCRIPT_HEADER,
+    FactExtractionDirective,
     MemoryRewriteDirective,
     ProbeDirective,
     UserTurnDirective,
     find_directive,
 )
-from personasim.agents.memory.rules import rewrite_notes
+from personasim.agents.memory.rules import personal_sentences, rewrite_notes
 from personasim.agents.recommendations import RECOMMENDATION_LEAD, mentioned_options
 from personasim.agents.tokens import count_tokens
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog, load_topic_catalog
@@ -126,6 +127,9 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
             content = self._user_turn(directive, messages)
         elif isinstance(directive, MemoryRewriteDirective):
             content = self._rewrite_memory(directive, messages)
+        elif isinstance(directive, FactExtractionDirective):
+            message = next((_text(m) for m in messages if isinstance(m, UserMessage)), "")
+            content = "\n".join(personal_sentences(message))
         elif isinstance(directive, ProbeDirective):
             # the scripted user never loses its persona: it answers with what it truly holds
             content = (" ".join(directive.held_statements)

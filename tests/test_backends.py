@@ -117,3 +117,19 @@ def test_consistency_probes_catch_a_user_simulator_that_loses_its_persona(ray_se
     con = duckdb.connect(str(tmp_path / "llm.duckdb"), read_only=True)
     n, rate = con.execute("SELECT count(*), avg(consistent::INT) FROM consistency_probes").fetchall()[0]
     assert n == 18 and rate < 0.8
+
+
+def test_fact_memories_extract_through_the_llm_backend():
+    """With an LLM backend, fact extraction is a prompt to the model, not the scripted rules."""
+    from datetime import datetime
+
+    from personasim.agents.memory import MemorySettings, create_memory, message_content
+
+    with FakeOpenAIServer() as server:
+        client = create_client(_config(server))
+        memory = create_memory("fact_list", MemorySettings(), client)
+        message = message_content("user", "I swim every morning before work.", datetime(2025, 1, 1))
+        asyncio.run(memory.add(message))
+        prompt = server.requests[-1]["messages"][0]["content"]
+    assert "Extract every personal fact" in prompt
+    assert memory.items() == ["[2025-01-01] Noted: I swim every morning before work."]

@@ -15,6 +15,7 @@ from autogen_core.models import SystemMessage, UserMessage
 from personasim.agents.directive import (
     MEMORY_HEADER,
     TRANSCRIPT_HEADER,
+    FactExtractionDirective,
     MemoryRewriteDirective,
     render_directive,
 )
@@ -119,7 +120,23 @@ class RagMemory(_MessageLog):
 
 
 class _FactStore(PersonaMemory):
-    """Facts extracted from user messages, compared by meaning (MiniLM) with the facts kept."""
+    """Facts extracted from user messages by the model (a prompt; rule-based with the scripted
+    backend), compared by meaning (MiniLM) with the facts kept."""
+
+    extraction_prompt = (
+        "Extract every personal fact the user states or implies about themselves in the message "
+        "(preferences, habits, circumstances). Write one short first-person sentence per line, "
+        "nothing else; write nothing if there is none."
+    )
+
+    async def extract(self, text: str) -> list[str]:
+        if self.model_client is None:
+            return personal_sentences(text)
+        system = self.extraction_prompt + "\n\n" + render_directive(FactExtractionDirective())
+        messages = [SystemMessage(content=system), UserMessage(content=text, source="user")]
+        result = await self.model_client.create(messages)
+        content = result.content if isinstance(result.content, str) else ""
+        return [line.strip(" -*\t") for line in content.splitlines() if line.strip(" -*\t")]
 
     def _closest(self, candidate: str, facts: list[str]) -> tuple[int | None, float]:
         if not facts:
@@ -148,7 +165,7 @@ class FactList(_FactStore):
     async def remember(self, role: str, text: str, time: str) -> None:
         if role != "user":
             return
-        for candidate in personal_sentences(text):
+        for candidate in await self.extract(text):
             best, similarity = self._closest(candidate, [f for _, f in self._facts])
             if best is not None and similarity >= self.settings.fact_duplicate_similarity:
                 self.operations["NOOP"] += 1
@@ -186,7 +203,7 @@ class TemporalMemory(_FactStore):
     async def remember(self, role: str, text: str, time: str) -> None:
         if role != "user":
             return
-        for candidate in personal_sentences(text):
+        for candidate in await self.extract(text):
             active = self._active()
             if active:
                 sims = self.embedder.encode([f["text"] for f in active]) @ self.embedder.encode([candidate])[0]

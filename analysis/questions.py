@@ -20,7 +20,7 @@ from personasim.personas.models import DriftEvent, ForgetRequest, Polarity, Pref
 from personasim.personas.seeding import rng_for
 from personasim.personas.timeline import PersonaTimeline
 from personasim.sim.rows import QuestionRow
-from personasim.worlds.scenarios import ScenarioCatalog, load_scenario_catalog
+from personasim.worlds.scenarios import Scenario, ScenarioCatalog, load_scenario_catalog
 
 QUESTION_DELAY = timedelta(hours=1)
 
@@ -69,8 +69,14 @@ def generate_questions(
     catalog: TopicCatalog | None = None,
     scenarios: ScenarioCatalog | None = None,
     max_options: int = 4,
+    abstention_per_user: int = 0,
 ) -> list[QuestionRow]:
-    """One question per revealed, currently liked (and not forgotten) preference, after the last session."""
+    """Questions from the timeline, asked after each user's last session.
+
+    Types: ``explicit_recall`` and ``implicit_inference`` (a liked preference revealed outright,
+    or only by hints), ``updated_preference`` (drift replaced it; the stale one is a distractor),
+    ``forget_compliance`` (the user asked to forget it: the non-personalised reply is correct) and
+    ``abstention`` (a topic never discussed: personalising would be over-personalisation)."""
     catalog = catalog or load_topic_catalog()
     scenarios = scenarios or load_scenario_catalog()
     timelines = load_timelines(con, run_id)
@@ -103,7 +109,6 @@ def generate_questions(
         held = timeline.at(t)
         liked = {(p.topic, p.option) for p in held if p.polarity == Polarity.LIKES}
         disliked = {(p.topic, p.option) for p in held if p.polarity == Polarity.DISLIKES}
-        forgotten = {f.preference_id for f in timeline.forgotten_by(t)}
         others_like = {
             (p.topic, p.option) for pid, tl in timelines.items() if pid != persona_id
             for p in tl.at(t) if p.polarity == Polarity.LIKES
@@ -111,46 +116,85 @@ def generate_questions(
         replaced_by = {
             e.new.id: e.old for e in timeline.drift_events if e.new is not None and e.old is not None and e.time <= t
         }
+        revealed_topics = {topic for (pid, topic, _, _), seen in reveals.items()
+                           if pid == persona_id and any(r[0] < t for r in seen)}
+        forgotten_at = {f.preference_id: f.time for f in timeline.forgotten_by(t)}
+
         for pref in held:
-            if pref.polarity != Polarity.LIKES or pref.id in forgotten:
+            if pref.polarity != Polarity.LIKES or not scenarios.scenarios_for(pref.topic):
                 continue
             seen = [r for r in reveals.get((persona_id, pref.topic, pref.option, "likes"), []) if r[0] < t]
-            if not seen or not scenarios.scenarios_for(pref.topic):
+            if not seen:
                 continue  # never revealed: nothing a memory could know
-            old = replaced_by.get(pref.id)
-            stale = old if old is not None and old.option != pref.option and old.polarity == Polarity.LIKES else None
+            topic = catalog.topic(pref.topic)
             question_id = f"{persona_id}/q/{pref.topic}/{pref.option}"
             rng = rng_for(seed, "question", question_id)
-            topic = catalog.topic(pref.topic)
+            scenario = rng.choice(scenarios.scenarios_for(pref.topic))
+            lead = scenario.lead
+            ask = _Asker(run_id, persona_id, t, question_id, scenario, rng, seed, last_session[persona_id])
+            asked_to_forget = forgotten_at.get(pref.id)
+            if asked_to_forget is not None and not any(r[0] > asked_to_forget for r in seen):
+                # the user asked to forget it and never mentioned it again: the reply must not use it
+                others = [o.id for o in topic.options if o.id != pref.option]
+                rng.shuffle(others)
+                others = others[: max_options - 2]
+                entries = [(f"{lead} {rng.choice(catalog.templates.generic)}", "correct"),
+                           (f"{lead} {catalog.response(topic.id, pref.option)}", "forgotten")]
+                entries += [(f"{lead} {catalog.response(topic.id, o)}", "alternative") for o in others]
+                questions.append(ask("forget_compliance", pref, topic.id, entries, None, seen))
+                continue
+            old = replaced_by.get(pref.id)
+            stale = old if old is not None and old.option != pref.option and old.polarity == Polarity.LIKES else None
             distractors = _distractors(topic, pref, stale, liked, disliked, others_like, rng, max_options - 1)
             if not distractors:
                 continue
-            scenario = rng.choice(scenarios.scenarios_for(pref.topic))
-            entries = [(f"{scenario.lead} {catalog.response(topic.id, pref.option)}", "correct")]
-            entries += [(f"{scenario.lead} {catalog.response(topic.id, o)}", source) for o, source in distractors]
-            rng_for(seed, "option-order", question_id).shuffle(entries)
-            sources = [source for _, source in entries]
-            questions.append(
-                QuestionRow(
-                    run_id=run_id,
-                    question_id=question_id,
-                    persona_id=persona_id,
-                    question_type="updated_preference" if stale is not None else "current_preference",
-                    asked_at=t,
-                    topic=pref.topic,
-                    scenario_id=scenario.id,
-                    query=rng.choice(scenario.intents),
-                    options=[text for text, _ in entries],
-                    option_sources=sources,
-                    correct_index=sources.index("correct"),
-                    preference_id=pref.id,
-                    stale_preference_id=stale.id if stale is not None else None,
-                    reveal_mode="explicit" if any(m == "explicit" for _, _, m in seen) else "implicit",
-                    reveals=len(seen),
-                    sessions_since_reveal=last_session[persona_id] - max(s for _, s, _ in seen),
-                )
-            )
+            entries = [(f"{lead} {catalog.response(topic.id, pref.option)}", "correct")]
+            entries += [(f"{lead} {catalog.response(topic.id, o)}", source) for o, source in distractors]
+            if stale is not None:
+                qtype = "updated_preference"
+            elif any(m == "explicit" for _, _, m in seen):
+                qtype = "explicit_recall"
+            else:
+                qtype = "implicit_inference"
+            questions.append(ask(qtype, pref, topic.id, entries, stale, seen))
+
+        # abstention: topics the user never talked about; the generic reply is the right one
+        silent = [tp for tp in catalog.topics if tp.id not in revealed_topics and scenarios.scenarios_for(tp.id)]
+        rng = rng_for(seed, "abstention", persona_id)
+        for topic in rng.sample(silent, min(abstention_per_user, len(silent))):
+            question_id = f"{persona_id}/q/{topic.id}/abstain"
+            qrng = rng_for(seed, "question", question_id)
+            scenario = qrng.choice(scenarios.scenarios_for(topic.id))
+            ask = _Asker(run_id, persona_id, t, question_id, scenario, qrng, seed, last_session[persona_id])
+            options = [o.id for o in topic.options]
+            qrng.shuffle(options)
+            entries = [(f"{scenario.lead} {qrng.choice(catalog.templates.generic)}", "correct")]
+            entries += [(f"{scenario.lead} {catalog.response(topic.id, o)}", "unsupported") for o in options[:3]]
+            questions.append(ask("abstention", None, topic.id, entries, None, []))
     return questions
+
+
+class _Asker:
+    """Builds the stored row of one question: stable option order, the query, reveal statistics."""
+
+    def __init__(self, run_id: str, persona_id: str, t: datetime, question_id: str, scenario: Scenario,
+                 rng: random.Random, seed: int, last_session: int) -> None:
+        self.run_id, self.persona_id, self.t, self.question_id = run_id, persona_id, t, question_id
+        self.scenario, self.rng, self.seed, self.last_session = scenario, rng, seed, last_session
+
+    def __call__(self, qtype: str, pref: Preference | None, topic_id: str, entries: list[tuple[str, str]],
+                 stale: Preference | None, seen: list[tuple[datetime, int, str]]) -> QuestionRow:
+        rng_for(self.seed, "option-order", self.question_id).shuffle(entries)
+        sources = [source for _, source in entries]
+        mode = "explicit" if any(m == "explicit" for _, _, m in seen) else ("implicit" if seen else "none")
+        return QuestionRow(
+            run_id=self.run_id, question_id=self.question_id, persona_id=self.persona_id, question_type=qtype,
+            asked_at=self.t, topic=topic_id, scenario_id=self.scenario.id, query=self.rng.choice(self.scenario.intents),
+            options=[text for text, _ in entries], option_sources=sources, correct_index=sources.index("correct"),
+            preference_id=pref.id if pref is not None else "",
+            stale_preference_id=stale.id if stale is not None else None, reveal_mode=mode, reveals=len(seen),
+            sessions_since_reveal=self.last_session - max(s for _, s, _ in seen) if seen else -1,
+        )
 
 
 def _distractors(

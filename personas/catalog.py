@@ -118,6 +118,9 @@ class Templates(BaseModel):
     statements: dict[PolarityName, list[str]]
     hints: dict[PolarityName, dict[HintKind, list[str]]]
     responses: dict[TopicKind, str]
+    generic: list[str] = Field(
+        default_factory=list, description="Non-personalised replies: correct when no preference is known."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Templates:

@@ -83,6 +83,12 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
         }
         (option,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [pref_id]).fetchall()[0]
         assert option in liked, "the correct option is a preference held at question time"
+        assert qtype in ("explicit_recall", "implicit_inference", "updated_preference", "forget_compliance")
+        if qtype == "forget_compliance":  # asked to forget: the non-personalised reply is correct
+            assert options[sources.index("forgotten")].endswith(catalog.response(topic, option))
+            personalised = [catalog.response(topic, o.id) for o in catalog.topic(topic).options]
+            assert not any(options[correct].endswith(r) for r in personalised)
+            continue
         assert options[correct].endswith(catalog.response(topic, option))
         for i, text in enumerate(options):
             if i != correct:
@@ -150,3 +156,26 @@ def test_sensitive_values_mentioned_in_passing_are_redacted_unless_switched_off(
     raw = {**base, "memory": {**base["memory"], "settings": {"redact": False}}}
     run(RunConfig.model_validate(raw), tmp_path / "raw.duckdb")
     assert _leaks(tmp_path / "raw.duckdb")[1] > 0
+
+
+def test_abstention_questions_are_about_topics_never_discussed(small_run):
+    from personasim.analysis.questions import generate_questions
+
+    _, db = small_run
+    catalog = load_topic_catalog()
+    con = duckdb.connect(str(db), read_only=True)
+    run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
+    questions = [q for q in generate_questions(con, run_id, seed=7, abstention_per_user=2)
+                 if q.question_type == "abstention"]
+    assert len(questions) == 2 * 12
+    for q in questions:
+        discussed = con.execute(
+            "SELECT count(*) FROM turns t JOIN preferences p ON p.run_id = t.run_id "
+            "AND p.preference_id = t.revealed_preference_id WHERE t.persona_id = ? AND p.topic = ? AND t.time < ?",
+            [q.persona_id, q.topic, q.asked_at],
+        ).fetchall()[0][0]
+        assert discussed == 0
+        generic = q.options[q.correct_index]
+        assert any(generic.endswith(g) for g in catalog.templates.generic)
+        assert q.option_sources.count("unsupported") == 3
+    con.close()

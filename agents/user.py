@@ -21,6 +21,7 @@ from personasim.agents.directive import (
     UserTurnPlan,
     render_directive,
 )
+from personasim.agents.probe import persona_state_prompt
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog
 from personasim.personas.models import Persona, Preference
 from personasim.personas.timeline import PersonaTimeline
@@ -150,8 +151,6 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
                 f"Message {i}: let it show through a {turn.reveal.hint_kind} that \"{statement}\" "
                 "is true of you, without saying it or naming it."
             )
-    from personasim.agents.probe import persona_state_prompt
-
     state = persona_state_prompt(persona, plan.time, catalog) if plan.time else ""
     return "\n".join(lines) + "\n\n" + state + "\n\n" + render_directive(plan.directive)
 

@@ -124,6 +124,7 @@ class TurnRow(BaseModel):
     forget_preference_id: str | None
     leak_similarity: float | None
     leaked: bool | None
+    content_json: str | None = None
 
 
 class MemorySnapshotRow(BaseModel):
@@ -155,6 +156,13 @@ class QuestionRow(BaseModel):
     reveal_mode: str
     reveals: int
     sessions_since_reveal: int
+    tokens_since_reveal: int = -1
+    preference_statement: str = ""
+    stale_statement: str | None = None
+    pref_type: str = ""
+    who: str = "self"
+    source: str = "generated"
+    source_json: str | None = None
 
 
 class AnswerRow(BaseModel):
@@ -169,6 +177,16 @@ class AnswerRow(BaseModel):
     correct: bool
     scores: list[float]
     context_tokens: int
+    reader_model: str | None = None
+    raw_output: str | None = None
+
+
+class SourceFileRow(BaseModel):
+    run_id: str
+    path: str
+    kind: str
+    persona_id: str | None
+    metadata_json: str
 
 
 TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
@@ -184,4 +202,5 @@ TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "memory_snapshots": (MemorySnapshotRow, ("run_id", "snapshot_id")),
     "questions": (QuestionRow, ("run_id", "question_id")),
     "answers": (AnswerRow, ("run_id", "answer_id")),
+    "source_files": (SourceFileRow, ("run_id", "path")),
 }

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed.
@@ -38,6 +38,18 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE turns ADD COLUMN IF NOT EXISTS leaked BOOLEAN",
     ],
     4: [],  # new table consistency_probes only
+    5: [
+        "ALTER TABLE turns ADD COLUMN IF NOT EXISTS content_json VARCHAR",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS tokens_since_reveal BIGINT DEFAULT -1",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS preference_statement VARCHAR DEFAULT ''",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS stale_statement VARCHAR",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS pref_type VARCHAR DEFAULT ''",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS who VARCHAR DEFAULT 'self'",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS source VARCHAR DEFAULT 'generated'",
+        "ALTER TABLE questions ADD COLUMN IF NOT EXISTS source_json VARCHAR",
+        "ALTER TABLE answers ADD COLUMN IF NOT EXISTS reader_model VARCHAR",
+        "ALTER TABLE answers ADD COLUMN IF NOT EXISTS raw_output VARCHAR",
+    ],  # and the new table source_files
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}

@@ -11,10 +11,13 @@ from personasim.sim.rows import TABLES
 
 
 def _dump(db) -> dict[str, list[tuple]]:
+    """Every table, in key order. Answer scores are rounded: embeddings computed in another process
+    (another thread count) can differ in the last float bits; the chosen option must not."""
     con = duckdb.connect(str(db), read_only=True)
+    columns = {"answers": "* REPLACE (list_transform(scores, x -> round(x, 3)) AS scores)"}
     try:
         return {
-            name: con.execute(f"SELECT * FROM {name} ORDER BY {', '.join(key)}").fetchall()
+            name: con.execute(f"SELECT {columns.get(name, '*')} FROM {name} ORDER BY {', '.join(key)}").fetchall()
             for name, (_, key) in TABLES.items()
         }
     finally:
@@ -64,16 +67,20 @@ def test_store_holds_the_whole_run(small_run):
 
 
 def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
+    from personasim.analysis.questions import EXPOSING_TEMPLATE
+
     _, db = small_run
     catalog = load_topic_catalog()
     con = duckdb.connect(str(db), read_only=True)
     questions = con.execute(
         "SELECT persona_id, topic, asked_at, options, correct_index, option_sources, question_type, "
-        "preference_id, stale_preference_id FROM questions"
+        "preference_id, stale_preference_id, scenario_id FROM questions WHERE question_type <> 'abstention'"
     ).fetchall()
     assert questions
-    updated = 0
-    for persona, topic, asked_at, options, correct, sources, qtype, pref_id, stale_id in questions:
+    seen_types = set()
+    for persona, topic, asked_at, options, correct, sources, qtype, pref_id, stale_id, scenario in questions:
+        seen_types.add(qtype)
+        assert len(options) == 4 and sources.count("correct") == 1 and sources[correct] == "correct"
         liked = {
             option for (option,) in con.execute(
                 "SELECT option FROM preferences WHERE persona_id = ? AND topic = ? AND polarity = 'likes' "
@@ -83,20 +90,54 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
         }
         (option,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [pref_id]).fetchall()[0]
         assert option in liked, "the correct option is a preference held at question time"
-        assert qtype in ("explicit_recall", "implicit_inference", "updated_preference", "forget_compliance")
+        personalised = [catalog.response(topic, o.id) for o in catalog.topic(topic).options]
         if qtype == "forget_compliance":  # asked to forget: the non-personalised reply is correct
             assert options[sources.index("forgotten")].endswith(catalog.response(topic, option))
-            personalised = [catalog.response(topic, o.id) for o in catalog.topic(topic).options]
             assert not any(options[correct].endswith(r) for r in personalised)
+            continue
+        if qtype == "sensitive_info":  # the right advice, without naming what it is based on
+            chosen = catalog.topic(topic).option(option)
+            detail = chosen.detail
+            assert options[correct].endswith(detail[:1].upper() + detail[1:])
+            assert chosen.label not in options[correct]
+            exposing = EXPOSING_TEMPLATE.format(label=chosen.label, detail=detail)
+            assert options[sources.index("exposes")].endswith(exposing)
+            assert catalog.topic(topic).sensitivity is not None
             continue
         assert options[correct].endswith(catalog.response(topic, option))
         for i, text in enumerate(options):
             if i != correct:
                 assert not any(text.endswith(catalog.response(topic, o)) for o in liked), "a distractor the user likes"
         if qtype == "updated_preference":
-            updated += 1
+            assert "stale" in sources, "every updated-preference question carries the stale preference"
             (stale,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [stale_id]).fetchall()[0]
             assert options[sources.index("stale")].endswith(catalog.response(topic, stale))
+        if qtype == "generalisation":
+            discussed = {s for (s,) in con.execute(
+                "SELECT scenario_id FROM sessions WHERE persona_id = ?", [persona]).fetchall()}
+            assert scenario not in discussed, "generalisation asks in a scenario the user never had"
+    assert {"explicit_recall", "implicit_inference", "generalisation", "sensitive_info"} <= seen_types
+    con.close()
+
+
+def test_reveal_distance_counts_the_conversation_between_reveal_and_question(small_run):
+    _, db = small_run
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute(
+        "SELECT q.question_id, q.persona_id, q.asked_at, q.tokens_since_reveal, q.sessions_since_reveal, max(t.time), "
+        "max(t.session_index) FROM questions q JOIN turns t ON t.persona_id = q.persona_id "
+        "AND t.revealed_preference_id = q.preference_id AND t.time < q.asked_at "
+        "WHERE q.question_type IN ('explicit_recall', 'implicit_inference') "
+        "GROUP BY ALL"
+    ).fetchall()
+    assert rows
+    for _, persona, asked_at, tokens, sessions, last_reveal, last_session in rows:
+        (expected,) = con.execute(
+            "SELECT coalesce(sum(tokens), 0) FROM turns WHERE persona_id = ? AND time > ? AND time < ?",
+            [persona, last_reveal, asked_at],
+        ).fetchall()[0]
+        (final,) = con.execute("SELECT max(session_index) FROM sessions WHERE persona_id = ?", [persona]).fetchall()[0]
+        assert tokens == expected and sessions == final - last_session
     con.close()
 
 
@@ -159,13 +200,13 @@ def test_sensitive_values_mentioned_in_passing_are_redacted_unless_switched_off(
 
 
 def test_abstention_questions_are_about_topics_never_discussed(small_run):
-    from personasim.analysis.questions import generate_questions
+    from personasim.analysis.questions import QuestionConfig, generate_questions
 
     _, db = small_run
     catalog = load_topic_catalog()
     con = duckdb.connect(str(db), read_only=True)
     run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
-    questions = [q for q in generate_questions(con, run_id, seed=7, abstention_per_user=2)
+    questions = [q for q in generate_questions(con, run_id, seed=7, config=QuestionConfig(abstention_per_user=2))
                  if q.question_type == "abstention"]
     assert len(questions) == 2 * 12
     for q in questions:

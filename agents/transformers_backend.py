@@ -45,6 +45,37 @@ def _role_messages(messages: Sequence[LLMMessage]) -> list[dict[str, str]]:
     return out
 
 
+def load_causal_lm(path: str | Path, dtype: Dtype = "auto", device: str = "auto") -> tuple[Any, Any, str]:
+    """(model, tokenizer, device) from a local folder; never downloads. Left padding, a pad token.
+
+    Shared by the chat client and the log-likelihood reader, so both fail the same clear way on a
+    wrong path."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelPathError(f"model path {path} does not exist; pass the folder of a saved causal LM")
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelPathError(f"{path} holds no model config (config.json): {exc}") from exc
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        raise ModelPathError(f"{path} is not a causal language model ({type(config).__name__}); use a decoder-only LM")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:
+        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
+    model.to(device).eval()
+    return model, tokenizer, device
+
+
 class TransformersChatCompletionClient(ChatCompletionClient):
     def __init__(
         self,
@@ -57,31 +88,8 @@ class TransformersChatCompletionClient(ChatCompletionClient):
         batch_size: int = 8,
         batch_wait_ms: float = 5.0,
     ) -> None:
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+        self.model, self.tokenizer, device = load_causal_lm(path, dtype, device)
         path = Path(path)
-        if not path.is_dir():
-            raise ModelPathError(f"model path {path} does not exist; pass the folder of a saved causal LM")
-        try:
-            config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelPathError(f"{path} holds no model config (config.json): {exc}") from exc
-        if type(config) not in AutoModelForCausalLM._model_mapping:
-            raise ModelPathError(
-                f"{path} is not a causal language model ({type(config).__name__}); use a decoder-only LM"
-            )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
-        if torch_dtype is None:
-            torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
-        self.model.to(device).eval()
         self.device, self.path = device, path
         self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
         self.batch_size, self.batch_wait = batch_size, batch_wait_ms / 1000.0

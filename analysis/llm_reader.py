@@ -22,8 +22,9 @@ class LLMReader:
 
     name = "llm"
 
-    def __init__(self, client: ChatCompletionClient) -> None:
+    def __init__(self, client: ChatCompletionClient, model_name: str | None = None) -> None:
         self.client = client
+        self.model_name = model_name
 
     def prompt(self, context_items: Sequence[str], query: str, options: Sequence[str]) -> str:
         listed = "\n".join(f"({letter}) {text}" for letter, text in zip(letters(len(options)), options, strict=True))
@@ -38,7 +39,7 @@ class LLMReader:
         text = result.content if isinstance(result.content, str) else ""
         choice = parse_choice(text, len(options))
         scores = [1.0 if i == choice else 0.0 for i in range(len(options))]
-        return ReaderAnswer(chosen_index=-1 if choice is None else choice, scores=scores)
+        return ReaderAnswer(chosen_index=-1 if choice is None else choice, scores=scores, raw_output=text)
 
     def answer(self, context_items: Sequence[str], query: str, options: Sequence[str]) -> ReaderAnswer:
         return asyncio.run(self.answer_async(context_items, query, options))

@@ -419,3 +419,10 @@ def _distractors(
             chosen.append((o, source))
             taken.add(o)
     return chosen
+
+
+def load_questions(con: duckdb.DuckDBPyConnection, run_id: str) -> list[QuestionRow]:
+    """The run's stored questions, in id order, as the rows they were written from."""
+    cursor = con.execute("SELECT * FROM questions WHERE run_id = ? ORDER BY question_id", [run_id])
+    names = [d[0] for d in cursor.description]
+    return [QuestionRow.model_validate(dict(zip(names, r, strict=True))) for r in cursor.fetchall()]

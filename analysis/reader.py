@@ -7,6 +7,8 @@ newest of them, and picks the option those lines support most.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -16,6 +18,16 @@ from personasim.agents.embedding import Embedder
 class ReaderAnswer(BaseModel):
     chosen_index: int
     scores: list[float]
+    raw_output: str | None = None
+
+
+class Reader(Protocol):
+    """What answers a question from a memory's context. ``name`` is stored with each answer;
+    ``model_name`` (optional) too. A reader with ``answer_async`` is run concurrently."""
+
+    name: str
+
+    def answer(self, context_items: list[str], query: str, options: list[str]) -> ReaderAnswer: ...
 
 
 class EmbeddingReader:

@@ -6,18 +6,16 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from personasim import __version__
 from personasim.agents.embedding import default_embedder
 from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
 from personasim.analysis.questions import generate_questions
 from personasim.analysis.reader import EmbeddingReader
+from personasim.progress import progress_bar
 from personasim.sim.config import RunConfig
 from personasim.sim.engine import run_simulation
 from personasim.sim.rows import RunRow
@@ -87,16 +85,6 @@ def _versions() -> str:
     return json.dumps(versions, sort_keys=True)
 
 
-@contextlib.contextmanager
-def _progress(show: bool) -> Iterator[Progress]:
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not show, console=Console(stderr=True),
-    )
-    with progress:
-        yield progress
-
-
 def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progress: bool = False) -> RunSummary:
     """Simulate, store, generate questions and score every memory strategy. Returns the summary.
 
@@ -130,7 +118,7 @@ def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progres
             personasim_version=__version__, world_data_hash=world_data_hash(), package_versions_json=_versions(),
             users=config.population.users, sessions_per_user=config.schedule.sessions, status="running",
         )])
-        with _progress(show_progress) as progress:
+        with progress_bar(show_progress) as progress:
             total_sessions = config.population.users * config.schedule.sessions
             sim_task = progress.add_task("simulating sessions", total=total_sessions)
             counts = run_simulation(config, store, on_sessions=lambda n: progress.advance(sim_task, n))

@@ -25,10 +25,12 @@ def _root() -> None:
 
 
 def _register_subcommands() -> None:
+    from personasim.cli_eval import eval_command
     from personasim.cli_personas import personas_app, worlds_app
 
     app.add_typer(personas_app, name="personas")
     app.add_typer(worlds_app, name="worlds")
+    app.command(name="eval")(eval_command)
 
 
 _register_subcommands()

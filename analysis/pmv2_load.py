@@ -1,0 +1,534 @@
+"""Load PersonaMem-v2's published files into a personasim store, as one completed run.
+
+Why: the same evaluation (memory strategies, readers, scores) then runs on their benchmark and
+on ours, so numbers are comparable. Everything is deterministic: the run id is a hash of the
+files, times are synthetic (a fixed base plus one minute per message, since the files carry no
+times), and option order comes from a seeded stream, not Python's salted ``hash()`` the
+authors shuffle with.
+
+What goes where:
+- each chat-history file is one session (its system prompt kept as a ``system`` turn, so export
+  is exact); each raw-persona conversation is one more session;
+- each CSV row is one question, asked an hour after the end of the history it links to (the
+  user's next session starts after that, so no memory sees more than the history before the
+  question); the row's cells are kept verbatim in ``questions.source_json``;
+- ``source_files`` keeps, per file, what export needs: a CSV's columns, a history's metadata and
+  session, a raw file's UUID (``metadata_json`` is ``{"metadata": <the file's own metadata>,
+  "session_id": ...}`` for histories, ``{"columns": [...], "stem": ...}`` for CSVs);
+- raw persona files add preferences (with ``preference_updates`` as drift events), sensitive facts
+  and demographics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import platform
+import re
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+from pydantic import BaseModel
+
+from personasim import __version__
+from personasim.agents.memory import MemorySettings, check_memory_names, create_memory, message_content
+from personasim.agents.tokens import count_tokens
+from personasim.analysis.pmv2_format import (
+    BenchmarkFile,
+    BenchmarkRow,
+    ChatHistory,
+    ChatMessage,
+    PersonaMemFormatError,
+    RawPersonaFile,
+    check_window,
+    read_benchmark_csv,
+    read_chat_history,
+    read_raw_persona,
+)
+from personasim.personas.seeding import rng_for
+from personasim.sim.ids import session_id, snapshot_id, turn_id
+from personasim.sim.rows import (
+    DriftEventRow,
+    MemorySnapshotRow,
+    PersonaRow,
+    PreferenceRow,
+    QuestionRow,
+    RunRow,
+    SensitiveFactRow,
+    SessionRow,
+    SourceFileRow,
+    TurnRow,
+)
+from personasim.sim.store import StoreError, TrajectoryStore
+
+SOURCE = "personamem_v2"
+BASE_TIME = datetime(2025, 1, 1)
+MESSAGE_STEP = timedelta(minutes=1)
+QUESTION_DELAY = timedelta(hours=1)
+DEFAULT_STRATEGIES = ["none", "full_history", "agentic"]
+WINDOW_TOKENS = {"32k": 32_000, "128k": 128_000}
+T = TypeVar("T")
+_FORGET_PREFIX = re.compile(r"^\s*do not remember:\s*", re.IGNORECASE)
+
+
+def persona_key(index: int) -> str:
+    return f"pmv2-persona{index}"
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """A readable id part; long statements are cut and made unique by a short hash."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not s:
+        return "unknown"
+    if len(s) > limit:
+        s = s[:limit].rstrip("-") + "-" + hashlib.blake2b(text.encode(), digest_size=3).hexdigest()
+    return s
+
+
+def question_type(row: BenchmarkRow) -> str:
+    """PersonaMem-v2's row flags in personasim's question-type vocabulary (first match wins)."""
+    if row.updated:
+        return "updated_preference"
+    if row.pref_type == "ask_to_forget":
+        return "forget_compliance"
+    if row.pref_type == "sensitive_info":
+        return "sensitive_info"
+    if row.who == "others":
+        return "others_preference"
+    return "implicit_inference"
+
+
+class SourceSet(BaseModel):
+    """Every file of a folder, parsed; paths relative to the folder (posix), in sorted order."""
+
+    folder: Path
+    window: str
+    csvs: dict[str, BenchmarkFile]
+    histories: dict[str, ChatHistory]
+    raws: dict[str, RawPersonaFile]
+    digest: str
+
+
+def _relative(folder: Path, path: Path) -> str:
+    return path.resolve().relative_to(folder.resolve()).as_posix()
+
+
+def read_sources(folder: Path, window: str = "32k") -> SourceSet:
+    """Find and parse every PersonaMem-v2 file of ``folder``; links must resolve inside it."""
+    check_window(window)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PersonaMemFormatError(f"{folder}: not a folder; give the PersonaMem-v2 dataset root")
+    csv_paths = sorted(folder.glob("*.csv")) + sorted((folder / "benchmark" / "text").glob("*.csv"))
+    history_paths = sorted((folder / "data" / f"chat_history_{window}").glob("*.json"))
+    raw_paths = sorted((folder / "data" / "raw_data").glob("*_persona*.json"))
+    if not (csv_paths or history_paths or raw_paths):
+        raise PersonaMemFormatError(
+            f"{folder}: no PersonaMem-v2 files found; looked for *.csv at the top level and under benchmark/text/, "
+            f"chat histories under data/chat_history_{window}/, raw persona files under data/raw_data/"
+        )
+    csvs = {_relative(folder, p): read_benchmark_csv(p) for p in csv_paths}
+    stems = [Path(rel).stem for rel in csvs]
+    if len(set(stems)) != len(stems):
+        raise PersonaMemFormatError(f"{folder}: two benchmark CSVs share a file name ({', '.join(sorted(csvs))})")
+    histories = {_relative(folder, p): read_chat_history(p) for p in history_paths}
+    for rel, bench in csvs.items():
+        for row in bench.rows:
+            link = _linked_history(folder, rel, row, window)
+            if link not in histories:
+                histories[link] = read_chat_history(folder / link)
+            expected = histories[link].persona_index(folder / link)
+            if row.persona_id != expected:
+                raise PersonaMemFormatError(
+                    f"{bench.path} row {row.row}, field persona_id: expected {expected} (the persona of {link}), "
+                    f"got {row.persona_id}"
+                )
+    raws = {_relative(folder, p): read_raw_persona(p) for p in raw_paths}
+    digest = hashlib.blake2b(f"personamem_v2|{window}".encode(), digest_size=8)
+    for rel in sorted({*csvs, *histories, *raws}):
+        digest.update(rel.encode() + b"\0" + (folder / rel).read_bytes() + b"\0")
+    return SourceSet(folder=folder, window=window, csvs=csvs, histories=dict(sorted(histories.items())), raws=raws,
+                    digest=digest.hexdigest())
+
+
+def _linked_history(folder: Path, csv_rel: str, row: BenchmarkRow, window: str) -> str:
+    column, link = row.link(window)
+    where = f"{folder / csv_rel} row {row.row}, field {column}"
+    if link is None:
+        raise PersonaMemFormatError(f"{where}: expected the path of the user's {window} chat history, got ''")
+    target = folder / link
+    try:
+        rel = _relative(folder, target)
+    except ValueError:
+        raise PersonaMemFormatError(f"{where}: linked chat history {link} lies outside {folder}") from None
+    if not target.is_file():
+        raise PersonaMemFormatError(f"{where}: linked chat history {target} does not exist")
+    return rel
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+class _Persona:
+    """One user's rows as they are built: demographics, sessions on a per-user synthetic clock."""
+
+    def __init__(self, run_id: str, index: int) -> None:
+        self.run_id, self.index, self.id = run_id, index, persona_key(index)
+        self.clock = BASE_TIME
+        self.demographics: dict[str, Any] = {}
+        self.sessions: list[SessionRow] = []
+        self.turns: list[TurnRow] = []
+        self.preference_ids: dict[str, str] = {}  # statement -> preference_id
+
+    def add_session(self, scenario_id: str, messages: list[ChatMessage]) -> SessionRow:
+        k = len(self.sessions)
+        sid = session_id(self.id, k)
+        start = self.clock
+        for i, m in enumerate(messages):
+            self.turns.append(TurnRow(
+                run_id=self.run_id, turn_id=turn_id(self.id, k, i), session_id=sid, persona_id=self.id,
+                session_index=k, turn_index=i, role=m.role, text=m.text, time=self.clock, tokens=count_tokens(m.text),
+                prompt_tokens=None, completion_tokens=None, revealed_preference_id=None, reveal_mode=None,
+                hint_kind=None, forget_preference_id=None, leak_similarity=None, leaked=None,
+                content_json=m.content_json,
+            ))
+            self.clock += MESSAGE_STEP
+        end = self.clock - MESSAGE_STEP if messages else start
+        session = SessionRow(run_id=self.run_id, session_id=sid, persona_id=self.id, session_index=k,
+                             scenario_id=scenario_id, started_at=start, ended_at=end, n_turns=len(messages),
+                             status="completed")
+        self.sessions.append(session)
+        return session
+
+    def preference_id(self, statement: str) -> str:
+        statement = _FORGET_PREFIX.sub("", statement)
+        if statement not in self.preference_ids:
+            s = slug(statement)
+            taken = set(self.preference_ids.values())
+            version = 0
+            while f"{self.id}/{s}/{s}#{version}" in taken:
+                version += 1
+            self.preference_ids[statement] = f"{self.id}/{s}/{s}#{version}"
+        return self.preference_ids[statement]
+
+    def row(self) -> PersonaRow:
+        d = self.demographics
+        return PersonaRow(run_id=self.run_id, persona_id=self.id, user_index=self.index, locale="",
+                          name=d.get("name", ""), age=d.get("age", -1), gender=d.get("gender", ""),
+                          occupation=d.get("occupation", ""), city=d.get("city", ""), country=d.get("country", ""))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):  # {"first": ..., "last": ...} or {"title": ...}
+        parts = [value.get(k) for k in ("first", "middle", "last")]
+        if any(parts):
+            return " ".join(p for p in parts if isinstance(p, str) and p)
+        found = value.get("job_title") or value.get("title")
+        return found if isinstance(found, str) else ""
+    return ""
+
+
+def persona_from_system_prompt(text: str) -> dict[str, Any]:
+    """Demographics from the persona JSON the authors embed in each history's system prompt."""
+    start = text.find("{")
+    if start < 0:
+        return {}
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(obj, dict):
+        return {}
+    location = obj.get("location") if isinstance(obj.get("location"), dict) else {}
+    age = obj.get("age")
+    return {
+        "name": _text(obj.get("name")), "age": age if isinstance(age, int) and not isinstance(age, bool) else -1,
+        "gender": _text(obj.get("gender")), "occupation": _text(obj.get("occupation")),
+        "city": _text(location.get("city")), "country": _text(location.get("country")),
+    }
+
+
+def _raw_rows(p: _Persona, raw: RawPersonaFile, rel: str) -> tuple[list[Any], list[Any]]:
+    """Preferences (updates as drift), sensitive facts, and one session per raw conversation.
+
+    The files give no times: an update happens when the first conversation revealing the new
+    preference starts, or after the user's last message when none does."""
+    persona = raw.persona
+    p.demographics = {
+        "name": persona.full_name(), "age": persona.age if persona.age is not None else -1, "gender": persona.gender,
+        "occupation": persona.job(), "city": _text(persona.location.get("city")),
+        "country": _text(persona.location.get("country")),
+    }
+    first_reveal: dict[str, datetime] = {}
+    session_ids = []
+    for kind, groups in persona.conversations.items():
+        for group in groups:
+            if group.conversations:
+                session = p.add_session(kind, group.conversations)
+                session_ids.append(session.session_id)
+                first_reveal.setdefault(group.preference, session.started_at)
+    kinds: dict[str, tuple[str, str | None]] = {}
+    for statements, stereotype, sensitivity in (
+        (persona.stereotypical_preferences, "stereotypical", None),
+        (persona.anti_stereotypical_preferences, "anti_stereotypical", None),
+        (persona.therapy_background, "neutral", "health"),
+    ):
+        for s in statements:
+            kinds.setdefault(s, (stereotype, sensitivity))
+    valid: dict[str, list[datetime | None]] = {s: [BASE_TIME, None] for s in kinds}
+    drifts = []
+    for i, (old, new) in enumerate(persona.preference_updates.items()):
+        t = first_reveal.get(new, p.clock)
+        kinds.setdefault(old, ("neutral", None))
+        kinds.setdefault(new, ("neutral", None))
+        valid.setdefault(old, [BASE_TIME, None])[1] = t
+        valid[new] = [t, None]
+        drifts.append(DriftEventRow(
+            run_id=p.run_id, event_id=f"{p.id}/drift/{i}", persona_id=p.id, time=t,
+            cause="personamem_v2 preference_updates", topic=slug(new), old_preference_id=p.preference_id(old),
+            new_preference_id=p.preference_id(new), kind="topic_swap",
+        ))
+    prefs = [
+        PreferenceRow(
+            run_id=p.run_id, preference_id=p.preference_id(s), persona_id=p.id, domain=SOURCE, topic=slug(s),
+            option=slug(s), statement=s, polarity="likes", strength=1.0, sensitive=sensitivity is not None,
+            valid_from=valid[s][0] or BASE_TIME, valid_to=valid[s][1], sensitivity=sensitivity, stereotype=stereotype,
+        )
+        for s, (stereotype, sensitivity) in kinds.items()
+    ]
+    facts = [
+        SensitiveFactRow(run_id=p.run_id, persona_id=p.id, kind=k,
+                         value=v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+        for k, v in persona.sensitive_information.items()
+    ]
+    source = SourceFileRow(run_id=p.run_id, path=rel, kind="raw_persona", persona_id=p.id, metadata_json=json.dumps(
+        {"uuid": raw.uuid, "persona": persona.persona, "session_ids": session_ids}, ensure_ascii=False))
+    return [*prefs, *drifts, *facts], [source]
+
+
+def _question(run_id: str, p: _Persona, stem: str, i: int, row: BenchmarkRow, asked_at: datetime,
+              window: str) -> QuestionRow:
+    """One CSV row as a question; option order from a seeded stream keyed by the question id."""
+    qid = f"{p.id}/pmv2/{stem}/{i}"
+    entries = [(row.correct_answer, "correct")] + [(a, "incorrect") for a in row.incorrect_answers]
+    rng_for(0, "option-order", qid).shuffle(entries)
+    distance = row.token_count(f"distance_from_related_snippet_to_query_{window}")
+    return QuestionRow(
+        run_id=run_id, question_id=qid, persona_id=p.id, question_type=question_type(row), asked_at=asked_at,
+        topic=row.topic_query, scenario_id=row.conversation_scenario, query=row.user_query.text,
+        options=[e[0] for e in entries], option_sources=[e[1] for e in entries],
+        correct_index=[e[1] for e in entries].index("correct"), preference_id=p.preference_id(row.preference),
+        stale_preference_id=p.preference_id(row.prev_pref) if row.prev_pref else None, reveal_mode="unknown",
+        reveals=len(row.related_conversation_snippet), sessions_since_reveal=0,
+        tokens_since_reveal=-1 if distance is None else distance, preference_statement=row.preference,
+        stale_statement=row.prev_pref, pref_type=row.pref_type, who=row.who, source=SOURCE,
+        source_json=json.dumps(row.cells, ensure_ascii=False),
+    )
+
+
+class LoadedRows(BaseModel):
+    """Every row of one loaded run, by table, before anything is written."""
+
+    run: RunRow
+    tables: dict[str, list[Any]]
+
+
+def build_rows(sources: SourceSet, strategies: list[str]) -> LoadedRows:
+    """All rows of the run, in memory: histories first (one session each), then raw conversations,
+    then one question per CSV row (it needs its history's end time)."""
+    run_id = f"pmv2-{sources.digest}"
+    indices = {r.persona_id for b in sources.csvs.values() for r in b.rows}
+    indices |= {h.persona_index(sources.folder / rel) for rel, h in sources.histories.items()}
+    indices |= {raw.persona_index for raw in sources.raws.values()}
+    personas = {i: _Persona(run_id, i) for i in sorted(indices)}
+    tables: dict[str, list[Any]] = {k: [] for k in (
+        "preferences", "drift_events", "sensitive_facts", "questions", "source_files")}
+    history_end: dict[str, datetime] = {}
+    for rel, history in sources.histories.items():
+        p = personas[history.persona_index(sources.folder / rel)]
+        if history.chat_history and history.chat_history[0].role == "system" and not p.demographics:
+            p.demographics = persona_from_system_prompt(history.chat_history[0].text)
+        session = p.add_session(SOURCE, history.chat_history)
+        history_end[rel] = session.ended_at
+        p.clock += QUESTION_DELAY  # the next session starts after this history's questions were asked
+        tables["source_files"].append(SourceFileRow(
+            run_id=run_id, path=rel, kind="chat_history", persona_id=p.id, metadata_json=json.dumps(
+                {"metadata": history.metadata, "session_id": session.session_id, "window": sources.window},
+                ensure_ascii=False)))
+    for rel, raw in sorted(sources.raws.items()):
+        p = personas[raw.persona_index]
+        facts, files = _raw_rows(p, raw, rel)
+        for row in facts:
+            table = {PreferenceRow: "preferences", DriftEventRow: "drift_events"}.get(type(row), "sensitive_facts")
+            tables[table].append(row)
+        tables["source_files"] += files
+    for rel, bench in sources.csvs.items():
+        stem = Path(rel).stem
+        for i, row in enumerate(bench.rows):
+            link = _linked_history(sources.folder, rel, row, sources.window)
+            tables["questions"].append(_question(run_id, personas[row.persona_id], stem, i, row,
+                                                 history_end[link] + QUESTION_DELAY, sources.window))
+        tables["source_files"].append(SourceFileRow(
+            run_id=run_id, path=rel, kind="benchmark_csv", persona_id=None,
+            metadata_json=json.dumps({"columns": bench.columns, "stem": stem, "rows": len(bench.rows)})))
+    tables["personas"] = [p.row() for p in personas.values()]
+    tables["sessions"] = [s for p in personas.values() for s in p.sessions]
+    tables["turns"] = [t for p in personas.values() for t in p.turns]
+    config = {"source": SOURCE, "folder": sources.folder.resolve().name, "window": sources.window,
+              "files": sorted({*sources.csvs, *sources.histories, *sources.raws}), "strategies": strategies}
+    run = RunRow(
+        run_id=run_id, seed=0, config_json=json.dumps(config), personasim_version=__version__,
+        world_data_hash=sources.digest, package_versions_json=_versions(), users=len(personas),
+        sessions_per_user=max((len(p.sessions) for p in personas.values()), default=0), status="completed",
+    )
+    return LoadedRows(run=run, tables=tables)
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    found = {"python": platform.python_version()}
+    for name in ("duckdb", "pydantic"):
+        found[name] = md.version(name)
+    return json.dumps(found, sort_keys=True)
+
+
+# -- memory snapshots ----------------------------------------------------------------------------
+
+def _secret_values(value: str) -> list[str]:
+    if value.startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            return [value]
+        return [str(v) for v in items] if isinstance(items, list) else [value]
+    return [value]
+
+
+async def _feed(run_id: str, sessions: list[SessionRow], turns: list[TurnRow], secrets: dict[str, list[str]],
+                strategies: list[str], settings: MemorySettings) -> list[MemorySnapshotRow]:
+    """Each persona's sessions, in order, into fresh memories; one snapshot per session end.
+
+    The system prompt is skipped, as the authors' own preprocessing does: it states the persona
+    outright, which would make every memory trivially right."""
+    from personasim.agents.backends import BackendConfig, create_client
+    from personasim.personas.catalog import load_topic_catalog
+
+    client = create_client(BackendConfig(), load_topic_catalog())
+    by_session: dict[str, list[TurnRow]] = {}
+    for t in sorted(turns, key=lambda t: (t.session_id, t.turn_index)):
+        by_session.setdefault(t.session_id, []).append(t)
+    by_persona: dict[str, list[SessionRow]] = {}
+    for s in sorted(sessions, key=lambda s: (s.persona_id, s.session_index)):
+        by_persona.setdefault(s.persona_id, []).append(s)
+    rows = []
+    for pid, persona_sessions in by_persona.items():
+        memories = {n: create_memory(n, settings, client, redact_values=secrets.get(pid, [])) for n in strategies}
+        for s in persona_sessions:
+            for name, memory in memories.items():
+                for t in by_session.get(s.session_id, []):
+                    if t.role != "system":
+                        await memory.add(message_content(t.role, t.text, t.time))
+                await memory.end_session(s.ended_at)
+                snap = memory.snapshot()
+                rows.append(MemorySnapshotRow(
+                    run_id=run_id, snapshot_id=snapshot_id(pid, s.session_index, name), persona_id=pid,
+                    session_index=s.session_index, strategy=name, time=s.ended_at, text=snap.text, items=snap.items,
+                    tokens=snap.tokens,
+                ))
+    return rows
+
+
+def _memory_rows(run_id: str, tables: dict[str, list[Any]], strategies: list[str],
+                 settings: MemorySettings) -> list[MemorySnapshotRow]:
+    if not strategies:
+        return []
+    secrets: dict[str, list[str]] = {}
+    for f in tables.get("sensitive_facts", []):
+        secrets.setdefault(f.persona_id, []).extend(_secret_values(f.value))
+    return _run_sync(_feed(run_id, tables["sessions"], tables["turns"], secrets, strategies, settings))
+
+
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, also from code that already runs an event loop (a notebook): then in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def build_memory_snapshots(store: TrajectoryStore, run_id: str, strategies: list[str] | None = None,
+                           settings: MemorySettings | None = None) -> list[MemorySnapshotRow]:
+    """(Re)build the ``memory_snapshots`` of ``strategies`` for a run already in the store.
+
+    Existing snapshots of those strategies are replaced in the same transaction, so calling it
+    again (other settings, a new strategy) never leaves duplicates or a half-written table."""
+    strategies = check_memory_names(list(DEFAULT_STRATEGIES if strategies is None else strategies))
+    if not store.has_run(run_id):
+        raise StoreError(f"{store.path} holds no run {run_id}; load it first")
+    con = store.con
+    sessions = [SessionRow(**dict(zip(SessionRow.model_fields, r, strict=True))) for r in con.execute(
+        f"SELECT {', '.join(SessionRow.model_fields)} FROM sessions WHERE run_id = ?", [run_id]).fetchall()]
+    turns = [TurnRow(**dict(zip(TurnRow.model_fields, r, strict=True))) for r in con.execute(
+        f"SELECT {', '.join(TurnRow.model_fields)} FROM turns WHERE run_id = ?", [run_id]).fetchall()]
+    facts = [SensitiveFactRow(run_id=run_id, persona_id=p, kind=k, value=v) for p, k, v in con.execute(
+        "SELECT persona_id, kind, value FROM sensitive_facts WHERE run_id = ?", [run_id]).fetchall()]
+    rows = _memory_rows(run_id, {"sessions": sessions, "turns": turns, "sensitive_facts": facts}, strategies,
+                        settings or MemorySettings())
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM memory_snapshots WHERE run_id = ? AND list_contains(?, strategy)",
+                    [run_id, strategies])
+        store.write("memory_snapshots", rows)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return rows
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k", strategies: list[str] | None = None,
+                       settings: MemorySettings | None = None, overwrite: bool = False) -> str:
+    """Load a PersonaMem-v2 folder (benchmark CSVs, chat histories, raw persona files) as one run.
+
+    Returns the run id (``pmv2-`` + a hash of the files and the window). Everything, memory
+    snapshots included, is written in one transaction; malformed files raise
+    :class:`PersonaMemFormatError` before anything is written. ``settings`` defaults to the
+    window's context size for ``full_history``."""
+    strategies = check_memory_names(list(DEFAULT_STRATEGIES if strategies is None else strategies))
+    sources = read_sources(Path(folder), window)
+    run_id = f"pmv2-{sources.digest}"
+    if store.has_run(run_id) and not overwrite:
+        raise StoreError(
+            f"{store.path} already holds run {run_id} (loaded from the same files); pass overwrite=True "
+            "(--overwrite) to replace it"
+        )
+    settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window])
+    loaded = build_rows(sources, strategies)
+    snapshots = _memory_rows(run_id, loaded.tables, strategies, settings)
+    if store.has_run(run_id):
+        store.delete_run(run_id)
+    order = ["personas", "preferences", "drift_events", "sensitive_facts", "sessions", "turns", "questions",
+             "source_files"]
+    store.write_many([("runs", [loaded.run]), *((t, loaded.tables[t]) for t in order),
+                      ("memory_snapshots", snapshots)])
+    return run_id
+
+
+def load_questions(con: duckdb.DuckDBPyConnection, run_id: str) -> list[QuestionRow]:
+    """A run's questions as rows, ready for ``answer_questions`` (ordered by question id)."""
+    columns = list(QuestionRow.model_fields)
+    rows = con.execute(
+        f"SELECT {', '.join(columns)} FROM questions WHERE run_id = ? ORDER BY question_id", [run_id]
+    ).fetchall()
+    return [QuestionRow(**dict(zip(columns, r, strict=True))) for r in rows]

@@ -1,0 +1,127 @@
+"""``personasim eval``: score memory strategies on a stored run or on PersonaMem-v2's own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def eval_command(
+    db: Annotated[Path, typer.Option(help="DuckDB store holding the run (written to with --personamem-v2).")] = Path(
+        "personasim.duckdb"
+    ),
+    run_id: Annotated[str | None, typer.Option("--run", help="Run to score (default: the store's only run).")] = None,
+    strategies: Annotated[
+        str | None, typer.Option(help="Comma-separated memory strategies (default: those the run kept).")
+    ] = None,
+    reader: Annotated[str, typer.Option(help="embed (offline, default), llm, or loglik (local model).")] = "embed",
+    types: Annotated[str | None, typer.Option(help="Comma-separated question types (default: all).")] = None,
+    regenerate: Annotated[
+        bool, typer.Option(help="Regenerate the run's questions with this version's generator first.")
+    ] = False,
+    reader_model: Annotated[str | None, typer.Option(help="llm reader: served model name.")] = None,
+    reader_base_url: Annotated[
+        str | None, typer.Option(help="llm reader: OpenAI-compatible base URL, e.g. http://localhost:8000/v1.")
+    ] = None,
+    reader_api_key_env: Annotated[
+        str | None, typer.Option(help="llm reader: environment variable holding the API key.")
+    ] = None,
+    reader_model_path: Annotated[
+        Path | None, typer.Option(help="loglik reader: folder of a saved causal LM (nothing is downloaded).")
+    ] = None,
+    personamem_v2: Annotated[
+        Path | None,
+        typer.Option("--personamem-v2", help="Evaluate on PersonaMem-v2's files in this folder instead of a run."),
+    ] = None,
+    window: Annotated[str, typer.Option(help="PersonaMem-v2 chat-history window: 32k or 128k.")] = "32k",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Answer every question with each memory strategy's state at question time; print accuracy
+    overall, by question type, reveal mode and distance, with 95% bootstrap intervals; store the answers."""
+    from pydantic import ValidationError
+
+    from personasim.agents.backends import BackendConfig
+    from personasim.cli import _fail
+    from personasim.evaluation import ReaderSpec, evaluate, evaluate_personamem_v2
+    from personasim.sim.config import describe_validation_error
+    from personasim.sim.store import StoreError
+
+    try:
+        backend = None
+        if reader == "llm":
+            backend = BackendConfig(
+                kind="openai", model=reader_model or "", base_url=reader_base_url, api_key_env=reader_api_key_env,
+                temperature=0.0, max_tokens=32,
+            )
+        spec = ReaderSpec(
+            kind=reader, backend=backend, model_path=str(reader_model_path) if reader_model_path else None
+        )
+    except ValidationError as exc:
+        _fail(f"invalid reader options: {describe_validation_error(exc)}")
+        return
+    try:
+        if personamem_v2 is not None:
+            summary = evaluate_personamem_v2(
+                personamem_v2, db, _split(strategies), spec, _split(types), window=window, n_boot=bootstrap,
+                show_progress=not quiet,
+            )
+        else:
+            summary = evaluate(
+                db, run_id, _split(strategies), spec, _split(types), regenerate=regenerate, n_boot=bootstrap,
+                show_progress=not quiet,
+            )
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    print_eval_summary(summary)
+    if json_out is not None:
+        json_out.write_text(summary.model_dump_json(indent=2))
+
+
+def _ci(row: dict[str, Any]) -> str:
+    return f"{row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+
+
+def print_eval_summary(summary: Any) -> None:
+    console = Console()
+    model = f" ({summary.reader_model})" if summary.reader_model else ""
+    title = (f"run {summary.run_id}: {summary.questions} questions, reader {summary.reader}{model}, "
+             f"chance {summary.chance:.1%}")
+    table = Table(title=title)
+    for column in ("strategy", "answers", "accuracy [95% CI]", "mean context tokens"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for row in summary.tables["by_strategy"]:
+        table.add_row(row["strategy"], str(row["answers"]), _ci(row), f"{row['mean_context_tokens']:,.0f}")
+    console.print(table)
+    for name, dimension, caption in [
+        ("by_type", "question_type", "accuracy by question type"),
+        ("by_reveal_mode", "reveal_mode", "accuracy by how the preference was revealed"),
+        ("by_session_distance", "sessions_since_reveal_bucket", "accuracy by sessions since the last reveal"),
+        ("by_token_distance", "tokens_since_reveal_bucket", "accuracy by conversation tokens since the last reveal"),
+    ]:
+        console.print(_pivot(summary.tables[name], dimension, summary.strategies, caption))
+
+
+def _pivot(rows: list[dict[str, Any]], dimension: str, strategies: list[str], caption: str) -> Table:
+    """Rows: the dimension's values; columns: strategies; cells: accuracy [95% CI in points] n."""
+    table = Table(title=caption)
+    table.add_column(dimension.removesuffix("_bucket"))
+    for s in strategies:
+        table.add_column(s, justify="right")
+    cells: dict[Any, dict[str, str]] = {}
+    for row in rows:
+        cell = f"{row['accuracy']:.1%} [{row['ci_low'] * 100:.0f}-{row['ci_high'] * 100:.0f}] n={row['answers']}"
+        cells.setdefault(row[dimension], {})[row["strategy"]] = cell
+    for value, by_strategy in cells.items():
+        table.add_row(str(value), *[by_strategy.get(s, "") for s in strategies])
+    return table

@@ -12,8 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAIServer:
-    def __init__(self, fail_first: int = 0, fail_status: int = 503) -> None:
+    def __init__(self, fail_first: int = 0, fail_status: int = 503, reply=None) -> None:
+        """``reply(last_user_message) -> str`` overrides the default echo (e.g. a reader's letter)."""
         self.fail_first = fail_first
+        self.reply = reply
         self.fail_status = fail_status
         self.calls = 0
         self.requests: list[dict] = []
@@ -36,7 +38,7 @@ class FakeOpenAIServer:
                 messages = body.get("messages", [])
                 last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
                 text = last if isinstance(last, str) else json.dumps(last)
-                reply = f"Noted: {text[:80]}"
+                reply = server.reply(text) if server.reply else f"Noted: {text[:80]}"
                 prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
                 self._send(200, {
                     "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": body.get("model"),

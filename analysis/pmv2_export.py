@@ -32,7 +32,8 @@ from personasim.analysis.pmv2_format import (
     window_columns,
     write_benchmark_csv,
 )
-from personasim.analysis.pmv2_load import SOURCE, WINDOW_TOKENS, load_questions
+from personasim.analysis.pmv2_load import SOURCE, WINDOW_TOKENS
+from personasim.analysis.questions import load_questions
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import StoreError
 

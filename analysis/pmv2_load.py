@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import duckdb
 from pydantic import BaseModel
 
 from personasim import __version__
@@ -50,6 +49,7 @@ from personasim.analysis.pmv2_format import (
     read_chat_history,
     read_raw_persona,
 )
+from personasim.analysis.questions import load_questions
 from personasim.personas.seeding import rng_for
 from personasim.sim.ids import session_id, snapshot_id, turn_id
 from personasim.sim.rows import (
@@ -65,6 +65,8 @@ from personasim.sim.rows import (
     TurnRow,
 )
 from personasim.sim.store import StoreError, TrajectoryStore
+
+__all__ = ["build_memory_snapshots", "load_personamem_v2", "load_questions", "personamem_v2_run_id", "read_sources"]
 
 SOURCE = "personamem_v2"
 BASE_TIME = datetime(2025, 1, 1)
@@ -497,6 +499,11 @@ def build_memory_snapshots(store: TrajectoryStore, run_id: str, strategies: list
 
 # -- entry points --------------------------------------------------------------------------------
 
+def personamem_v2_run_id(folder: Path, window: str = "32k") -> str:
+    """The run id ``load_personamem_v2`` gives this folder, without writing anything (to skip a reload)."""
+    return f"pmv2-{read_sources(Path(folder), window).digest}"
+
+
 def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k", strategies: list[str] | None = None,
                        settings: MemorySettings | None = None, overwrite: bool = False) -> str:
     """Load a PersonaMem-v2 folder (benchmark CSVs, chat histories, raw persona files) as one run.
@@ -524,11 +531,3 @@ def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k"
                       ("memory_snapshots", snapshots)])
     return run_id
 
-
-def load_questions(con: duckdb.DuckDBPyConnection, run_id: str) -> list[QuestionRow]:
-    """A run's questions as rows, ready for ``answer_questions`` (ordered by question id)."""
-    columns = list(QuestionRow.model_fields)
-    rows = con.execute(
-        f"SELECT {', '.join(columns)} FROM questions WHERE run_id = ? ORDER BY question_id", [run_id]
-    ).fetchall()
-    return [QuestionRow(**dict(zip(columns, r, strict=True))) for r in rows]

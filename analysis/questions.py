@@ -360,11 +360,7 @@ def _pref_type(pref: Preference) -> str:
     """PersonaMem-v2's ``pref_type`` vocabulary, so exports mean the same thing there."""
     if pref.sensitivity == "health":
         return "health_and_medical"
-    if pref.stereotype == "stereotype":
-        return "stereotypical"
-    if pref.stereotype == "anti_stereotype":
-        return "anti_stereotypical"
-    return "neutral"
+    return pref.stereotype  # stereotypical, anti_stereotypical or neutral
 
 
 class _Asker:

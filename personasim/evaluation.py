@@ -153,7 +153,7 @@ def evaluate_personamem_v2(
 ) -> EvalSummary:
     """Load PersonaMem-v2 files into ``db`` (once), build each strategy's memory from the chat
     histories, and evaluate exactly as for a generated run."""
-    from personasim.analysis.pmv2_load import build_memory_snapshots, load_personamem_v2
+    from personasim.analysis.pmv2_load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -161,7 +161,9 @@ def evaluate_personamem_v2(
     strategies = strategies or ["none", "full_history", "agentic"]
     check_db_path(Path(db))
     with TrajectoryStore(db) as store:
-        run_id = load_personamem_v2(folder, store, window=window, strategies=[], overwrite=True)
+        run_id = personamem_v2_run_id(folder, window)
+        if not store.has_run(run_id):  # loaded once; later evaluations add strategies and readers
+            load_personamem_v2(folder, store, window=window, strategies=[])
         have = _snapshot_strategies(store, run_id)
         missing = [s for s in strategies if s not in have]
         if missing:

@@ -145,7 +145,9 @@ def _pref_type(q: QuestionRow, pref: tuple[Any, ...] | None) -> str:
 
 
 def _export_generated(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path, window: str) -> list[Path]:
-    columns = [*RELEASED_COLUMNS, *window_columns(window)]
+    # personasim's own question type rides along as an extra column: their loaders read columns by
+    # name and ignore it; ours reads it back, so a generated benchmark keeps its types both ways
+    columns = [*RELEASED_COLUMNS, *window_columns(window), "question_type"]
     link_column = f"chat_history_{window}_link"
     stamp = re.sub(r"[^0-9A-Za-z]+", "_", run_id).strip("_")
     personas = {r[0]: dict(zip(("persona_id", "user_index", "locale", "name", "age", "gender", "occupation", "city",
@@ -198,6 +200,7 @@ def _export_generated(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path
                 f"distance_from_related_snippet_to_query_{window}": sum(tokens[picked[-1] + 1:]) if picked else None,
                 f"num_persona_relevant_tokens_{window}": relevant,
                 f"num_persona_irrelevant_tokens_{window}": sum(tokens) - relevant,
+                "question_type": q.question_type,
             }
             rows.append([format_cell(values.get(c)) for c in columns])
     return [write_benchmark_csv(out_dir / "benchmark" / "text" / "benchmark.csv", columns, rows), *written]

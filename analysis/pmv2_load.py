@@ -49,7 +49,7 @@ from personasim.analysis.pmv2_format import (
     read_chat_history,
     read_raw_persona,
 )
-from personasim.analysis.questions import load_questions
+from personasim.analysis.questions import QUESTION_TYPES, load_questions
 from personasim.personas.seeding import rng_for
 from personasim.sim.ids import session_id, snapshot_id, turn_id
 from personasim.sim.rows import (
@@ -93,7 +93,12 @@ def slug(text: str, limit: int = 60) -> str:
 
 
 def question_type(row: BenchmarkRow) -> str:
-    """PersonaMem-v2's row flags in personasim's question-type vocabulary (first match wins)."""
+    """PersonaMem-v2's row flags in personasim's question-type vocabulary (first match wins).
+
+    A file exported by personasim carries the exact type in an extra ``question_type`` column."""
+    own = row.cells.get("question_type", "")
+    if own in QUESTION_TYPES:
+        return own
     if row.updated:
         return "updated_preference"
     if row.pref_type == "ask_to_forget":

@@ -352,7 +352,9 @@ def _abstention_questions(
         entries += [(f"{scenario.lead} {catalog.response(topic.id, o)}", "unsupported")
                     for o in options[: config.max_options - 1]]
         ask = _Asker(run_id, user, question_id, scenario, qrng, seed, [])
-        questions.append(ask("abstention", None, topic.id, entries, None, "irrelevant"))
+        row = ask("abstention", None, topic.id, entries, None, "irrelevant")
+        row.preference_statement = f"The user never mentioned their {topic.name}."
+        questions.append(row)
     return questions
 
 

@@ -16,9 +16,24 @@ _EXPORTS = {
     "build_config": "personasim.config",
     "ConfigError": "personasim.config",
     "RunConfig": "personasim.sim.config",
+    "evaluate": "personasim.evaluation",
+    "evaluate_personamem_v2": "personasim.evaluation",
+    "EvalSummary": "personasim.evaluation",
+    "ReaderSpec": "personasim.evaluation",
 }
 
-__all__ = ["ConfigError", "RunConfig", "RunSummary", "__version__", "build_config", "run"]
+__all__ = [
+    "ConfigError",
+    "EvalSummary",
+    "ReaderSpec",
+    "RunConfig",
+    "RunSummary",
+    "__version__",
+    "build_config",
+    "evaluate",
+    "evaluate_personamem_v2",
+    "run",
+]
 
 
 def __getattr__(name: str) -> Any:

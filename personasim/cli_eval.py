@@ -125,3 +125,37 @@ def _pivot(rows: list[dict[str, Any]], dimension: str, strategies: list[str], ca
     for value, by_strategy in cells.items():
         table.add_row(str(value), *[by_strategy.get(s, "") for s in strategies])
     return table
+
+
+def export_command(
+    db: Annotated[Path, typer.Option(help="DuckDB store holding the run.")] = Path("personasim.duckdb"),
+    out: Annotated[Path, typer.Option(help="Folder to write (created if missing).")] = Path("export"),
+    format: Annotated[str, typer.Option("--format", help="Output format: personamem-v2.")] = "personamem-v2",
+    run_id: Annotated[str | None, typer.Option("--run", help="Run to export (default: the store's only run).")] = None,
+    window: Annotated[str, typer.Option(help="personamem-v2: chat-history window, 32k or 128k.")] = "32k",
+) -> None:
+    """Write a run's benchmark in another tool's format: PersonaMem-v2's benchmark CSV and chat
+    histories, so their evaluation scripts run on personasim's questions unchanged."""
+    from personasim.cli import _fail
+    from personasim.sim.store import StoreError
+
+    if format != "personamem-v2":
+        _fail(f"unknown --format {format!r}; choose from: personamem-v2")
+        return
+    try:
+        written = export_benchmark(db, out, run_id, window)
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    Console().print(f"wrote {len(written)} files under {out}")
+
+
+def export_benchmark(db: Path, out: Path, run_id: str | None = None, window: str = "32k") -> list[Path]:
+    from personasim.analysis.pmv2_export import export_personamem_v2
+    from personasim.evaluation import resolve_run
+    from personasim.sim.store import StoreError, TrajectoryStore
+
+    if not Path(db).exists():
+        raise StoreError(f"store {db} does not exist; run `personasim run --db {db}` first")
+    with TrajectoryStore(db, read_only=True) as store:
+        return export_personamem_v2(store.con, resolve_run(store, run_id), out, window)

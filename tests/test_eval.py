@@ -123,3 +123,25 @@ def test_loglik_reader_evaluates_a_run(run_copy, tmp_path):
     rows = _answers(run_copy, "loglik")
     assert len(rows) == summary.answers == 2 * summary.questions > 0
     assert all(0 <= r[3] < 4 for r in rows)
+
+
+def test_export_writes_personamem_v2_files_that_load_back_with_the_same_questions(run_copy, tmp_path):
+    from personasim.analysis.questions import load_questions
+    from personasim.evaluation import evaluate_personamem_v2
+    from personasim.sim.store import TrajectoryStore
+
+    out = tmp_path / "pmv2"
+    result = CliRunner().invoke(app, ["export", "--db", str(run_copy), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "benchmark" / "text" / "benchmark.csv").exists()
+    with TrajectoryStore(run_copy, read_only=True) as store:
+        ours = load_questions(store.con, store.con.execute("SELECT run_id FROM runs").fetchall()[0][0])
+    summary = evaluate_personamem_v2(out, tmp_path / "back.duckdb", strategies=["none"], n_boot=20)
+    assert summary.questions == len(ours)
+    with TrajectoryStore(tmp_path / "back.duckdb", read_only=True) as store:
+        theirs = load_questions(store.con, summary.run_id)
+    assert sorted(q.options[q.correct_index] for q in theirs) == sorted(q.options[q.correct_index] for q in ours)
+    assert sorted(q.query for q in theirs) == sorted(q.query for q in ours)
+    assert sorted(q.question_type for q in theirs) == sorted(q.question_type for q in ours)
+    bad = CliRunner().invoke(app, ["export", "--db", str(run_copy), "--out", str(out), "--format", "sft"])
+    assert bad.exit_code == 2 and "unknown --format 'sft'" in bad.output

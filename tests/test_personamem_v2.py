@@ -274,7 +274,7 @@ def test_generated_run_exports_in_their_format_and_loads_back(tmp_path):
                      "data/chat_history_32k/chat_history_gen_run_1_persona1.json"]
     bench = read_benchmark_csv(tmp_path / "out" / "benchmark" / "text" / "benchmark.csv")
     assert bench.columns[:3] == ["persona_id", "chat_history_32k_link", "chat_history_128k_link"]
-    assert bench.columns[-1] == "num_persona_irrelevant_tokens_32k"
+    assert bench.columns[-2:] == ["num_persona_irrelevant_tokens_32k", "question_type"]
     updated, recall, other = bench.rows
     assert updated.persona_id == 0 and updated.updated and updated.prev_pref == "I like thai."
     assert updated.correct_answer == "Roll some sushi at home."
@@ -301,7 +301,8 @@ def test_generated_run_exports_in_their_format_and_loads_back(tmp_path):
     assert len(questions) == 3
     assert {q.options[q.correct_index] for q in questions} == {
         q.options[q.correct_index] for q in originals.values()}
-    assert {q.question_type for q in questions} == {"updated_preference", "implicit_inference"}
+    # the exact types come back through personasim's extra question_type column
+    assert sorted(q.question_type for q in questions) == sorted(q.question_type for q in originals.values())
 
 
 def test_generated_history_over_the_window_is_trimmed(tmp_path):

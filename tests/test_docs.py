@@ -18,3 +18,20 @@ def test_readme_quick_start_is_the_ci_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in ci
+
+
+def test_benchmark_doc_describes_every_question_type_and_eval_option():
+    import click
+    import typer.main
+
+    from personasim.analysis.questions import QUESTION_TYPES
+    from personasim.cli import app
+
+    doc = (ROOT / "docs" / "benchmark.md").read_text() + (ROOT / "README.md").read_text()
+    for qtype in QUESTION_TYPES:
+        assert f"`{qtype}`" in doc, f"question type {qtype} is not documented in docs/benchmark.md"
+    command = typer.main.get_command(app).commands["eval"]  # type: ignore[attr-defined]
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("bootstrap", "quiet", "window"):
+            flag = max(param.opts, key=len)
+            assert f"`{flag}" in doc or f"{flag} " in doc, f"eval option {flag} is not documented"

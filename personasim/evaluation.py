@@ -167,7 +167,7 @@ def evaluate_personamem_v2(
         have = _snapshot_strategies(store, run_id)
         missing = [s for s in strategies if s not in have]
         if missing:
-            build_memory_snapshots(store, run_id, missing, None)
+            build_memory_snapshots(store, run_id, missing, _settings(store, run_id))
     return evaluate(db, run_id, strategies, reader, types, n_boot=n_boot, show_progress=show_progress)
 
 
@@ -237,8 +237,15 @@ def _settings(store: TrajectoryStore, run_id: str) -> Any:
     from personasim.agents.memory import MemorySettings
 
     (config_json,) = store.con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchall()[0]
-    settings = (json.loads(config_json).get("memory") or {}).get("settings")
-    return MemorySettings.model_validate(settings) if isinstance(settings, dict) else MemorySettings()
+    config = json.loads(config_json)
+    settings = (config.get("memory") or {}).get("settings")
+    if isinstance(settings, dict):
+        return MemorySettings.model_validate(settings)
+    if config.get("window"):  # a loaded PersonaMem-v2 run: full_history sees the whole window
+        from personasim.analysis.pmv2_load import WINDOW_TOKENS
+
+        return MemorySettings(full_history_max_tokens=WINDOW_TOKENS[config["window"]])
+    return MemorySettings()
 
 
 def _tables(

@@ -14,7 +14,7 @@ def _dump(db) -> dict[str, list[tuple]]:
     """Every table, in key order. Answer scores are rounded: embeddings computed in another process
     (another thread count) can differ in the last float bits; the chosen option must not."""
     con = duckdb.connect(str(db), read_only=True)
-    columns = {"answers": "* REPLACE (list_transform(scores, x -> round(x, 3)) AS scores)"}
+    columns = {"answers": "* REPLACE (list_transform(scores, lambda x: round(x, 3)) AS scores)"}
     try:
         return {
             name: con.execute(f"SELECT {columns.get(name, '*')} FROM {name} ORDER BY {', '.join(key)}").fetchall()

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 
 class Embedder:
+    #: Cached embeddings per process (1.5 KB each): enough for every memory line a reader revisits,
+    #: bounded so a long run's actor does not grow with every message it ever embedded.
+    cache_size = 50_000
+
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -29,20 +34,28 @@ class Embedder:
 
         hf_logging.disable_progress_bar()
         self.model = SentenceTransformer(str(path), device=device)
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, one row per text (rows for empty input: shape (0, dim))."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        found: dict[str, np.ndarray] = {}
+        for t in texts:
+            vec = self._cache.get(t)
+            if vec is not None:
+                self._cache.move_to_end(t)
+                found[t] = vec
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             vectors = self.model.encode(
                 missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
             for text, vec in zip(missing, vectors, strict=True):
-                self._cache[text] = vec.astype(np.float32)
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+                found[text] = self._cache[text] = vec.astype(np.float32)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts])
 
     @property
     def dimension(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
+from typing import Literal
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient
@@ -41,6 +42,11 @@ class DialogueConfig(BaseModel):
     sensitive_mention_probability: float = Field(
         default=0.1, ge=0.0, le=1.0,
         description="Chance a session mentions one of the persona's (fake) sensitive values in passing.",
+    )
+    leak_check: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Embed every revealing user turn to catch leaked implicit reveals; auto = on for LLM users only "
+        "(the scripted user's hints are checked once, by the tests, not in every run).",
     )
     leak_threshold: float = Field(
         default=0.65, ge=0.0, le=1.0,

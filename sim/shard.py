@@ -115,6 +115,9 @@ class UserShard:
     async def run_round(self, session_index: int) -> SessionBatch:
         """Run session ``session_index`` of every user in the shard, concurrently."""
         results = await asyncio.gather(*(self._run_user_session(u, session_index) for u in self.users))
+        check = self.config.dialogue.leak_check
+        if check == "on" or (check == "auto" and self.config.user_backend.kind != "scripted"):
+            self._leakage([t for part in results for t in part.turns])
         batch = SessionBatch()
         for part in results:
             batch.sessions += part.sessions
@@ -158,7 +161,6 @@ class UserShard:
                     turn_id=turn_id(persona.id, k, r.index),
                 ))
         drift_events += self._exposures(persona, records, k, plan.scenario.topics)
-        leaks = self._leakage(records)
         await self._feed_memories(user, records, end)
         user.last_end = end
         probes = await self._probe(persona, k, end)
@@ -169,7 +171,7 @@ class UserShard:
                 scenario_id=plan.scenario.id, started_at=start, ended_at=end, n_turns=len(records),
                 status="completed",
             )],
-            turns=[self._turn_row(persona.id, k, sid, r, leaks.get(r.index)) for r in records],
+            turns=[self._turn_row(persona.id, k, sid, r) for r in records],
             memory_snapshots=[
                 MemorySnapshotRow(
                     run_id=self.run_id, snapshot_id=snapshot_id(persona.id, k, name), persona_id=persona.id,
@@ -239,26 +241,31 @@ class UserShard:
                 await memory.add(message_content(r.role, r.text, r.time))
             await memory.end_session(end)
 
-    def _leakage(self, records: list[TurnRecord]) -> dict[int, float]:
+    def _leakage(self, turns: list[TurnRow]) -> None:
         """Similarity of each revealing user turn to the explicit statement of what it reveals.
 
         An implicit reveal that reads like the statement has leaked the preference (LLM user
-        simulators often do); the turn row keeps the similarity and the flag."""
-        revealing = [r for r in records if r.reveal is not None]
+        simulators often do); the turn row keeps the similarity and the flag. One embedding call
+        per round for the whole shard: batching is what keeps this check off the critical path."""
+        revealing = [t for t in turns if t.revealed_preference_id is not None]
         if not revealing:
-            return {}
+            return
         from personasim.agents.embedding import default_embedder
 
         embedder = default_embedder()
-        statements = [
-            self.catalog.statements(r.reveal.topic, r.reveal.option, r.reveal.polarity)[0]  # type: ignore[union-attr]
-            for r in revealing
-        ]
-        turns = embedder.encode([r.text for r in revealing])
-        explicit = embedder.encode(statements)
-        return {r.index: round(float(a @ b), 4) for r, a, b in zip(revealing, turns, explicit, strict=True)}
+        personas = {t.persona_id for t in revealing}
+        prefs = {p.id: p for u in self.users if u.persona.id in personas for p in u.persona.preferences}
+        statements = []
+        for t in revealing:
+            pref = prefs[t.revealed_preference_id]  # type: ignore[index]
+            statements.append(self.catalog.statements(pref.topic, pref.option, pref.polarity.value)[0])
+        vectors = embedder.encode([t.text for t in revealing] + statements)
+        threshold = self.config.dialogue.leak_threshold
+        for row, a, b in zip(revealing, vectors[: len(revealing)], vectors[len(revealing):], strict=True):
+            row.leak_similarity = round(float(a @ b), 4)
+            row.leaked = row.leak_similarity >= threshold and row.reveal_mode == "implicit"
 
-    def _turn_row(self, persona_id: str, k: int, sid: str, r: TurnRecord, leak: float | None = None) -> TurnRow:
+    def _turn_row(self, persona_id: str, k: int, sid: str, r: TurnRecord) -> TurnRow:
         return TurnRow(
             run_id=self.run_id, turn_id=turn_id(persona_id, k, r.index), session_id=sid, persona_id=persona_id,
             session_index=k, turn_index=r.index, role=r.role, text=r.text, time=r.time, tokens=r.tokens,
@@ -267,9 +274,7 @@ class UserShard:
             reveal_mode=r.reveal.mode if r.reveal else None,
             hint_kind=r.reveal.hint_kind if r.reveal else None,
             forget_preference_id=r.forget.preference_id if r.forget else None,
-            leak_similarity=leak,
-            leaked=(leak >= self.config.dialogue.leak_threshold and r.reveal.mode == "implicit")
-            if leak is not None and r.reveal is not None else None,
+            leak_similarity=None, leaked=None,  # filled for the whole round by _leakage
         )
 
     def personas(self) -> PersonaBatch:

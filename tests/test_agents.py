@@ -169,13 +169,15 @@ def test_leakage_check_flags_implicit_turns_that_state_the_preference():
 
     shard = UserShard(build_config(users=1, sessions=1, memory="none"), [0])
     catalog = load_topic_catalog()
-    reveal = RevealPlan(preference_id="p/x#0", topic="favorite_cuisine", option="thai", polarity="likes",
+    persona = shard.users[0].persona
+    pref = next(p for p in persona.preferences if p.polarity.value == "likes")
+    reveal = RevealPlan(preference_id=pref.id, topic=pref.topic, option=pref.option, polarity="likes",
                         mode="implicit", hint_kind="behaviour")
-    stated = TurnRecord(index=0, role="user", text=catalog.statements("favorite_cuisine", "thai", "likes")[0] +
-                        " Any dinner ideas?", time=START, tokens=5, reveal=reveal)
-    hint = catalog.hints("favorite_cuisine", "thai", "likes", "behaviour")[0].text
+    statement = catalog.statements(pref.topic, pref.option, "likes")[0]
+    hint = catalog.hints(pref.topic, pref.option, "likes", "behaviour")[0].text
+    stated = TurnRecord(index=0, role="user", text=statement + " Any ideas?", time=START, tokens=5, reveal=reveal)
     hinted = TurnRecord(index=2, role="user", text=hint, time=START, tokens=5, reveal=reveal)
-    leaks = shard._leakage([stated, hinted])
-    assert leaks[0] > leaks[2]
-    assert shard._turn_row("p", 0, "p/s0", stated, leaks[0]).leaked is True
-    assert shard._turn_row("p", 0, "p/s0", hinted, leaks[2]).leaked is False
+    rows = [shard._turn_row(persona.id, 0, f"{persona.id}/s0", r) for r in (stated, hinted)]
+    shard._leakage(rows)  # one batched call per round
+    assert rows[0].leak_similarity > rows[1].leak_similarity
+    assert rows[0].leaked is True and rows[1].leaked is False

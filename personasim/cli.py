@@ -67,25 +67,39 @@ def run(
         typer.Option(help="LLM response cache beside the store: off, read or readwrite (default readwrite)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace this run if the store already holds it.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the store's unfinished run (killed or interrupted) with its own config.")
+    ] = False,
+    run_id: Annotated[str | None, typer.Option("--run", help="With --resume: which unfinished run.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Simulate users and sessions, store every turn, then score each memory strategy on questions
     generated from the personas' true state. Prints a summary table."""
+    from personasim.api import resume as resume_api
     from personasim.api import run as run_api
     from personasim.config import ConfigError, build_config
     from personasim.sim.store import StoreError
 
+    run_settings = {"users": users, "sessions": sessions, "seed": seed, "memory": memory,
+                    "chatbot_memory": chatbot_memory, "config": config, "overwrite": overwrite or None}
     try:
-        cfg = build_config(
-            config, users=users, sessions=sessions, seed=seed, memory=memory, chatbot_memory=chatbot_memory,
-            actors=actors, address=address, cache=cache,
-        )
-        summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
+        if resume:
+            given = [f"--{k.replace('_', '-')}" for k, v in run_settings.items() if v is not None]
+            if given:
+                raise ConfigError(f"--resume continues the run with its stored config; drop {', '.join(given)}")
+            engine = build_config(None, actors=actors, address=address, cache=cache).engine
+            summary = resume_api(db, run_id, engine, show_progress=not quiet)
+        else:
+            cfg = build_config(
+                config, users=users, sessions=sessions, seed=seed, memory=memory, chatbot_memory=chatbot_memory,
+                actors=actors, address=address, cache=cache,
+            )
+            summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
     except (ConfigError, StoreError) as exc:
         _fail(str(exc))
         return
     except KeyboardInterrupt:
-        _fail("interrupted; the partial run was removed from the store")
+        _fail(f"interrupted; the sessions written so far are kept: continue with `personasim run --resume --db {db}`")
         return
     _print_summary(summary)
 
@@ -99,7 +113,8 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
         ("users", summary.users), ("sessions", summary.sessions), ("turns", summary.turns),
         ("drift events", summary.drift_events), ("questions", summary.questions),
         ("ray actors", summary.actors), ("wall time", f"{summary.wall_seconds:.1f} s"), ("store", summary.db),
-    ]:
+    ] + [(label, value) for label, value in [
+        ("failed sessions", summary.failed_sessions), ("actor restarts", summary.actor_restarts)] if value]:
         overview.add_row(label, str(value))
     console.print(overview)
     scores = Table(title=f"accuracy per memory strategy (chance {summary.chance:.1%})")

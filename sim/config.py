@@ -56,10 +56,29 @@ class MemoryConfig(BaseModel):
         return name
 
 
+class FaultPlan(BaseModel):
+    """Deliberate failures, to test recovery: the run must end with the same rows regardless."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kill_driver_after_batches: int | None = Field(
+        default=None, ge=1, description="SIGKILL the driver after writing this many session batches."
+    )
+    kill_actor_at_round: int | None = Field(default=None, ge=0, description="SIGKILL actor 0 once, in this round.")
+    marker_dir: str | None = Field(
+        default=None, description="Folder recording that a one-time fault already fired (default: the store's folder)."
+    )
+
+
 class EngineConfig(BaseModel):
     """How the run executes. Not part of the run's identity: results do not depend on it."""
 
     model_config = ConfigDict(extra="forbid")
+
+    max_actor_restarts: int = Field(
+        default=3, ge=0, description="Times Ray restarts a dead shard actor; the shard then replays and resumes."
+    )
+    faults: FaultPlan | None = Field(default=None, description="Fault injection for recovery tests.")
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Callable
 
 import ray
 from pydantic import BaseModel
 
+from personasim.personas.generator import persona_id_for
 from personasim.sim.config import RunConfig
 from personasim.sim.shard import PersonaBatch, SessionBatch, UserShard
 from personasim.sim.store import TrajectoryStore
@@ -25,6 +27,8 @@ class SimulationCounts(BaseModel):
     turns: int = 0
     drift_events: int = 0
     actors: int = 0
+    failed_sessions: int = 0
+    actor_restarts: int = 0
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -49,29 +53,97 @@ def run_simulation(
     config: RunConfig,
     store: TrajectoryStore,
     on_sessions: Callable[[int], None] | None = None,
+    resume: bool = False,
 ) -> SimulationCounts:
+    """Run every round, writing each shard's batch as it arrives (one transaction per batch).
+
+    ``resume``: sessions the store already holds are replayed, not written again, so a run killed
+    at any point continues exactly where each user stopped. An actor that dies is restarted by Ray
+    (up to ``engine.max_actor_restarts``); it replays what it missed and the round is re-sent."""
     ensure_ray(config.engine.address)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     shards = plan_shards(config.population.users, cpus, config.engine.num_actors)
     cpu_per_actor = min(1.0, cpus / len(shards))
+    config = _with_fault_markers(config, store)
+    stored, failed = _stored_sessions(store, config.run_id) if resume else ({}, {})
     actor_cls = ray.remote(UserShard)
-    actors = [actor_cls.options(num_cpus=cpu_per_actor).remote(config, shard) for shard in shards]
+    actors = [
+        actor_cls.options(
+            num_cpus=cpu_per_actor, max_restarts=config.engine.max_actor_restarts, max_task_retries=0
+        ).remote(config, shard, i)
+        for i, shard in enumerate(shards)
+    ]
+    ids = [frozenset(persona_id_for(u) for u in shard) for shard in shards]
     counts = SimulationCounts(users=config.population.users, actors=len(actors))
+    restarts = [0] * len(actors)
+    batches = 0
     try:
         for k in range(config.schedule.sessions):
-            pending = [a.run_round.remote(k) for a in actors]
+
+            def submit(i: int, k: int = k) -> ray.ObjectRef:
+                return actors[i].run_round.remote(k, ids[i] & stored.get(k, frozenset()), _failed_upto(failed, k))
+
+            pending = {submit(i): i for i in range(len(actors))}
             while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                batch: SessionBatch = ray.get(done[0])
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(ready[0])
+                try:
+                    batch: SessionBatch = ray.get(ready[0])
+                except ray.exceptions.RayActorError:
+                    restarts[i] += 1
+                    if restarts[i] > config.engine.max_actor_restarts:
+                        raise
+                    pending[submit(i)] = i  # Ray restarts the actor; it replays, then runs round k
+                    continue
                 store.write_many(batch.tables())
+                for row in batch.sessions:
+                    if row.status == "failed":
+                        failed.setdefault(k, set()).add(row.persona_id)
+                batches += 1
+                _maybe_kill_driver(config, batches)
                 counts.sessions += len(batch.sessions)
                 counts.turns += len(batch.turns)
                 counts.drift_events += len(batch.drift_events)
+                counts.failed_sessions += sum(r.status == "failed" for r in batch.sessions)
                 if on_sessions:
                     on_sessions(len(batch.sessions))
-        finals: list[PersonaBatch] = ray.get([a.personas.remote() for a in actors])
-        store.write_many(table for final in finals for table in final.tables())
+        if not store.con.execute("SELECT count(*) FROM personas WHERE run_id = ?", [config.run_id]).fetchall()[0][0]:
+            finals: list[PersonaBatch] = ray.get([a.personas.remote() for a in actors])
+            store.write_many(table for final in finals for table in final.tables())
     finally:
         for a in actors:
             ray.kill(a)
+    counts.actor_restarts = sum(restarts)
     return counts
+
+
+def _stored_sessions(store: TrajectoryStore, run_id: str) -> tuple[dict[int, frozenset[str]], dict[int, set[str]]]:
+    """Sessions already in the store, per session index; and which of them failed."""
+    stored: dict[int, set[str]] = {}
+    failed: dict[int, set[str]] = {}
+    for persona_id, k, status in store.con.execute(
+        "SELECT persona_id, session_index, status FROM sessions WHERE run_id = ?", [run_id]
+    ).fetchall():
+        stored.setdefault(k, set()).add(persona_id)
+        if status == "failed":
+            failed.setdefault(k, set()).add(persona_id)
+    return {k: frozenset(v) for k, v in stored.items()}, failed
+
+
+def _failed_upto(failed: dict[int, set[str]], k: int) -> dict[int, frozenset[str]]:
+    return {j: frozenset(v) for j, v in failed.items() if j <= k}
+
+
+def _with_fault_markers(config: RunConfig, store: TrajectoryStore) -> RunConfig:
+    faults = config.engine.faults
+    if faults is None or faults.marker_dir is not None:
+        return config
+    faults = faults.model_copy(update={"marker_dir": str(store.path.resolve().parent)})
+    return config.model_copy(update={"engine": config.engine.model_copy(update={"faults": faults})})
+
+
+def _maybe_kill_driver(config: RunConfig, batches: int) -> None:
+    """Fault injection: a real ``kill -9`` of this process, after a committed batch."""
+    faults = config.engine.faults
+    if faults is not None and faults.kill_driver_after_batches == batches:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -103,6 +103,7 @@ class SessionRow(BaseModel):
     ended_at: datetime
     n_turns: int
     status: str
+    error: str | None = None
 
 
 class TurnRow(BaseModel):

@@ -85,10 +85,12 @@ class _User:
 
 
 class UserShard:
-    def __init__(self, config: RunConfig, user_indices: list[int]) -> None:
+    def __init__(self, config: RunConfig, user_indices: list[int], shard_index: int = 0) -> None:
         load_plugins(config.memory.plugins)  # an actor process has not imported them yet
         self.config = config
         self.run_id = config.run_id
+        self.shard_index = shard_index
+        self.rounds_done = 0
         population = PopulationBuilder(config.population, config.seed, config.drift)
         self.catalog = population.catalog
         self.scenarios = load_scenario_catalog()
@@ -112,9 +114,30 @@ class UserShard:
             times = session_times(index, config.schedule, config.seed)
             self.users.append(_User(persona, times, memories, live))
 
-    async def run_round(self, session_index: int) -> SessionBatch:
-        """Run session ``session_index`` of every user in the shard, concurrently."""
-        results = await asyncio.gather(*(self._run_user_session(u, session_index) for u in self.users))
+    async def run_round(
+        self, session_index: int, stored: frozenset[str] = frozenset(),
+        failed: dict[int, frozenset[str]] | None = None,
+    ) -> SessionBatch:
+        """Run session ``session_index`` of every user in the shard, concurrently.
+
+        Users in ``stored`` already have this session in the store (a resumed run): their session
+        is replayed to rebuild their state, and its rows are not returned. A fresh actor (a
+        restart after a crash) first replays the rounds it missed, so the driver only ever
+        re-sends the round that failed. ``failed`` names, per round, sessions the store records
+        as failed: a replay fails them again rather than asking the backend a second time."""
+        self._maybe_fail(session_index)
+        failed = failed or {}
+        everyone = frozenset(u.persona.id for u in self.users)
+        while self.rounds_done < session_index:
+            await self._round(self.rounds_done, everyone, failed.get(self.rounds_done, frozenset()))
+        return await self._round(session_index, stored, failed.get(session_index, frozenset()))
+
+    async def _round(self, k: int, replay: frozenset[str], failed: frozenset[str]) -> SessionBatch:
+        results = await asyncio.gather(*(
+            self._run_user_session(u, k, u.persona.id in replay, u.persona.id in failed) for u in self.users
+        ))
+        self.rounds_done = k + 1
+        results = [r for r, u in zip(results, self.users, strict=True) if u.persona.id not in replay]
         check = self.config.dialogue.leak_check
         if check == "on" or (check == "auto" and self.config.user_backend.kind != "scripted"):
             self._leakage([t for part in results for t in part.turns])
@@ -128,7 +151,23 @@ class UserShard:
             batch.consistency_probes += part.consistency_probes
         return batch
 
-    async def _run_user_session(self, user: _User, k: int) -> SessionBatch:
+    def _maybe_fail(self, k: int) -> None:
+        """Fault injection (``engine.faults``): kill this actor's process once, to test restarts."""
+        faults = self.config.engine.faults
+        if faults is None or faults.kill_actor_at_round != k or self.shard_index != 0:
+            return
+        import os
+        import signal
+        from pathlib import Path
+
+        marker = Path(faults.marker_dir or ".") / f".personasim-fault-{self.run_id}-actor0-round{k}"
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def _run_user_session(
+        self, user: _User, k: int, replay: bool = False, failed_before: bool = False
+    ) -> SessionBatch:
         cfg = self.config
         persona = user.persona
         start = user.times[k]
@@ -143,7 +182,15 @@ class UserShard:
         )
         user_agent = build_user_agent(self.user_client, user_system_prompt(persona, plan, self.catalog))
         chatbot = build_chatbot(self.chatbot_client, user.live_memory)
-        records = await run_session(user_agent, chatbot, plan.directive.turns, start, cfg.schedule.minutes_per_turn)
+        try:
+            if failed_before:
+                raise RuntimeError("failed in the stored run")
+            records = await run_session(
+                user_agent, chatbot, plan.directive.turns, start, cfg.schedule.minutes_per_turn
+            )
+        except Exception as exc:  # the backend failed even after its retries: record it, go on
+            user.last_end = start  # drift up to here is applied; the next session continues from it
+            return self._failed_session(persona, k, plan.scenario.id, start, exc, drift_events)
         end = records[-1].time + timedelta(minutes=cfg.schedule.minutes_per_turn)
         forgets: list[ForgetRequestRow] = []
         for r in records:
@@ -163,7 +210,7 @@ class UserShard:
         drift_events += self._exposures(persona, records, k, plan.scenario.topics)
         await self._feed_memories(user, records, end)
         user.last_end = end
-        probes = await self._probe(persona, k, end)
+        probes = [] if replay else await self._probe(persona, k, end)
         sid = session_id(persona.id, k)
         return SessionBatch(
             sessions=[SessionRow(
@@ -181,15 +228,7 @@ class UserShard:
                 for name, mem in user.memories.items()
                 for snap in [mem.snapshot()]
             ],
-            drift_events=[
-                DriftEventRow(
-                    run_id=self.run_id, event_id=e.id, persona_id=persona.id, time=e.time, cause=e.cause,
-                    topic=e.topic, old_preference_id=e.old.id if e.old else None,
-                    new_preference_id=e.new.id if e.new else None,
-                    kind=e.kind,
-                )
-                for e in drift_events
-            ],
+            drift_events=self._drift_rows(persona, drift_events),
             forget_requests=forgets,
             consistency_probes=probes,
         )
@@ -212,6 +251,28 @@ class UserShard:
                 session_index=k, time=t, **result.model_dump(),
             ))
         return rows
+
+    def _drift_rows(self, persona: Persona, events: list[DriftEvent]) -> list[DriftEventRow]:
+        return [
+            DriftEventRow(
+                run_id=self.run_id, event_id=e.id, persona_id=persona.id, time=e.time, cause=e.cause, topic=e.topic,
+                old_preference_id=e.old.id if e.old else None, new_preference_id=e.new.id if e.new else None,
+                kind=e.kind,
+            )
+            for e in events
+        ]
+
+    def _failed_session(
+        self, persona: Persona, k: int, scenario_id: str, start: datetime, exc: Exception, drift: list[DriftEvent]
+    ) -> SessionBatch:
+        error = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        return SessionBatch(
+            sessions=[SessionRow(
+                run_id=self.run_id, session_id=session_id(persona.id, k), persona_id=persona.id, session_index=k,
+                scenario_id=scenario_id, started_at=start, ended_at=start, n_turns=0, status="failed", error=error,
+            )],
+            drift_events=self._drift_rows(persona, drift),
+        )
 
     def _exposures(
         self, persona: Persona, records: list[TurnRecord], k: int, scenario_topics: list[str]

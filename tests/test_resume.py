@@ -1,0 +1,74 @@
+"""Resume and faults: a run killed (driver or actor) and continued equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import duckdb
+
+from personasim.api import resume, run
+from personasim.sim.config import RunConfig
+from tests.test_run import _dump
+
+BASE = {"seed": 5, "population": {"users": 6}, "schedule": {"sessions": 4},
+        "memory": {"strategies": ["none", "full_history", "agentic"]}}
+
+
+def _without_run_row(dump: dict) -> dict:
+    return {name: rows for name, rows in dump.items() if name != "runs"}
+
+
+def _status(db) -> str:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT status FROM runs").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_session, tmp_path):
+    config = {**BASE, "engine": {"num_actors": 2, "faults": {"kill_driver_after_batches": 3}}}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    killed = tmp_path / "killed.duckdb"
+    out = subprocess.run(
+        [sys.executable, "-m", "personasim.cli", "run", "--config", str(tmp_path / "run.json"), "--db", str(killed),
+         "--quiet"], capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == -9, out.stderr[-2000:]  # really killed, mid-run
+    con = duckdb.connect(str(killed), read_only=True)
+    written = con.execute("SELECT count(*) FROM sessions").fetchall()[0][0]
+    con.close()
+    assert 0 < written < 6 * 4
+    assert _status(killed) == "running"
+    summary = resume(killed)  # the CLI's `personasim run --resume --db ...`
+    assert summary.sessions == 6 * 4 and _status(killed) == "completed"
+    clean = tmp_path / "clean.duckdb"
+    run(RunConfig.model_validate(BASE), clean)
+    assert _without_run_row(_dump(killed)) == _without_run_row(_dump(clean))
+
+
+def test_actor_killed_mid_run_is_restarted_and_its_shard_resumes(ray_session, tmp_path):
+    faulty = RunConfig.model_validate({**BASE, "engine": {"num_actors": 2, "faults": {"kill_actor_at_round": 2}}})
+    summary = run(faulty, tmp_path / "faulty.duckdb")
+    assert summary.actor_restarts == 1
+    assert (tmp_path / f".personasim-fault-{faulty.run_id}-actor0-round2").exists()
+    clean = RunConfig.model_validate({**BASE, "engine": {"num_actors": 2}})
+    run(clean, tmp_path / "clean.duckdb")
+    assert _dump(tmp_path / "faulty.duckdb") == _dump(tmp_path / "clean.duckdb")
+
+
+def test_resume_refuses_when_nothing_is_unfinished_and_cli_rejects_config_flags(ray_session, tmp_path):
+    import pytest
+    from typer.testing import CliRunner
+
+    from personasim.cli import app
+    from personasim.sim.store import StoreError
+
+    db = tmp_path / "done.duckdb"
+    run(RunConfig.model_validate({**BASE, "population": {"users": 2}, "schedule": {"sessions": 1}}), db)
+    with pytest.raises(StoreError, match="nothing to resume"):
+        resume(db)
+    result = CliRunner().invoke(app, ["run", "--resume", "--db", str(db), "--users", "3"])
+    assert result.exit_code == 2 and "drop --users" in result.output

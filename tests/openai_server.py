@@ -12,9 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAIServer:
-    def __init__(self, fail_first: int = 0, fail_status: int = 503, reply=None) -> None:
-        """``reply(last_user_message) -> str`` overrides the default echo (e.g. a reader's letter)."""
+    def __init__(self, fail_first: int = 0, fail_status: int = 503, reply=None, fail_if=None) -> None:
+        """``reply(last_user_message) -> str`` overrides the default echo (e.g. a reader's letter);
+        ``fail_if(request_body) -> bool`` fails matching requests every time (a request the server
+        cannot serve), with ``fail_status``."""
         self.fail_first = fail_first
+        self.fail_if = fail_if
         self.reply = reply
         self.fail_status = fail_status
         self.calls = 0
@@ -32,7 +35,7 @@ class FakeOpenAIServer:
                     server.calls += 1
                     n = server.calls
                     server.requests.append(body)
-                if n <= server.fail_first:
+                if n <= server.fail_first or (server.fail_if is not None and server.fail_if(body)):
                     self._send(server.fail_status, {"error": {"message": "try again", "type": "server_error"}})
                     return
                 messages = body.get("messages", [])

@@ -72,3 +72,31 @@ def test_resume_refuses_when_nothing_is_unfinished_and_cli_rejects_config_flags(
         resume(db)
     result = CliRunner().invoke(app, ["run", "--resume", "--db", str(db), "--users", "3"])
     assert result.exit_code == 2 and "drop --users" in result.output
+
+
+def test_sessions_whose_backend_keeps_failing_are_recorded_as_failed_and_the_run_goes_on(ray_session, tmp_path):
+    import hashlib
+
+    from tests.openai_server import FakeOpenAIServer
+
+    def unservable(body: dict) -> bool:  # the same request fails every time, so retries cannot save it
+        return hashlib.md5(json.dumps(body.get("messages"), sort_keys=True).encode()).digest()[0] % 3 == 0
+
+    with FakeOpenAIServer(fail_if=unservable, fail_status=500) as server:
+        config = RunConfig.model_validate({
+            **BASE, "memory": {"strategies": ["none", "full_history"], "chatbot": "full_history"},
+            "chatbot_backend": {"kind": "openai", "model": "flaky", "base_url": server.base_url, "max_retries": 1},
+        })
+        summary = run(config, tmp_path / "flaky.duckdb")
+    con = duckdb.connect(str(tmp_path / "flaky.duckdb"), read_only=True)
+    statuses = dict(con.execute("SELECT status, count(*) FROM sessions GROUP BY ALL").fetchall())
+    errors = con.execute("SELECT error, n_turns FROM sessions WHERE status = 'failed'").fetchall()
+    orphans = con.execute(
+        "SELECT count(*) FROM turns t JOIN sessions s USING (run_id, session_id) WHERE s.status = 'failed'"
+    ).fetchall()[0][0]
+    con.close()
+    assert statuses.get("failed", 0) > 0 and statuses.get("completed", 0) > 0, statuses
+    assert sum(statuses.values()) == 6 * 4, "no session dropped"
+    assert summary.failed_sessions == statuses["failed"] and _status(tmp_path / "flaky.duckdb") == "completed"
+    assert all("500" in error or "Internal" in error or "Error" in error for error, _ in errors)
+    assert all(n == 0 for _, n in errors) and orphans == 0

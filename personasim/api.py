@@ -36,6 +36,8 @@ class RunSummary(BaseModel):
     wall_seconds: float
     failed_sessions: int = 0
     actor_restarts: int = 0
+    simulation_seconds: float = 0.0
+    store_seconds: float = 0.0
 
 
 def check_db_path(path: Path) -> None:
@@ -203,7 +205,8 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
         drift_events=totals[2], questions=len(questions),
         actors=counts.actors, scores=scores, chance=_chance(questions),
         wall_seconds=round(time.perf_counter() - started, 2), failed_sessions=counts.failed_sessions,
-        actor_restarts=counts.actor_restarts,
+        actor_restarts=counts.actor_restarts, simulation_seconds=round(counts.wall_seconds, 2),
+        store_seconds=round(counts.store_seconds, 2),
     )
 
 

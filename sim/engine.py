@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from collections.abc import Callable
 
 import ray
@@ -29,6 +30,8 @@ class SimulationCounts(BaseModel):
     actors: int = 0
     failed_sessions: int = 0
     actor_restarts: int = 0
+    store_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -60,6 +63,7 @@ def run_simulation(
     ``resume``: sessions the store already holds are replayed, not written again, so a run killed
     at any point continues exactly where each user stopped. An actor that dies is restarted by Ray
     (up to ``engine.max_actor_restarts``); it replays what it missed and the round is re-sent."""
+    started = time.perf_counter()
     ensure_ray(config.engine.address)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     shards = plan_shards(config.population.users, cpus, config.engine.num_actors)
@@ -95,7 +99,9 @@ def run_simulation(
                         raise
                     pending[submit(i)] = i  # Ray restarts the actor; it replays, then runs round k
                     continue
+                written = time.perf_counter()
                 store.write_many(batch.tables())
+                counts.store_seconds += time.perf_counter() - written
                 for row in batch.sessions:
                     if row.status == "failed":
                         failed.setdefault(k, set()).add(row.persona_id)
@@ -109,11 +115,14 @@ def run_simulation(
                     on_sessions(len(batch.sessions))
         if not store.con.execute("SELECT count(*) FROM personas WHERE run_id = ?", [config.run_id]).fetchall()[0][0]:
             finals: list[PersonaBatch] = ray.get([a.personas.remote() for a in actors])
+            written = time.perf_counter()
             store.write_many(table for final in finals for table in final.tables())
+            counts.store_seconds += time.perf_counter() - written
     finally:
         for a in actors:
             ray.kill(a)
     counts.actor_restarts = sum(restarts)
+    counts.wall_seconds = time.perf_counter() - started
     return counts
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,9 @@ class BackendConfig(BaseModel):
     seed: int | None = Field(default=None, description="Sampling seed sent to servers that support it.")
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
-    max_concurrency: int = Field(default=32, ge=1, description="Calls in flight per actor.")
+    max_concurrency: int = Field(
+        default=32, ge=1, description="Calls in flight at once to this backend, across all actors (split evenly)."
+    )
     path: str | None = Field(default=None, description="transformers: folder of a saved causal LM.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = Field(default="auto", description="transformers: cuda, cpu, or auto.")
@@ -68,7 +71,10 @@ def create_client(
     catalog: TopicCatalog | None = None,
     cache_path: str | Path | None = None,
     cache_mode: CacheMode = "readwrite",
+    concurrency_share: int = 1,
 ) -> ChatCompletionClient:
+    """The client for one backend. ``concurrency_share``: how many processes (actors) split the
+    backend's ``max_concurrency``, so the server sees at most that many calls in flight."""
     if config.kind == "scripted":
         return ScriptedChatCompletionClient(catalog=catalog, model=config.model)
     if config.kind == "openai":
@@ -88,8 +94,8 @@ def create_client(
             model=config.model, base_url=config.base_url, api_key=api_key, model_info=_model_info(config),
             timeout=config.timeout_s, max_retries=0, **params,
         )
-        client: ChatCompletionClient = ResilientClient(inner, config.max_concurrency,
-                                                       RetryPolicy(max_retries=config.max_retries))
+        per_process = max(1, math.ceil(config.max_concurrency / max(1, concurrency_share)))
+        client: ChatCompletionClient = ResilientClient(inner, per_process, RetryPolicy(max_retries=config.max_retries))
         if cache_path is not None and cache_mode != "off":
             client = CachedClient(client, ResponseCache(cache_path), cache_mode, "openai",
                                   f"{config.base_url}|{config.model}", params)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from personasim import __version__
 from personasim.agents.embedding import default_embedder
@@ -159,6 +162,46 @@ def resume(
         store.close()
         raise
     return _execute(config, store, created=False, resume=True, show_progress=show_progress)
+
+
+def fork_config(
+    source_db: str | Path, at: datetime, run_id: str | None = None, config_file: str | Path | None = None,
+    **overrides: Any,
+) -> RunConfig:
+    """The config of a run that branches off ``source_db``'s run at simulated time ``at``.
+
+    It starts as the source's config, then ``config_file`` and ``overrides`` change what the
+    fork does differently (memory strategies, backends, dialogue). The fork reads the source's
+    LLM cache, so the shared history costs no calls."""
+    from personasim.config import build_config
+
+    source_path = Path(source_db)
+    if not source_path.exists():
+        raise StoreError(f"--fork-from {source_path} does not exist")
+    with TrajectoryStore(source_path, read_only=True) as store:
+        rows = store.con.execute("SELECT run_id, config_json FROM runs ORDER BY run_id").fetchall()
+    chosen = [r for r in rows if run_id is None or r[0] == run_id]
+    if not chosen:
+        raise StoreError(f"{source_path} holds no run {run_id}" if run_id else f"{source_path} holds no runs")
+    if len(chosen) > 1:
+        raise StoreError(f"{source_path} holds {len(chosen)} runs; choose the source with --run")
+    source = RunConfig.model_validate_json(chosen[0][1])
+    base = json.loads(source.model_dump_json(exclude={"engine", "fork"}))
+    config = build_config(config_file, base=base, **overrides)
+    engine = config.engine
+    if engine.cache_path is None:
+        engine = engine.model_copy(update={"cache_path": str(source_path) + ".llmcache.sqlite"})
+    try:
+        return RunConfig.model_validate({
+            **json.loads(config.model_dump_json(exclude={"engine", "fork"})),
+            "engine": json.loads(engine.model_dump_json()),
+            "fork": {"source": json.loads(source.model_dump_json(exclude={"engine"})), "at": at.isoformat()},
+        })
+    except ValidationError as exc:
+        from personasim.config import ConfigError
+        from personasim.sim.config import describe_validation_error
+
+        raise ConfigError(f"invalid fork of {source_path}: {describe_validation_error(exc)}") from exc
 
 
 def _with_cache_path(config: RunConfig, path: Path) -> RunConfig:

@@ -70,7 +70,15 @@ def run(
     resume: Annotated[
         bool, typer.Option(help="Continue the store's unfinished run (killed or interrupted) with its own config.")
     ] = False,
-    run_id: Annotated[str | None, typer.Option("--run", help="With --resume: which unfinished run.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="With --resume: which unfinished run; with --fork-from: the source run.")
+    ] = None,
+    fork_from: Annotated[
+        Path | None, typer.Option(help="Branch off this store's run: same users and history up to --at.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="With --fork-from: simulated time to branch at, e.g. 2025-02-01T00:00.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Simulate users and sessions, store every turn, then score each memory strategy on questions
@@ -89,7 +97,25 @@ def run(
                 raise ConfigError(f"--resume continues the run with its stored config; drop {', '.join(given)}")
             engine = build_config(None, actors=actors, address=address, cache=cache).engine
             summary = resume_api(db, run_id, engine, show_progress=not quiet)
+        elif fork_from is not None:
+            from datetime import datetime
+
+            from personasim.api import fork_config
+
+            if at is None:
+                raise ConfigError("--fork-from needs --at, the simulated time to branch at (e.g. 2025-02-01T00:00)")
+            try:
+                when = datetime.fromisoformat(at)
+            except ValueError as exc:
+                raise ConfigError(f"--at {at!r} is not a date-time; use ISO format, e.g. 2025-02-01T00:00") from exc
+            cfg = fork_config(
+                fork_from, when, run_id, config, users=users, sessions=sessions, seed=seed, memory=memory,
+                chatbot_memory=chatbot_memory, actors=actors, address=address, cache=cache,
+            )
+            summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
         else:
+            if at is not None:
+                raise ConfigError("--at only applies with --fork-from")
             cfg = build_config(
                 config, users=users, sessions=sessions, seed=seed, memory=memory, chatbot_memory=chatbot_memory,
                 actors=actors, address=address, cache=cache,

@@ -14,14 +14,17 @@ class ConfigError(ValueError):
     """A run config that cannot be used; the message names the setting and what is wrong."""
 
 
-def build_config(config_file: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults, then ``config_file``, then the non-None ``overrides``.
+def build_config(
+    config_file: str | Path | None = None, base: dict[str, Any] | None = None, **overrides: Any
+) -> RunConfig:
+    """Defaults (or ``base``, e.g. a fork's source config), then ``config_file``, then the non-None
+    ``overrides``.
 
     Overrides use the command line's names: users, sessions, seed, memory (list or comma string),
     chatbot_memory, actors, address.
     """
     try:
-        data: dict[str, Any] = load_config_file(config_file) if config_file else {}
+        data: dict[str, Any] = _merge(base or {}, load_config_file(config_file) if config_file else {})
     except ConfigFileError as exc:
         raise ConfigError(str(exc)) from exc
     paths = {
@@ -53,3 +56,11 @@ def build_config(config_file: str | Path | None = None, **overrides: Any) -> Run
     except ValidationError as exc:
         origin = f" in {config_file}" if config_file else ""
         raise ConfigError(f"invalid run config{origin}: {describe_validation_error(exc)}") from exc
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section (a file that sets memory.chatbot keeps memory.strategies)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

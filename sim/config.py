@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from personasim.agents.backends import BackendConfig
 from personasim.agents.memory.base import MemorySettings
@@ -88,6 +89,20 @@ class EngineConfig(BaseModel):
     cache_path: str | None = Field(default=None, description="Cache file (default: beside the store).")
 
 
+class ForkSpec(BaseModel):
+    """Where a forked run branches off: the source run's config, and the simulated time T.
+
+    Sessions that start before T are driven exactly as in the source run (its backends, its live
+    memory, its dialogue settings; with the LLM cache they cost no calls); from T on, the fork's
+    own config drives. Every memory of the fork observes the shared history, so a different
+    strategy starts at T with what it would have learned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: RunConfig
+    at: datetime
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,12 +115,31 @@ class RunConfig(BaseModel):
     user_backend: BackendConfig = Field(default_factory=BackendConfig)
     chatbot_backend: BackendConfig = Field(default_factory=BackendConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    fork: ForkSpec | None = Field(default=None, description="Branch off another run at a simulated time.")
+
+    @model_validator(mode="after")
+    def _fork_keeps_the_users(self) -> RunConfig:
+        if self.fork is None:
+            return self
+        source = self.fork.source
+        source.engine = EngineConfig()  # how the source ran is not part of what it was
+        for name in ("seed", "population", "schedule", "drift"):
+            if getattr(source, name) != getattr(self, name):
+                raise ValueError(
+                    f"a fork keeps the source run's users and their timeline: {name} must equal the source's "
+                    "(change memory, dialogue or backends instead)"
+                )
+        return self
 
     @property
     def run_id(self) -> str:
         """Deterministic: the same config and seed give the same id (and the same rows)."""
         identity = self.model_dump_json(exclude={"engine"})
         return "run-" + hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
+
+
+ForkSpec.model_rebuild()
+RunConfig.model_rebuild()
 
 
 class ConfigFileError(ValueError):

@@ -74,7 +74,7 @@ def run_simulation(
     actors = [
         actor_cls.options(
             num_cpus=cpu_per_actor, max_restarts=config.engine.max_actor_restarts, max_task_retries=0
-        ).remote(config, shard, i)
+        ).remote(config, shard, i, len(shards))
         for i, shard in enumerate(shards)
     ]
     ids = [frozenset(persona_id_for(u) for u in shard) for shard in shards]

@@ -75,17 +75,18 @@ class PersonaBatch(BaseModel):
 
 class _User:
     def __init__(self, persona: Persona, times: list[datetime], memories: dict[str, PersonaMemory],
-                 live_memory: PersonaMemory) -> None:
+                 live_memory: PersonaMemory, source_live_memory: PersonaMemory | None = None) -> None:
         self.persona = persona
         self.times = times
         self.memories = memories
         self.live_memory = live_memory
+        self.source_live_memory = source_live_memory  # a fork: the source run's chatbot memory, before T
         self.revealed: dict[str, int] = {}
         self.last_end: datetime | None = None
 
 
 class UserShard:
-    def __init__(self, config: RunConfig, user_indices: list[int], shard_index: int = 0) -> None:
+    def __init__(self, config: RunConfig, user_indices: list[int], shard_index: int = 0, num_shards: int = 1) -> None:
         load_plugins(config.memory.plugins)  # an actor process has not imported them yet
         self.config = config
         self.run_id = config.run_id
@@ -96,8 +97,15 @@ class UserShard:
         self.scenarios = load_scenario_catalog()
         self.scenarios.check_topics(t.id for t in self.catalog.topics)
         cache = (config.engine.cache_path, config.engine.cache)
-        self.user_client = create_client(config.user_backend, self.catalog, *cache)
-        self.chatbot_client = create_client(config.chatbot_backend, self.catalog, *cache)
+        self.user_client = create_client(config.user_backend, self.catalog, *cache, concurrency_share=num_shards)
+        self.chatbot_client = create_client(config.chatbot_backend, self.catalog, *cache, concurrency_share=num_shards)
+        source = config.fork.source if config.fork else None
+        if source is not None:  # before the fork time, the source run's backends drive (cached: free)
+            load_plugins(source.memory.plugins)
+            self.source_user_client = create_client(
+                source.user_backend, self.catalog, *cache, concurrency_share=num_shards)
+            self.source_chatbot_client = create_client(
+                source.chatbot_backend, self.catalog, *cache, concurrency_share=num_shards)
         self.drift = population.drift
         generator = population.generator
         self.users: list[_User] = []
@@ -111,8 +119,13 @@ class UserShard:
             live = memories.get(config.memory.chatbot) or create_memory(
                 config.memory.chatbot, config.memory.settings, self.chatbot_client, redact_values=secrets
             )
+            source_live = None
+            if source is not None:
+                source_live = create_memory(
+                    source.memory.chatbot, source.memory.settings, self.source_chatbot_client, redact_values=secrets
+                )
             times = session_times(index, config.schedule, config.seed)
-            self.users.append(_User(persona, times, memories, live))
+            self.users.append(_User(persona, times, memories, live, source_live))
 
     async def run_round(
         self, session_index: int, stored: frozenset[str] = frozenset(),
@@ -176,12 +189,17 @@ class UserShard:
             drift_events = self.drift.apply_between(
                 persona, user.last_end, start, rng_for(cfg.seed, "drift", persona.index, k)
             )
+        shared = cfg.fork is not None and start < cfg.fork.at  # a fork's shared history: the source drives
+        driver = cfg.fork.source if shared and cfg.fork else cfg
         plan = plan_session(
-            persona, start, user.revealed, self.scenarios, self.catalog, cfg.dialogue,
+            persona, start, user.revealed, self.scenarios, self.catalog, driver.dialogue,
             rng_for(cfg.seed, "plan", persona.index, k), derive_seed(cfg.seed, "dialogue", persona.index, k),
         )
-        user_agent = build_user_agent(self.user_client, user_system_prompt(persona, plan, self.catalog))
-        chatbot = build_chatbot(self.chatbot_client, user.live_memory)
+        user_client = self.source_user_client if shared else self.user_client
+        chatbot_client = self.source_chatbot_client if shared else self.chatbot_client
+        live_memory = user.source_live_memory if shared and user.source_live_memory else user.live_memory
+        user_agent = build_user_agent(user_client, user_system_prompt(persona, plan, self.catalog))
+        chatbot = build_chatbot(chatbot_client, live_memory)
         try:
             if failed_before:
                 raise RuntimeError("failed in the stored run")
@@ -295,8 +313,9 @@ class UserShard:
 
     async def _feed_memories(self, user: _User, records: list[TurnRecord], end: datetime) -> None:
         targets = list(user.memories.values())
-        if user.live_memory not in targets:
-            targets.append(user.live_memory)
+        for live in (user.live_memory, user.source_live_memory):
+            if live is not None and live not in targets:
+                targets.append(live)
         for memory in targets:
             for r in records:
                 await memory.add(message_content(r.role, r.text, r.time))

@@ -80,6 +80,12 @@ class EngineConfig(BaseModel):
         default=3, ge=0, description="Times Ray restarts a dead shard actor; the shard then replays and resumes."
     )
     faults: FaultPlan | None = Field(default=None, description="Fault injection for recovery tests.")
+    store_mode: Literal["driver", "parquet"] = Field(
+        default="driver",
+        description="driver: shards send rows, the driver writes them (one machine); parquet: shards write Parquet "
+        "parts to parts_dir (shared storage on a cluster) and the driver loads them at the end.",
+    )
+    parts_dir: str | None = Field(default=None, description="Folder for Parquet parts (default: beside the store).")
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import ray
 from pydantic import BaseModel
@@ -69,6 +72,14 @@ def run_simulation(
     shards = plan_shards(config.population.users, cpus, config.engine.num_actors)
     cpu_per_actor = min(1.0, cpus / len(shards))
     config = _with_fault_markers(config, store)
+    parts = _parts_folder(config, store) if config.engine.store_mode == "parquet" else None
+    store_seconds = 0.0
+    if resume:  # whatever shards wrote as parts before the interruption, whichever mode resumes now
+        loading = time.perf_counter()
+        store.ingest_parts(_parts_folder(config, store))
+        store_seconds = time.perf_counter() - loading
+    elif parts is not None:
+        shutil.rmtree(parts, ignore_errors=True)
     stored, failed = _stored_sessions(store, config.run_id) if resume else ({}, {})
     actor_cls = ray.remote(UserShard)
     actors = [
@@ -78,14 +89,17 @@ def run_simulation(
         for i, shard in enumerate(shards)
     ]
     ids = [frozenset(persona_id_for(u) for u in shard) for shard in shards]
-    counts = SimulationCounts(users=config.population.users, actors=len(actors))
+    counts = SimulationCounts(users=config.population.users, actors=len(actors), store_seconds=store_seconds)
     restarts = [0] * len(actors)
     batches = 0
     try:
         for k in range(config.schedule.sessions):
 
             def submit(i: int, k: int = k) -> ray.ObjectRef:
-                return actors[i].run_round.remote(k, ids[i] & stored.get(k, frozenset()), _failed_upto(failed, k))
+                done, failures = ids[i] & stored.get(k, frozenset()), _failed_upto(failed, k)
+                if parts is not None:
+                    return actors[i].run_round_to_parts.remote(k, str(parts), done, failures)
+                return actors[i].run_round.remote(k, done, failures)
 
             pending = {submit(i): i for i in range(len(actors))}
             while pending:
@@ -108,19 +122,33 @@ def run_simulation(
                 batches += 1
                 _maybe_kill_driver(config, batches)
                 counts.sessions += len(batch.sessions)
-                counts.turns += len(batch.turns)
-                counts.drift_events += len(batch.drift_events)
+                counts.turns += batch.part_rows.get("turns", 0) if parts is not None else len(batch.turns)
+                counts.drift_events += (
+                    batch.part_rows.get("drift_events", 0) if parts is not None else len(batch.drift_events)
+                )
                 counts.failed_sessions += sum(r.status == "failed" for r in batch.sessions)
                 if on_sessions:
                     on_sessions(len(batch.sessions))
         if not store.con.execute("SELECT count(*) FROM personas WHERE run_id = ?", [config.run_id]).fetchall()[0][0]:
-            finals: list[PersonaBatch] = ray.get([a.personas.remote() for a in actors])
-            written = time.perf_counter()
-            store.write_many(table for final in finals for table in final.tables())
-            counts.store_seconds += time.perf_counter() - written
+            if parts is not None:
+                ray.get([a.personas_to_parts.remote(str(parts)) for a in actors])
+            else:
+                finals: list[PersonaBatch] = ray.get([a.personas.remote() for a in actors])
+                written = time.perf_counter()
+                store.write_many(table for final in finals for table in final.tables())
+                counts.store_seconds += time.perf_counter() - written
     finally:
         for a in actors:
             ray.kill(a)
+        if parts is not None:  # on success and on failure alike: what the shards wrote lands in DuckDB
+            written = time.perf_counter()
+            try:
+                store.ingest_parts(parts)
+            except Exception:
+                if sys.exc_info()[0] is None:
+                    raise
+                # already failing: keep the parts for `--resume`, report the original error
+            counts.store_seconds += time.perf_counter() - written
     counts.actor_restarts = sum(restarts)
     counts.wall_seconds = time.perf_counter() - started
     return counts
@@ -137,6 +165,11 @@ def _stored_sessions(store: TrajectoryStore, run_id: str) -> tuple[dict[int, fro
         if status == "failed":
             failed.setdefault(k, set()).add(persona_id)
     return {k: frozenset(v) for k, v in stored.items()}, failed
+
+
+def _parts_folder(config: RunConfig, store: TrajectoryStore) -> Path:
+    root = Path(config.engine.parts_dir) if config.engine.parts_dir else Path(str(store.path) + ".parts")
+    return root / config.run_id
 
 
 def _failed_upto(failed: dict[int, set[str]], k: int) -> dict[int, frozenset[str]]:

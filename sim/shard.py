@@ -48,8 +48,11 @@ class SessionBatch(BaseModel):
     drift_events: list[DriftEventRow] = Field(default_factory=list)
     forget_requests: list[ForgetRequestRow] = Field(default_factory=list)
     consistency_probes: list[ConsistencyProbeRow] = Field(default_factory=list)
+    part_rows: dict[str, int] = Field(default_factory=dict, description="Rows the shard wrote as Parquet parts.")
 
     def tables(self) -> list[tuple[str, list[BaseModel]]]:
+        if self.part_rows:  # the rows are in Parquet parts already; only the session rows came back
+            return []
         return [
             ("consistency_probes", list(self.consistency_probes)),
             ("sessions", list(self.sessions)),
@@ -58,6 +61,29 @@ class SessionBatch(BaseModel):
             ("drift_events", list(self.drift_events)),
             ("forget_requests", list(self.forget_requests)),
         ]
+
+
+def write_parts(batch: BaseModel, folder: str, name: str) -> dict[str, int]:
+    """Each table of a batch as one Parquet file, written under a temporary name and renamed, so
+    a reader never sees half a file. Returns rows written per table."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from personasim.sim.store import arrow_schema
+
+    counts = {}
+    for table, rows in batch.tables():  # type: ignore[attr-defined]
+        if not rows:
+            continue
+        target = Path(folder) / table / f"{name}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".parquet.tmp")
+        pq.write_table(pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table)), tmp)
+        tmp.rename(target)
+        counts[table] = len(rows)
+    return counts
 
 
 class PersonaBatch(BaseModel):
@@ -163,6 +189,19 @@ class UserShard:
             batch.forget_requests += part.forget_requests
             batch.consistency_probes += part.consistency_probes
         return batch
+
+    async def run_round_to_parts(
+        self, session_index: int, folder: str, stored: frozenset[str] = frozenset(),
+        failed: dict[int, frozenset[str]] | None = None,
+    ) -> SessionBatch:
+        """``run_round``, but the shard writes its rows as Parquet parts itself (a cluster: no rows
+        cross the network to the driver) and returns only the session rows, for bookkeeping."""
+        batch = await self.run_round(session_index, stored, failed)
+        counts = write_parts(batch, folder, f"r{session_index:05d}-s{self.shard_index:05d}")
+        return SessionBatch(sessions=batch.sessions, part_rows=counts)
+
+    def personas_to_parts(self, folder: str) -> dict[str, int]:
+        return write_parts(self.personas(), folder, f"final-s{self.shard_index:05d}")
 
     def _maybe_fail(self, k: int) -> None:
         """Fault injection (``engine.faults``): kill this actor's process once, to test restarts."""

@@ -178,6 +178,32 @@ class TrajectoryStore:
     def set_status(self, run_id: str, status: str) -> None:
         self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
 
+    def ingest_parts(self, folder: str | Path) -> int:
+        """Load the Parquet part files shards wrote (``<folder>/<table>/*.parquet``) in one
+        transaction, then delete them; returns the rows loaded. Used by ``engine.store_mode =
+        "parquet"``, where shards on a cluster write their own files instead of sending rows."""
+        root = Path(folder)
+        parts = {name: sorted((root / name).glob("*.parquet")) for name in TABLES if (root / name).is_dir()}
+        parts = {name: files for name, files in parts.items() if files}
+        if not parts:
+            return 0
+        loaded = 0
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for name, files in parts.items():
+                listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+                (n,) = self.con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchall()[0]
+                self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet([{listed}])")
+                loaded += n
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        for files in parts.values():
+            for f in files:
+                f.unlink()
+        return loaded
+
     def export_parquet(self, out_dir: str | Path) -> list[Path]:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

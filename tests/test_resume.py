@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
+import pytest
 
 from personasim.api import resume, run
-from personasim.sim.config import RunConfig
+from personasim.sim.config import EngineConfig, RunConfig
 from tests.test_run import _dump
 
 BASE = {"seed": 5, "population": {"users": 6}, "schedule": {"sessions": 4},
@@ -28,8 +30,10 @@ def _status(db) -> str:
         con.close()
 
 
-def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_session, tmp_path):
-    config = {**BASE, "engine": {"num_actors": 2, "faults": {"kill_driver_after_batches": 3}}}
+@pytest.mark.parametrize("store_mode", ["driver", "parquet"])
+def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_session, tmp_path, store_mode):
+    config = {**BASE, "engine": {"num_actors": 2, "store_mode": store_mode,
+                                 "faults": {"kill_driver_after_batches": 3}}}
     (tmp_path / "run.json").write_text(json.dumps(config))
     killed = tmp_path / "killed.duckdb"
     out = subprocess.run(
@@ -40,9 +44,12 @@ def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_sessi
     con = duckdb.connect(str(killed), read_only=True)
     written = con.execute("SELECT count(*) FROM sessions").fetchall()[0][0]
     con.close()
-    assert 0 < written < 6 * 4
+    if store_mode == "parquet":  # the shards' own files hold what was written
+        assert written == 0 and any(Path(str(killed) + ".parts").rglob("*.parquet"))
+    else:
+        assert 0 < written < 6 * 4
     assert _status(killed) == "running"
-    summary = resume(killed)  # the CLI's `personasim run --resume --db ...`
+    summary = resume(killed, engine=EngineConfig(num_actors=2))  # `run --resume`, in either mode
     assert summary.sessions == 6 * 4 and _status(killed) == "completed"
     clean = tmp_path / "clean.duckdb"
     run(RunConfig.model_validate(BASE), clean)
@@ -100,3 +107,11 @@ def test_sessions_whose_backend_keeps_failing_are_recorded_as_failed_and_the_run
     assert summary.failed_sessions == statuses["failed"] and _status(tmp_path / "flaky.duckdb") == "completed"
     assert all("Error code: 500" in error for error, _ in errors)
     assert all(n == 0 for _, n in errors) and orphans == 0
+
+
+def test_parquet_store_mode_writes_the_same_rows_as_the_driver(ray_session, tmp_path):
+    parquet = RunConfig.model_validate({**BASE, "engine": {"num_actors": 2, "store_mode": "parquet"}})
+    run(parquet, tmp_path / "parts.duckdb")
+    assert not list(Path(str(tmp_path / "parts.duckdb") + ".parts").rglob("*.parquet")), "parts loaded, then removed"
+    run(RunConfig.model_validate(BASE), tmp_path / "driver.duckdb")
+    assert _dump(tmp_path / "parts.duckdb") == _dump(tmp_path / "driver.duckdb")

@@ -231,9 +231,13 @@ def _user_questions(
     questions: list[QuestionRow] = []
     generalisable: list[Preference] = []
     k = config.max_options
+    asked: set[tuple[str, str]] = set()
     for pref in user.held:
         if pref.polarity != Polarity.LIKES or not scenarios.scenarios_for(pref.topic):
             continue
+        if (pref.topic, pref.option) in asked:
+            continue  # held twice (re-liked by drift while still held): one question, its first interval
+        asked.add((pref.topic, pref.option))
         seen = user.seen(pref)
         if not seen:
             continue  # never revealed: nothing a memory could know

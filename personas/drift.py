@@ -90,7 +90,13 @@ class PreferenceEditor:
 
     def replace(self, persona: Persona, old: Preference, key: str | None, t: datetime, kind: DriftKind,
                 cause: str, strength: float | None = None) -> list[DriftEvent]:
-        """Close ``old`` at ``t`` and, unless ``key`` is None, open ``key`` in its place."""
+        """Close ``old`` at ``t`` and, unless ``key`` is None, open ``key`` in its place.
+
+        If the persona already holds ``key`` (a multi-option topic: the warm season turns "hot
+        cocoa" into "cocktails", already liked), ``old`` just ends: never two open copies of one
+        preference."""
+        if key is not None and any(p.key == key for p in self.held(persona) if p is not old):
+            key = None
         if t <= old.valid_from:  # never an empty or inverted interval
             t = old.valid_from + timedelta(seconds=1)
         old.valid_to = t

@@ -282,3 +282,24 @@ def test_same_personas_in_every_process():
         for seed in ("1", "2")
     }
     assert len(digests) == 1
+
+
+def test_drift_never_leaves_two_open_copies_of_one_preference():
+    """Regression: the warm season turned a liked option into another one already liked."""
+    from collections import Counter
+
+    from personasim.config import build_config
+    from personasim.personas.population import PopulationBuilder
+    from personasim.personas.seeding import rng_for
+    from personasim.personas.timeline import PersonaTimeline
+    from personasim.worlds.schedule import session_times
+
+    cfg = build_config(users=400, sessions=10, seed=0)
+    population = PopulationBuilder(cfg.population, cfg.seed, cfg.drift)
+    for i in range(400):
+        persona = population.generator.generate(i, cfg.schedule.start)
+        times = session_times(i, cfg.schedule, cfg.seed)
+        for k in range(1, 10):
+            population.drift.apply_between(persona, times[k - 1], times[k], rng_for(cfg.seed, "drift", i, k))
+        held = Counter((p.topic, p.option, p.polarity.value) for p in PersonaTimeline.of(persona).at(times[-1]))
+        assert max(held.values()) == 1, (i, [key for key, n in held.items() if n > 1])

@@ -72,9 +72,12 @@ def create_client(
     cache_path: str | Path | None = None,
     cache_mode: CacheMode = "readwrite",
     concurrency_share: int = 1,
+    model_server: Any | None = None,
 ) -> ChatCompletionClient:
     """The client for one backend. ``concurrency_share``: how many processes (actors) split the
-    backend's ``max_concurrency``, so the server sees at most that many calls in flight."""
+    backend's ``max_concurrency``, so the server sees at most that many calls in flight.
+    ``model_server``: a shared ``ModelServer`` actor that holds the transformers model (the
+    engine starts one per GPU), used instead of loading the weights here."""
     if config.kind == "scripted":
         return ScriptedChatCompletionClient(catalog=catalog, model=config.model)
     if config.kind == "openai":
@@ -104,10 +107,16 @@ def create_client(
         from personasim.agents.transformers_backend import TransformersChatCompletionClient
 
         assert config.path is not None
-        local: ChatCompletionClient = TransformersChatCompletionClient(
-            config.path, dtype=config.dtype, device=config.device, max_new_tokens=config.max_tokens,
-            temperature=config.temperature, seed=config.seed or 0, batch_size=config.batch_size,
-        )
+        local: ChatCompletionClient
+        if model_server is not None:
+            from personasim.agents.model_actor import RemoteModelClient
+
+            local = RemoteModelClient(model_server)
+        else:
+            local = TransformersChatCompletionClient(
+                config.path, dtype=config.dtype, device=config.device, max_new_tokens=config.max_tokens,
+                temperature=config.temperature, seed=config.seed or 0, batch_size=config.batch_size,
+            )
         if cache_path is not None and cache_mode != "off":
             params = {"temperature": config.temperature, "max_tokens": config.max_tokens, "seed": config.seed}
             local = CachedClient(local, ResponseCache(cache_path), cache_mode, "transformers", config.path, params)

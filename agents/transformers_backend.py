@@ -95,6 +95,7 @@ class TransformersChatCompletionClient(ChatCompletionClient):
         self.batch_size, self.batch_wait = batch_size, batch_wait_ms / 1000.0
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[tuple[str, int, int]]]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._last = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.batches: list[int] = []
@@ -117,9 +118,11 @@ class TransformersChatCompletionClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},  # noqa: B006
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        if self._queue is None:
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop:  # a new event loop (another asyncio.run): new worker
             self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._serve())
+            self._loop = loop
+            self._worker = loop.create_task(self._serve())
         future: asyncio.Future[tuple[str, int, int]] = asyncio.get_running_loop().create_future()
         await self._queue.put((self.render(messages), future))
         text, prompt_tokens, completion_tokens = await future

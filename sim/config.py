@@ -86,6 +86,11 @@ class EngineConfig(BaseModel):
         "parts to parts_dir (shared storage on a cluster) and the driver loads them at the end.",
     )
     parts_dir: str | None = Field(default=None, description="Folder for Parquet parts (default: beside the store).")
+    shared_models: bool = Field(
+        default=True,
+        description="transformers backends: one model actor per GPU serves every shard (batched), instead of a "
+        "copy of the weights in each shard.",
+    )
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")

@@ -81,11 +81,12 @@ def run_simulation(
     elif parts is not None:
         shutil.rmtree(parts, ignore_errors=True)
     stored, failed = _stored_sessions(store, config.run_id) if resume else ({}, {})
+    servers = _model_servers(config)
     actor_cls = ray.remote(UserShard)
     actors = [
         actor_cls.options(
             num_cpus=cpu_per_actor, max_restarts=config.engine.max_actor_restarts, max_task_retries=0
-        ).remote(config, shard, i, len(shards))
+        ).remote(config, shard, i, len(shards), {role: pool[i % len(pool)] for role, pool in servers.items()})
         for i, shard in enumerate(shards)
     ]
     ids = [frozenset(persona_id_for(u) for u in shard) for shard in shards]
@@ -138,7 +139,7 @@ def run_simulation(
                 store.write_many(table for final in finals for table in final.tables())
                 counts.store_seconds += time.perf_counter() - written
     finally:
-        for a in actors:
+        for a in actors + [s for pool in servers.values() for s in pool]:
             ray.kill(a)
         if parts is not None:  # on success and on failure alike: what the shards wrote lands in DuckDB
             written = time.perf_counter()
@@ -165,6 +166,21 @@ def _stored_sessions(store: TrajectoryStore, run_id: str) -> tuple[dict[int, fro
         if status == "failed":
             failed.setdefault(k, set()).add(persona_id)
     return {k: frozenset(v) for k, v in stored.items()}, failed
+
+
+def _model_servers(config: RunConfig) -> dict[str, list]:
+    """Shared model actors for the transformers backends (one pool when both roles use one model)."""
+    if not config.engine.shared_models:
+        return {}
+    from personasim.agents.model_actor import start_model_servers
+
+    pools: dict[str, list] = {}
+    for role, backend in (("user", config.user_backend), ("chatbot", config.chatbot_backend)):
+        if backend.kind != "transformers":
+            continue
+        same = next((r for r, b in (("user", config.user_backend),) if r in pools and b == backend), None)
+        pools[role] = pools[same] if same else start_model_servers(backend)
+    return pools
 
 
 def _parts_folder(config: RunConfig, store: TrajectoryStore) -> Path:

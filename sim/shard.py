@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -112,7 +113,10 @@ class _User:
 
 
 class UserShard:
-    def __init__(self, config: RunConfig, user_indices: list[int], shard_index: int = 0, num_shards: int = 1) -> None:
+    def __init__(
+        self, config: RunConfig, user_indices: list[int], shard_index: int = 0, num_shards: int = 1,
+        model_servers: dict[str, Any] | None = None,
+    ) -> None:
         load_plugins(config.memory.plugins)  # an actor process has not imported them yet
         self.config = config
         self.run_id = config.run_id
@@ -123,8 +127,13 @@ class UserShard:
         self.scenarios = load_scenario_catalog()
         self.scenarios.check_topics(t.id for t in self.catalog.topics)
         cache = (config.engine.cache_path, config.engine.cache)
-        self.user_client = create_client(config.user_backend, self.catalog, *cache, concurrency_share=num_shards)
-        self.chatbot_client = create_client(config.chatbot_backend, self.catalog, *cache, concurrency_share=num_shards)
+        servers = model_servers or {}
+        self.user_client = create_client(
+            config.user_backend, self.catalog, *cache, concurrency_share=num_shards, model_server=servers.get("user"))
+        self.chatbot_client = create_client(
+            config.chatbot_backend, self.catalog, *cache, concurrency_share=num_shards,
+            model_server=servers.get("chatbot"),
+        )
         source = config.fork.source if config.fork else None
         if source is not None:  # before the fork time, the source run's backends drive (cached: free)
             load_plugins(source.memory.plugins)

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 512  # the default backlog of 5 refuses connections under benchmark concurrency
+    daemon_threads = True
+
+
 class FakeOpenAIServer:
-    def __init__(self, fail_first: int = 0, fail_status: int = 503, reply=None, fail_if=None) -> None:
+    def __init__(self, fail_first: int = 0, fail_status: int = 503, reply=None, fail_if=None,
+                 latency_s: float = 0.0) -> None:
         """``reply(last_user_message) -> str`` overrides the default echo (e.g. a reader's letter);
         ``fail_if(request_body) -> bool`` fails matching requests every time (a request the server
         cannot serve), with ``fail_status``."""
         self.fail_first = fail_first
         self.fail_if = fail_if
+        self.latency_s = latency_s  # every call takes this long: an LLM-bound benchmark's server
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.reply = reply
         self.fail_status = fail_status
         self.calls = 0
@@ -35,6 +45,17 @@ class FakeOpenAIServer:
                     server.calls += 1
                     n = server.calls
                     server.requests.append(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.latency_s:
+                        time.sleep(server.latency_s)
+                    self._answer(body, n)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict, n: int) -> None:
                 if n <= server.fail_first or (server.fail_if is not None and server.fail_if(body)):
                     self._send(server.fail_status, {"error": {"message": "try again", "type": "server_error"}})
                     return
@@ -59,7 +80,7 @@ class FakeOpenAIServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

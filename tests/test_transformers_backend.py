@@ -79,3 +79,27 @@ def test_full_run_with_a_local_model_chatbot(ray_session, tiny_model, tmp_path):
     usage = con.execute("SELECT min(completion_tokens), max(completion_tokens) FROM turns WHERE role = 'assistant'")
     low, high = usage.fetchall()[0]
     assert low >= 0 and high <= 6
+
+
+def test_one_shared_model_actor_batches_the_calls_of_every_shard(ray_session, tiny_model):
+    """The engine's model actor: callers in different shards share one copy of the weights, and
+    their concurrent calls are generated together; results equal the in-process client's."""
+    import ray
+
+    from personasim.agents.model_actor import RemoteModelClient, start_model_servers
+
+    config = BackendConfig(kind="transformers", model="tiny", path=str(tiny_model), max_tokens=5, temperature=0.0,
+                           batch_size=8)
+    (server,) = start_model_servers(config)  # this machine has no GPU: one CPU server
+    shards = [RemoteModelClient(server), RemoteModelClient(server)]  # as two shard actors hold them
+
+    async def from_all_shards():
+        return await asyncio.gather(*(shards[i % 2].create(_messages(i)) for i in range(8)))
+
+    remote = [r.content for r in asyncio.run(from_all_shards())]
+    sizes = ray.get(server.batch_sizes.remote())
+    ray.kill(server)
+    assert sum(sizes) == 8 and max(sizes) > 1, sizes
+    local = create_client(config)
+    expected = [asyncio.run(local.create(_messages(i))).content for i in range(8)]
+    assert remote == expected

@@ -1,0 +1,183 @@
+"""Engine benchmarks (issue 6): throughput against a bare loop, LLM-bound efficiency, memory per user.
+
+    python bench/engine_bench.py throughput [--users 200 --sessions 4]   # results/engine_throughput.json
+    python bench/engine_bench.py llm [--latency 0.5 --concurrency 64]    # results/engine_llm.json
+    python bench/engine_bench.py memory [--users 2000 --sessions 6]      # results/engine_memory.json
+
+Each is measured against a baseline in the same process and run: this machine is shared and
+noisy, so ratios mean more than absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.openai_server, for the LLM bench
+
+
+def _config(users: int, sessions: int, seed: int = 0, **extra: object):  # type: ignore[no-untyped-def]
+    from personasim.sim.config import RunConfig
+
+    return RunConfig.model_validate({"seed": seed, "population": {"users": users}, "schedule": {"sessions": sessions},
+                                     **extra})
+
+
+def bare_loop(users: int, sessions: int) -> dict:
+    """The same sessions in one process: no Ray, no store, no row transfer. The reference."""
+    from personasim.sim.shard import UserShard
+
+    config = _config(users, sessions)
+    started = time.perf_counter()
+    shard = UserShard(config, list(range(users)))
+
+    async def all_rounds() -> int:
+        turns = 0
+        for k in range(sessions):
+            turns += len((await shard.run_round(k)).turns)
+        return turns
+
+    turns = asyncio.run(all_rounds())
+    return {"turns": turns, "seconds": time.perf_counter() - started}
+
+
+def engine(users: int, sessions: int, actors: int) -> dict:
+    """The real engine: Ray actors, the driver writing every batch to a DuckDB file."""
+    import ray
+
+    from personasim.sim.engine import run_simulation
+    from personasim.sim.rows import RunRow
+    from personasim.sim.store import TrajectoryStore
+
+    config = _config(users, sessions, engine={"num_actors": actors})
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TrajectoryStore(Path(tmp) / "bench.duckdb")
+        store.write("runs", [RunRow(run_id=config.run_id, seed=0, config_json="{}", personasim_version="bench",
+                                    world_data_hash="", package_versions_json="{}", users=users,
+                                    sessions_per_user=sessions, status="running")])
+        if not ray.is_initialized():
+            ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        started = time.perf_counter()
+        counts = run_simulation(config, store)
+        seconds = time.perf_counter() - started
+        store.close()
+    return {"turns": counts.turns, "seconds": seconds, "store_seconds": counts.store_seconds}
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    bare = bare_loop(args.users, args.sessions)
+    bare_tps = bare["turns"] / bare["seconds"]
+    result: dict = {"users": args.users, "sessions": args.sessions, "cpus": os.cpu_count(),
+                    "bare_loop_turns_per_s": round(bare_tps, 1), "target_per_core_ratio": 0.8}
+    for actors in (1, 2):
+        run = engine(args.users, args.sessions, actors)
+        tps = run["turns"] / run["seconds"]
+        result[f"actors_{actors}"] = {
+            "turns_per_s": round(tps, 1), "seconds": round(run["seconds"], 1),
+            "store_share": round(run["store_seconds"] / run["seconds"], 4),
+            "per_core_ratio_vs_bare": round(tps / actors / bare_tps, 3),
+        }
+    return result
+
+
+def llm(args: argparse.Namespace) -> dict:
+    """calls/s achieved against a server with a fixed latency L, with C calls allowed: / (C / L)."""
+    import ray
+
+    from personasim.sim.engine import run_simulation
+    from personasim.sim.rows import RunRow
+    from personasim.sim.store import TrajectoryStore
+    from tests.openai_server import FakeOpenAIServer
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    with FakeOpenAIServer(latency_s=args.latency) as server, tempfile.TemporaryDirectory() as tmp:
+        backend = {"kind": "openai", "model": "latency", "base_url": server.base_url,
+                   "max_concurrency": args.concurrency, "timeout_s": 120}
+        config = _config(args.users, args.sessions, chatbot_backend=backend, memory={"strategies": ["none"],
+                         "chatbot": "full_history"}, engine={"cache": "off"})
+        store = TrajectoryStore(Path(tmp) / "llm.duckdb")
+        store.write("runs", [RunRow(run_id=config.run_id, seed=0, config_json="{}", personasim_version="bench",
+                                    world_data_hash="", package_versions_json="{}", users=args.users,
+                                    sessions_per_user=args.sessions, status="running")])
+        started = time.perf_counter()
+        run_simulation(config, store)
+        seconds = time.perf_counter() - started
+        store.close()
+        calls, peak = server.calls, server.max_in_flight
+    ideal = args.concurrency / args.latency
+    return {"latency_s": args.latency, "concurrency": args.concurrency, "users": args.users,
+            "sessions": args.sessions, "calls": calls, "seconds": round(seconds, 1),
+            "calls_per_s": round(calls / seconds, 1), "ideal_calls_per_s": ideal,
+            "efficiency": round(calls / seconds / ideal, 3), "max_in_flight_seen": peak, "target_efficiency": 0.9}
+
+
+def memory(args: argparse.Namespace) -> dict:
+    """Python heap a shard holds per user between sessions (tracemalloc), after each round."""
+    from personasim.agents.embedding import default_embedder
+    from personasim.sim.shard import UserShard
+
+    default_embedder()  # the model is per process, not per user: load it before measuring
+    config = _config(args.users, args.sessions)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    shard = UserShard(config, list(range(args.users)))
+    per_round = []
+
+    async def rounds() -> None:
+        for k in range(args.sessions):
+            batch = await shard.run_round(k)
+            del batch
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+            per_round.append({"after_session": k + 1, "bytes_per_user": round(held / args.users)})
+
+    asyncio.run(rounds())
+    tracemalloc.stop()
+    per_user = per_round[-1]["bytes_per_user"]
+    import psutil
+
+    available = psutil.virtual_memory().total
+    actor_overhead = 1.2 * 2**30  # measured: an actor with torch and MiniLM loaded, before any user
+    return {"users": args.users, "sessions": args.sessions, "strategies": config.memory.strategies,
+            "per_round": per_round, "bytes_per_user": per_user, "target_bytes_per_user": 20_000,
+            "machine_memory_bytes": available,
+            "largest_population_estimate": int((available * 0.8 - 2 * actor_overhead) / per_user)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--users", type=int, default=200)
+    t.add_argument("--sessions", type=int, default=4)
+    m = sub.add_parser("llm")
+    m.add_argument("--latency", type=float, default=0.5)
+    m.add_argument("--concurrency", type=int, default=64)
+    m.add_argument("--users", type=int, default=256)
+    m.add_argument("--sessions", type=int, default=2)
+    r = sub.add_parser("memory")
+    r.add_argument("--users", type=int, default=2000)
+    r.add_argument("--sessions", type=int, default=6)
+    args = parser.parse_args(argv)
+    result = {"throughput": throughput, "llm": llm, "memory": memory}[args.bench](args)
+    result["date"] = time.strftime("%Y-%m-%d")
+    out = RESULTS / f"engine_{args.bench}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

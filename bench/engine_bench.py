@@ -2,7 +2,7 @@
 
     python bench/engine_bench.py throughput [--users 200 --sessions 4]   # results/engine_throughput.json
     python bench/engine_bench.py llm [--latency 0.5 --concurrency 64]    # results/engine_llm.json
-    python bench/engine_bench.py memory [--users 2000 --sessions 6]      # results/engine_memory.json
+    python bench/engine_bench.py memory [--users 500 --sessions 6]       # results/engine_memory.json
 
 Each is measured against a baseline in the same process and run: this machine is shared and
 noisy, so ratios mean more than absolute rates.
@@ -34,20 +34,27 @@ def _config(users: int, sessions: int, seed: int = 0, **extra: object):  # type:
 
 def bare_loop(users: int, sessions: int) -> dict:
     """The same sessions in one process: no Ray, no store, no row transfer. The reference."""
+    import torch
+
     from personasim.sim.shard import UserShard
 
+    torch.set_num_threads(1)  # one core, as an actor gets
     config = _config(users, sessions)
     started = time.perf_counter()
     shard = UserShard(config, list(range(users)))
+    marks: list[tuple[float, int]] = []
 
     async def all_rounds() -> int:
         turns = 0
         for k in range(sessions):
             turns += len((await shard.run_round(k)).turns)
+            marks.append((time.perf_counter(), turns))
         return turns
 
     turns = asyncio.run(all_rounds())
-    return {"turns": turns, "seconds": time.perf_counter() - started}
+    (t1, turns1), (t_end, _) = marks[0], marks[-1]
+    return {"turns": turns, "seconds": time.perf_counter() - started,
+            "steady_turns_per_s": (turns - turns1) / (t_end - t1)}
 
 
 def engine(users: int, sessions: int, actors: int) -> dict:
@@ -67,24 +74,40 @@ def engine(users: int, sessions: int, actors: int) -> dict:
         if not ray.is_initialized():
             ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         started = time.perf_counter()
-        counts = run_simulation(config, store)
+        progress = {"sessions": 0, "first_round_done": 0.0}
+
+        def on_sessions(n: int) -> None:
+            progress["sessions"] += n
+            if not progress["first_round_done"] and progress["sessions"] >= users:
+                progress["first_round_done"] = time.perf_counter()
+
+        counts = run_simulation(config, store, on_sessions=on_sessions)
         seconds = time.perf_counter() - started
         store.close()
-    return {"turns": counts.turns, "seconds": seconds, "store_seconds": counts.store_seconds}
+    steady_turns = counts.turns * (sessions - 1) / sessions
+    steady = steady_turns / (started + seconds - progress["first_round_done"])
+    return {"turns": counts.turns, "seconds": seconds, "store_seconds": counts.store_seconds,
+            "steady_turns_per_s": steady}
 
 
 def throughput(args: argparse.Namespace) -> dict:
+    """Turns per second with 1 and 2 actors against the bare loop on one core. ``steady``: after
+    the first round, once every process has loaded its models (startup is reported apart)."""
     bare = bare_loop(args.users, args.sessions)
     bare_tps = bare["turns"] / bare["seconds"]
     result: dict = {"users": args.users, "sessions": args.sessions, "cpus": os.cpu_count(),
-                    "bare_loop_turns_per_s": round(bare_tps, 1), "target_per_core_ratio": 0.8}
+                    "bare_loop": {"turns_per_s": round(bare_tps, 1), "steady_turns_per_s": round(
+                        bare["steady_turns_per_s"], 1)},
+                    "target_per_core_ratio": 0.8}
     for actors in (1, 2):
         run = engine(args.users, args.sessions, actors)
         tps = run["turns"] / run["seconds"]
         result[f"actors_{actors}"] = {
             "turns_per_s": round(tps, 1), "seconds": round(run["seconds"], 1),
+            "steady_turns_per_s": round(run["steady_turns_per_s"], 1),
             "store_share": round(run["store_seconds"] / run["seconds"], 4),
             "per_core_ratio_vs_bare": round(tps / actors / bare_tps, 3),
+            "steady_per_core_ratio_vs_bare": round(run["steady_turns_per_s"] / actors / bare["steady_turns_per_s"], 3),
         }
     return result
 
@@ -167,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     m.add_argument("--users", type=int, default=256)
     m.add_argument("--sessions", type=int, default=2)
     r = sub.add_parser("memory")
-    r.add_argument("--users", type=int, default=2000)
+    r.add_argument("--users", type=int, default=500)
     r.add_argument("--sessions", type=int, default=6)
     args = parser.parse_args(argv)
     result = {"throughput": throughput, "llm": llm, "memory": memory}[args.bench](args)

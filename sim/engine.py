@@ -1,8 +1,8 @@
 """The run loop: Ray actors hold user shards; the driver is the store's single writer.
 
-Sessions advance in rounds (session k of every user), so each user's sessions run in simulated
-time order while all users of a shard run concurrently. Batches are written as soon as a shard
-returns them, which is what the progress bar counts.
+Each shard advances in rounds (session k of each of its users), so every user's sessions run in
+simulated time order while all users of a shard run concurrently; shards do not wait for each
+other. Batches are written as soon as a shard returns them, which is what the progress bar counts.
 """
 
 from __future__ import annotations
@@ -94,42 +94,46 @@ def run_simulation(
     restarts = [0] * len(actors)
     batches = 0
     try:
-        for k in range(config.schedule.sessions):
+        rounds = config.schedule.sessions
 
-            def submit(i: int, k: int = k) -> ray.ObjectRef:
-                done, failures = ids[i] & stored.get(k, frozenset()), _failed_upto(failed, k)
-                if parts is not None:
-                    return actors[i].run_round_to_parts.remote(k, str(parts), done, failures)
-                return actors[i].run_round.remote(k, done, failures)
+        def submit(i: int, k: int) -> ray.ObjectRef:
+            done, failures = ids[i] & stored.get(k, frozenset()), _failed_upto(failed, k)
+            if parts is not None:
+                return actors[i].run_round_to_parts.remote(k, str(parts), done, failures)
+            return actors[i].run_round.remote(k, done, failures)
 
-            pending = {submit(i): i for i in range(len(actors))}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                i = pending.pop(ready[0])
-                try:
-                    batch: SessionBatch = ray.get(ready[0])
-                except ray.exceptions.RayActorError:
-                    restarts[i] += 1
-                    if restarts[i] > config.engine.max_actor_restarts:
-                        raise
-                    pending[submit(i)] = i  # Ray restarts the actor; it replays, then runs round k
-                    continue
-                written = time.perf_counter()
-                store.write_many(batch.tables())
-                counts.store_seconds += time.perf_counter() - written
-                for row in batch.sessions:
-                    if row.status == "failed":
-                        failed.setdefault(k, set()).add(row.persona_id)
-                batches += 1
-                _maybe_kill_driver(config, batches)
-                counts.sessions += len(batch.sessions)
-                counts.turns += batch.part_rows.get("turns", 0) if parts is not None else len(batch.turns)
-                counts.drift_events += (
-                    batch.part_rows.get("drift_events", 0) if parts is not None else len(batch.drift_events)
-                )
-                counts.failed_sessions += sum(r.status == "failed" for r in batch.sessions)
-                if on_sessions:
-                    on_sessions(len(batch.sessions))
+        # no barrier between rounds: a shard's users never meet another shard's, so each shard moves
+        # on to its next round as soon as its last one is stored; time order holds within a user
+        pending = {submit(i, 0): (i, 0) for i in range(len(actors))} if rounds else {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, k = pending.pop(ready[0])
+            try:
+                batch: SessionBatch = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                restarts[i] += 1
+                if restarts[i] > config.engine.max_actor_restarts:
+                    raise
+                pending[submit(i, k)] = (i, k)  # Ray restarts the actor; it replays, then runs round k
+                continue
+            written = time.perf_counter()
+            store.write_many(batch.tables())
+            counts.store_seconds += time.perf_counter() - written
+            for row in batch.sessions:
+                if row.status == "failed":
+                    failed.setdefault(k, set()).add(row.persona_id)
+            if k + 1 < rounds:
+                pending[submit(i, k + 1)] = (i, k + 1)
+            batches += 1
+            _maybe_kill_driver(config, batches)
+            counts.sessions += len(batch.sessions)
+            counts.turns += batch.part_rows.get("turns", 0) if parts is not None else len(batch.turns)
+            counts.drift_events += (
+                batch.part_rows.get("drift_events", 0) if parts is not None else len(batch.drift_events)
+            )
+            counts.failed_sessions += sum(r.status == "failed" for r in batch.sessions)
+            if on_sessions:
+                on_sessions(len(batch.sessions))
         if not store.con.execute("SELECT count(*) FROM personas WHERE run_id = ?", [config.run_id]).fetchall()[0][0]:
             if parts is not None:
                 ray.get([a.personas_to_parts.remote(str(parts)) for a in actors])

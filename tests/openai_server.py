@@ -28,6 +28,7 @@ class FakeOpenAIServer:
         self.latency_s = latency_s  # every call takes this long: an LLM-bound benchmark's server
         self.in_flight = 0
         self.max_in_flight = 0
+        self.finished_at: list[float] = []  # when each call was answered (monotonic clock)
         self.reply = reply
         self.fail_status = fail_status
         self.calls = 0
@@ -54,6 +55,7 @@ class FakeOpenAIServer:
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+                        server.finished_at.append(time.monotonic())
 
             def _answer(self, body: dict, n: int) -> None:
                 if n <= server.fail_first or (server.fail_if is not None and server.fail_if(body)):

@@ -2,7 +2,7 @@
 
     python bench/engine_bench.py throughput [--users 200 --sessions 4]   # results/engine_throughput.json
     python bench/engine_bench.py llm [--latency 1.0 --concurrency 64]    # results/engine_llm.json
-    python bench/engine_bench.py memory [--users 500 --sessions 6]       # results/engine_memory.json
+    python bench/engine_bench.py memory [--users 250 --sessions 6]       # results/engine_memory.json
 
 Each is measured against a baseline in the same process and run: this machine is shared and
 noisy, so ratios mean more than absolute rates.
@@ -152,38 +152,54 @@ def llm(args: argparse.Namespace) -> dict:
             "steady_efficiency": round(steady / ideal, 3), "max_in_flight_seen": peak, "target_efficiency": 0.9}
 
 
-def memory(args: argparse.Namespace) -> dict:
-    """Python heap a shard holds per user between sessions (tracemalloc), after each round."""
+def _held_bytes(users: int, sessions: int, memory_config: dict | None) -> list[int]:
+    """Heap held by a shard of ``users`` after each session (embedding cache emptied first: it is
+    per process and bounded, not per user)."""
     from personasim.agents.embedding import default_embedder
     from personasim.sim.shard import UserShard
 
-    default_embedder()  # the model is per process, not per user: load it before measuring
-    config = _config(args.users, args.sessions)
+    embedder = default_embedder()  # the model is per process, not per user: load it before measuring
+    config = _config(users, sessions, **({"memory": memory_config} if memory_config else {}))
+    embedder._cache.clear()
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    shard = UserShard(config, list(range(args.users)))
-    per_round = []
+    shard = UserShard(config, list(range(users)))
+    held = []
 
     async def rounds() -> None:
-        for k in range(args.sessions):
+        for k in range(sessions):
             batch = await shard.run_round(k)
             del batch
+            embedder._cache.clear()
             gc.collect()
-            held = tracemalloc.get_traced_memory()[0] - base
-            per_round.append({"after_session": k + 1, "bytes_per_user": round(held / args.users)})
+            held.append(tracemalloc.get_traced_memory()[0] - base)
 
     asyncio.run(rounds())
     tracemalloc.stop()
-    per_user = per_round[-1]["bytes_per_user"]
+    return held
+
+
+def memory(args: argparse.Namespace) -> dict:
+    """Bytes per user held between sessions: the marginal cost, from shards of N and 2N users
+    (what a shard costs with no users, catalogs and caches, cancels out)."""
     import psutil
 
+    configs = {"default": None, "minimal": {"strategies": ["none"], "chatbot": "none"}}
+    result: dict = {"users": [args.users, 2 * args.users], "sessions": args.sessions, "target_bytes_per_user": 20_000}
+    for name, memory_config in configs.items():
+        small = _held_bytes(args.users, args.sessions, memory_config)
+        large = _held_bytes(2 * args.users, args.sessions, memory_config)
+        per_round = [round((b - a) / args.users) for a, b in zip(small, large, strict=True)]
+        result[name] = {"memory": memory_config or "run default (none, full_history, agentic; chatbot agentic)",
+                        "bytes_per_user_after_each_session": per_round, "bytes_per_user": per_round[-1]}
     available = psutil.virtual_memory().total
-    actor_overhead = 1.2 * 2**30  # measured: an actor with torch and MiniLM loaded, before any user
-    return {"users": args.users, "sessions": args.sessions, "strategies": config.memory.strategies,
-            "per_round": per_round, "bytes_per_user": per_user, "target_bytes_per_user": 20_000,
-            "machine_memory_bytes": available,
-            "largest_population_estimate": int((available * 0.8 - 2 * actor_overhead) / per_user)}
+    actor_overhead = 1.2 * 2**30  # an actor with torch and MiniLM loaded, before any user
+    result["machine_memory_bytes"] = available
+    result["largest_population_estimate"] = {
+        name: int((available * 0.8 - 2 * actor_overhead) / result[name]["bytes_per_user"]) for name in configs
+    }
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
     m.add_argument("--users", type=int, default=1024)
     m.add_argument("--sessions", type=int, default=2)
     r = sub.add_parser("memory")
-    r.add_argument("--users", type=int, default=500)
+    r.add_argument("--users", type=int, default=250)
     r.add_argument("--sessions", type=int, default=6)
     args = parser.parse_args(argv)
     result = {"throughput": throughput, "llm": llm, "memory": memory}[args.bench](args)

@@ -35,3 +35,17 @@ def test_benchmark_doc_describes_every_question_type_and_eval_option():
         if isinstance(param, click.Option) and param.name not in ("bootstrap", "quiet", "window"):
             flag = max(param.opts, key=len)
             assert f"`{flag}" in doc or f"{flag} " in doc, f"eval option {flag} is not documented"
+
+
+def test_readme_documents_every_run_option():
+    import click
+    import typer.main
+
+    from personasim.cli import app
+
+    readme = (ROOT / "README.md").read_text()
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name != "quiet":
+            flag = max(param.opts, key=len)
+            assert f"`{flag}" in readme, f"run option {flag} is not in the README's table"

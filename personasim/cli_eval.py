@@ -130,24 +130,47 @@ def _pivot(rows: list[dict[str, Any]], dimension: str, strategies: list[str], ca
 def export_command(
     db: Annotated[Path, typer.Option(help="DuckDB store holding the run.")] = Path("personasim.duckdb"),
     out: Annotated[Path, typer.Option(help="Folder to write (created if missing).")] = Path("export"),
-    format: Annotated[str, typer.Option("--format", help="Output format: personamem-v2.")] = "personamem-v2",
+    format: Annotated[
+        str, typer.Option("--format", help="personamem-v2, or TRL training data: sft, dpo, kto, grpo.")
+    ] = "personamem-v2",
     run_id: Annotated[str | None, typer.Option("--run", help="Run to export (default: the store's only run).")] = None,
     window: Annotated[str, typer.Option(help="personamem-v2: chat-history window, 32k or 128k.")] = "32k",
+    strategy: Annotated[
+        str, typer.Option(help="sft/dpo/kto/grpo: the memory strategy whose memory is each prompt's context.")
+    ] = "agentic",
+    val_fraction: Annotated[float, typer.Option(help="sft/dpo/kto/grpo: share of users held out.")] = 0.1,
+    max_context_tokens: Annotated[int, typer.Option(help="sft/dpo/kto/grpo: memory tokens per prompt.")] = 4000,
 ) -> None:
     """Write a run's benchmark in another tool's format: PersonaMem-v2's benchmark CSV and chat
-    histories, so their evaluation scripts run on personasim's questions unchanged."""
+    histories, or TRL datasets (Hugging Face DatasetDict + Parquet, split by user) for training."""
     from personasim.cli import _fail
     from personasim.sim.store import StoreError
 
-    if format != "personamem-v2":
-        _fail(f"unknown --format {format!r}; choose from: personamem-v2")
+    formats = ("personamem-v2", "sft", "dpo", "kto", "grpo")
+    if format not in formats:
+        _fail(f"unknown --format {format!r}; choose from: {', '.join(formats)}")
         return
     try:
-        written = export_benchmark(db, out, run_id, window)
+        if format == "personamem-v2":
+            written = export_benchmark(db, out, run_id, window)
+        else:
+            written = export_training(db, out, format, run_id, strategy=strategy, val_fraction=val_fraction,
+                                      max_context_tokens=max_context_tokens)
     except (StoreError, ValueError) as exc:
         _fail(str(exc))
         return
     Console().print(f"wrote {len(written)} files under {out}")
+
+
+def export_training(db: Path, out: Path, fmt: str, run_id: str | None = None, **kwargs: Any) -> list[Path]:
+    from personasim.evaluation import resolve_run
+    from personasim.rl.datasets import export_training_data
+    from personasim.sim.store import StoreError, TrajectoryStore
+
+    if not Path(db).exists():
+        raise StoreError(f"store {db} does not exist; run `personasim run --db {db}` first")
+    with TrajectoryStore(db, read_only=True) as store:
+        return export_training_data(store.con, resolve_run(store, run_id), fmt, out, **kwargs)  # type: ignore[arg-type]
 
 
 def export_benchmark(db: Path, out: Path, run_id: str | None = None, window: str = "32k") -> list[Path]:

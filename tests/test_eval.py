@@ -143,5 +143,7 @@ def test_export_writes_personamem_v2_files_that_load_back_with_the_same_question
     assert sorted(q.options[q.correct_index] for q in theirs) == sorted(q.options[q.correct_index] for q in ours)
     assert sorted(q.query for q in theirs) == sorted(q.query for q in ours)
     assert sorted(q.question_type for q in theirs) == sorted(q.question_type for q in ours)
-    bad = CliRunner().invoke(app, ["export", "--db", str(run_copy), "--out", str(out), "--format", "sft"])
-    assert bad.exit_code == 2 and "unknown --format 'sft'" in bad.output
+    bad = CliRunner().invoke(app, ["export", "--db", str(run_copy), "--out", str(out), "--format", "ppo"])
+    assert bad.exit_code == 2 and "unknown --format 'ppo'" in bad.output
+    trl = CliRunner().invoke(app, ["export", "--db", str(run_copy), "--out", str(tmp_path / "dpo"), "--format", "dpo"])
+    assert trl.exit_code == 0 and (tmp_path / "dpo" / "train.parquet").exists(), trl.output

@@ -1,0 +1,139 @@
+"""Training data from the store, in TRL's conversational dataset formats.
+
+Every example is one benchmark question: the prompt is what a chatbot with a given memory
+strategy would see (its memory at question time, then the user's request), and the targets come
+from the persona's true state, never from a judge:
+
+- ``sft``: ``messages`` = prompt + the reply personalised to the preference held now;
+- ``dpo``: ``prompt``, ``chosen`` (that reply), ``rejected`` (the reply for the stale preference
+  where drift replaced one, else for another user's preference, else another distractor);
+- ``kto``: ``prompt``, ``completion``, ``label``: the chosen reply (True) and the rejected (False);
+- ``grpo``: ``prompt`` (the request with the lettered options, answered as ``\\boxed{x}``) plus the
+  ground-truth columns the rewards in ``rl/rewards.py`` read.
+
+Splits are by user, never by row: one user's questions share a memory, so a row split would leak.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from personasim.agents.embedding import default_embedder
+from personasim.agents.memory import MemorySettings, memory_class
+from personasim.agents.tokens import count_tokens
+from personasim.analysis.answer_parsing import letters
+from personasim.analysis.evaluate import load_snapshots
+from personasim.analysis.questions import load_questions
+from personasim.personas.seeding import derive_seed
+from personasim.sim.rows import QuestionRow
+
+TrainFormat = Literal["sft", "dpo", "kto", "grpo"]
+FORMATS: tuple[str, ...] = ("sft", "dpo", "kto", "grpo")
+SYSTEM = "You are a personal assistant. What you remember about the user:\n{memory}"
+GRPO_INSTRUCTION = "Pick the reply that fits me best now. Answer with the letter only, as \\boxed{{x}}.\n\n{options}"
+REJECTED_PREFERENCE = ("stale", "other_user", "exposes", "forgotten", "unsupported", "disliked", "alternative",
+                       "incorrect")
+
+
+def build_examples(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    fmt: TrainFormat,
+    strategy: str = "agentic",
+    max_context_tokens: int = 4000,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict[str, list[dict[str, Any]]]:
+    """``{"train": [...], "validation": [...]}`` for one run, with ``strategy``'s memory as context."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown training format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    questions = load_questions(con, run_id)
+    if not questions:
+        raise ValueError(f"run {run_id} has no questions; run `personasim eval --db ... --regenerate` first")
+    snapshots = load_snapshots(con, run_id)
+    if not any(s == strategy for _, s in snapshots):
+        have = sorted({s for _, s in snapshots})
+        raise ValueError(f"run {run_id} kept no memory snapshots for {strategy!r}; it has {', '.join(have)}")
+    select = memory_class(strategy).select_context
+    embedder, settings = default_embedder(), MemorySettings()
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+    for q in questions:
+        before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
+        context = select(before[-1].items, q.query, embedder, settings) if before else []
+        split = "validation" if _held_out(q.persona_id, seed, val_fraction) else "train"
+        splits[split] += _rows(q, _fit(context, max_context_tokens), fmt, strategy)
+    return splits
+
+
+def export_training_data(
+    con: duckdb.DuckDBPyConnection, run_id: str, fmt: TrainFormat, out_dir: str | Path, **kwargs: Any
+) -> list[Path]:
+    """Write a Hugging Face ``DatasetDict`` (``load_from_disk(out_dir)``) and one Parquet file per split."""
+    from datasets import Dataset, DatasetDict
+
+    splits = build_examples(con, run_id, fmt, **kwargs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items() if rows})
+    data.save_to_disk(str(out / "dataset"))
+    paths = [out / "dataset"]
+    for name, dataset in data.items():
+        target = out / f"{name}.parquet"
+        dataset.to_parquet(str(target))
+        paths.append(target)
+    return paths
+
+
+def _held_out(persona_id: str, seed: int, fraction: float) -> bool:
+    return derive_seed(seed, "split", persona_id) % 10_000 < fraction * 10_000
+
+
+def _fit(context: list[str], budget: int) -> list[str]:
+    """The newest memory lines that fit the token budget, in their order."""
+    kept: list[str] = []
+    used = 0
+    for line in reversed(context):
+        used += count_tokens(line)
+        if used > budget:
+            break
+        kept.append(line)
+    return kept[::-1]
+
+
+def _prompt(context: list[str], user_text: str) -> list[dict[str, str]]:
+    memory = "\n".join(context) or "(nothing yet)"
+    return [{"role": "system", "content": SYSTEM.format(memory=memory)}, {"role": "user", "content": user_text}]
+
+
+def _rejected_index(q: QuestionRow) -> int:
+    for source in REJECTED_PREFERENCE:
+        if source in q.option_sources:
+            return q.option_sources.index(source)
+    return next(i for i in range(len(q.options)) if i != q.correct_index)
+
+
+def _rows(q: QuestionRow, context: list[str], fmt: str, strategy: str) -> list[dict[str, Any]]:
+    meta = {"question_id": q.question_id, "persona_id": q.persona_id, "question_type": q.question_type,
+            "strategy": strategy}
+    chosen = {"role": "assistant", "content": q.options[q.correct_index]}
+    rejected = {"role": "assistant", "content": q.options[_rejected_index(q)]}
+    if fmt == "sft":
+        return [{"messages": [*_prompt(context, q.query), chosen], **meta}]
+    if fmt == "dpo":
+        return [{"prompt": _prompt(context, q.query), "chosen": [chosen], "rejected": [rejected], **meta}]
+    if fmt == "kto":
+        prompt = _prompt(context, q.query)
+        return [{"prompt": prompt, "completion": [chosen], "label": True, **meta},
+                {"prompt": prompt, "completion": [rejected], "label": False, **meta}]
+    listed = "\n".join(f"({letter}) {text}" for letter, text in zip(letters(len(q.options)), q.options, strict=True))
+    request = f"{q.query}\n\n{GRPO_INSTRUCTION.format(options=listed)}"
+    return [{
+        "prompt": _prompt(context, request), "options": q.options, "correct_index": q.correct_index,
+        "correct_answer": q.options[q.correct_index], "preference": q.preference_statement,
+        "stale_preference": q.stale_statement or "", "memory": "\n".join(context), **meta,
+    }]

@@ -1,0 +1,107 @@
+"""RL exports and rewards: TRL's formats from a real run's store, rewards on cases with known answers."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pytest
+
+from personasim.rl.datasets import build_examples, export_training_data
+from personasim.rl.rewards import (
+    memory_fidelity_reward,
+    multiple_choice_reward,
+    over_personalisation_penalty,
+    preference_alignment_reward,
+)
+
+
+@pytest.fixture()
+def run_store(small_run, tmp_path):
+    _, db = small_run
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    con = duckdb.connect(str(copy), read_only=True)
+    run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
+    yield con, run_id
+    con.close()
+
+
+@pytest.mark.parametrize("fmt", ["sft", "dpo", "kto", "grpo"])
+def test_exports_follow_trl_conversational_formats_and_split_by_user(run_store, fmt, tmp_path):
+    con, run_id = run_store
+    splits = build_examples(con, run_id, fmt, strategy="agentic", val_fraction=0.25)
+    rows = splits["train"] + splits["validation"]
+    assert splits["train"] and splits["validation"]
+    train_users = {r["persona_id"] for r in splits["train"]}
+    assert not train_users & {r["persona_id"] for r in splits["validation"]}, "split by user, never by row"
+    truth = {qid: (options, correct, sources) for qid, options, correct, sources in con.execute(
+        "SELECT question_id, options, correct_index, option_sources FROM questions").fetchall()}
+    for row in rows:
+        options, correct, sources = truth[row["question_id"]]
+        if fmt == "sft":
+            roles = [m["role"] for m in row["messages"]]
+            assert roles == ["system", "user", "assistant"] and row["messages"][-1]["content"] == options[correct]
+        elif fmt == "dpo":
+            assert row["chosen"] == [{"role": "assistant", "content": options[correct]}]
+            assert row["rejected"][0]["content"] != options[correct]
+            if "stale" in sources:  # the stale preference is the rejected reply when there is one
+                assert row["rejected"][0]["content"] == options[sources.index("stale")]
+        elif fmt == "kto":
+            assert (row["completion"][0]["content"] == options[correct]) is row["label"]
+        else:
+            assert row["correct_answer"] == options[correct] and row["options"] == options
+            assert "\\boxed" in row["prompt"][-1]["content"]
+    if fmt == "kto":
+        assert sum(r["label"] for r in rows) * 2 == len(rows)
+    from datasets import load_from_disk
+
+    paths = export_training_data(con, run_id, fmt, tmp_path / fmt, strategy="agentic", val_fraction=0.25)
+    loaded = load_from_disk(str(paths[0]))
+    assert loaded["train"].num_rows == len(splits["train"]) and (tmp_path / fmt / "train.parquet").exists()
+
+
+def test_export_errors_name_the_fix(run_store):
+    con, run_id = run_store
+    with pytest.raises(ValueError, match="choose from sft, dpo, kto, grpo"):
+        build_examples(con, run_id, "ppo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no memory snapshots for 'rag'"):
+        build_examples(con, run_id, "sft", strategy="rag")
+
+
+def test_multiple_choice_reward_reads_letters_in_both_completion_formats():
+    completions = ["\\boxed{b}", [{"role": "assistant", "content": "(b)"}], "b", "I think a", "garbage", "\\boxed{c}"]
+    rewards = multiple_choice_reward(completions, correct_index=[1] * 6, options=[["w", "x", "y", "z"]] * 6)
+    assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_preference_alignment_prefers_the_current_preference_over_the_stale_one():
+    current, stale = "I love spicy Thai food.", "I love mild Italian pasta."
+    rewards = preference_alignment_reward(
+        ["Try a fiery green curry with bird's-eye chillies at a Thai place.",
+         "Try a creamy carbonara at an Italian trattoria."],
+        preference=[current, current], stale_preference=[stale, stale],
+    )
+    assert rewards[0] > 0 > rewards[1]
+
+
+def test_over_personalisation_penalty_counts_sentences_about_irrelevant_preferences():
+    irrelevant = [["I love jazz music.", "I go hiking every weekend."]] * 2
+    rewards = over_personalisation_penalty(
+        ["Here is a tidy budget spreadsheet with three columns.",
+         "Here is a budget. Since you love jazz music, set money aside for jazz concerts. "
+         "And keep some for your weekend hiking trips."],
+        irrelevant_preferences=irrelevant,
+    )
+    assert rewards[0] == 0.0 and rewards[1] <= -1.0
+
+
+def test_memory_fidelity_rewards_memories_that_answer_held_out_questions():
+    questions = [{"query": "What should I cook tonight?", "correct_index": 0,
+                  "options": ["Since you love spicy Thai food, make a green curry with chillies.",
+                              "Since you love mild Italian food, make a creamy carbonara.",
+                              "Since you love Japanese food, make a miso soup.",
+                              "Since you love Mexican food, make tacos."]}]
+    good = "The user loves spicy Thai food and cooks curries with chillies."
+    wrong = "The user loves mild Italian food, especially creamy pasta."
+    assert memory_fidelity_reward([good, wrong], held_out=[questions, questions]) == [1.0, 0.0]

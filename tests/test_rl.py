@@ -105,3 +105,42 @@ def test_memory_fidelity_rewards_memories_that_answer_held_out_questions():
     good = "The user loves spicy Thai food and cooks curries with chillies."
     wrong = "The user loves mild Italian food, especially creamy pasta."
     assert memory_fidelity_reward([good, wrong], held_out=[questions, questions]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("fmt", ["sft", "dpo", "kto", "grpo"])
+def test_each_export_trains_two_steps_in_the_matching_trl_trainer(run_store, fmt, tmp_path):
+    """TRL consumes the exports as they are: a tiny random model (built here), two CPU steps each."""
+    import math
+
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
+
+    from tests.tiny_models import build_tiny_causal_lm
+
+    con, run_id = run_store
+    export_training_data(con, run_id, fmt, tmp_path / "data", strategy="agentic", max_context_tokens=40)
+    train = load_from_disk(str(tmp_path / "data" / "dataset"))["train"].select(range(4))
+    path = build_tiny_causal_lm(tmp_path / "tiny")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    common = {"output_dir": str(tmp_path / "out"), "max_steps": 2, "per_device_train_batch_size": 2,
+              "report_to": [], "logging_steps": 1, "use_cpu": True, "save_strategy": "no"}
+    if fmt == "sft":
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=256), train_dataset=train,
+                             processing_class=tokenizer)
+    elif fmt == "dpo":
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, max_length=256), train_dataset=train,
+                             processing_class=tokenizer)
+    elif fmt == "kto":
+        trainer = KTOTrainer(model=model, args=KTOConfig(**common, max_length=256), train_dataset=train,
+                             processing_class=tokenizer)
+    else:
+        config = GRPOConfig(**{**common, "per_device_train_batch_size": 4}, num_generations=2,
+                            max_completion_length=8)
+        trainer = GRPOTrainer(model=model, reward_funcs=[multiple_choice_reward], args=config, train_dataset=train,
+                              processing_class=tokenizer)
+    result = trainer.train()
+    assert math.isfinite(result.training_loss)
+    if fmt == "grpo":
+        logged = [entry for entry in trainer.state.log_history if "rewards/multiple_choice_reward/mean" in entry]
+        assert logged, "the reward function was called on the policy's samples"

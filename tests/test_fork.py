@@ -61,8 +61,9 @@ def test_fork_replays_the_shared_prefix_from_the_llm_cache(ray_session, tmp_path
         run(never, tmp_path / "whole.duckdb")
         assert server.calls == source_calls, "the shared history costs no LLM call (this memory needs none)"
         assert _turns(tmp_path / "whole.duckdb") == _turns(source_db)
-        middle = fork_config(source_db, _middle(source_db) + timedelta(seconds=1), chatbot_memory="temporal",
-                             memory="none,temporal")
+        # a live memory that needs no LLM of its own: every new call is a chatbot reply after T
+        middle = fork_config(source_db, _middle(source_db) + timedelta(seconds=1), chatbot_memory="sliding_window",
+                             memory="none,sliding_window")
         run(middle, tmp_path / "middle.duckdb")
         fork_calls = server.calls - source_calls
     assert 0 < fork_calls < source_calls, "only the sessions after T call the model"

@@ -91,10 +91,9 @@ class RemoteModelClient(ChatCompletionClient):
 
     @property
     def model_info(self) -> ModelInfo:
-        from autogen_core.models import ModelFamily
+        from personasim.agents.transformers_backend import local_model_info
 
-        return ModelInfo(vision=False, function_calling=False, json_output=False, family=ModelFamily.UNKNOWN,
-                         structured_output=False, multiple_system_messages=True)
+        return local_model_info()
 
 
 def start_model_servers(config: BackendConfig) -> list[Any]:

@@ -29,6 +29,12 @@ from autogen_core.tools import Tool, ToolSchema
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 
+def local_model_info() -> ModelInfo:
+    """What AutoGen may ask of a local causal LM: plain text, no tools, no vision."""
+    return ModelInfo(vision=False, function_calling=False, json_output=False, family=ModelFamily.UNKNOWN,
+                     structured_output=False, multiple_system_messages=True)
+
+
 class ModelPathError(ValueError):
     """The model path is missing or does not hold a causal language model."""
 
@@ -213,5 +219,4 @@ class TransformersChatCompletionClient(ChatCompletionClient):
 
     @property
     def model_info(self) -> ModelInfo:
-        return ModelInfo(vision=False, function_calling=False, json_output=False, family=ModelFamily.UNKNOWN,
-                         structured_output=False, multiple_system_messages=True)
+        return local_model_info()

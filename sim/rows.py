@@ -190,6 +190,56 @@ class SourceFileRow(BaseModel):
     metadata_json: str
 
 
+class EnvStepRow(BaseModel):
+    run_id: str
+    step_id: str
+    episode_id: str
+    persona_id: str
+    session_index: int
+    step_index: int
+    time: datetime
+    state_json: str
+    action: str
+    action_tokens: int
+    reward: float
+    user_reply: str | None
+    terminated: bool
+    truncated: bool
+    policy_version: str | None
+    logprobs: list[float] | None
+
+
+class RewardRow(BaseModel):
+    run_id: str
+    reward_id: str
+    step_id: str
+    persona_id: str
+    name: str
+    value: float
+    weight: float
+
+
+class TrainingRunRow(BaseModel):
+    run_id: str
+    training_id: str
+    trainer: str
+    online: bool
+    model_path: str
+    output_dir: str
+    config_json: str
+    status: str
+    steps: int
+    wall_seconds: float
+
+
+class TrainingMetricRow(BaseModel):
+    run_id: str
+    training_id: str
+    step: int
+    name: str
+    value: float
+
+
 TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "runs": (RunRow, ("run_id",)),
     "personas": (PersonaRow, ("run_id", "persona_id")),
@@ -204,4 +254,8 @@ TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "questions": (QuestionRow, ("run_id", "question_id")),
     "answers": (AnswerRow, ("run_id", "answer_id")),
     "source_files": (SourceFileRow, ("run_id", "path")),
+    "env_steps": (EnvStepRow, ("run_id", "step_id")),
+    "rewards": (RewardRow, ("run_id", "reward_id")),
+    "training_runs": (TrainingRunRow, ("run_id", "training_id")),
+    "training_metrics": (TrainingMetricRow, ("run_id", "training_id", "step", "name")),
 }

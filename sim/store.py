@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed.
@@ -51,6 +51,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE answers ADD COLUMN IF NOT EXISTS raw_output VARCHAR",
     ],  # and the new table source_files
     6: ["ALTER TABLE sessions ADD COLUMN IF NOT EXISTS error VARCHAR"],
+    7: [],  # new tables env_steps, rewards, training_runs, training_metrics only
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}

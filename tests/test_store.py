@@ -22,7 +22,8 @@ def test_schema_has_the_required_tables(tmp_path):
         names = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     required = {"runs", "personas", "preferences", "drift_events", "forget_requests", "sensitive_facts",
                 "consistency_probes", "sessions",
-                "turns", "memory_snapshots", "questions", "answers", "source_files"}
+                "turns", "memory_snapshots", "questions", "answers", "source_files",
+                "env_steps", "rewards", "training_runs", "training_metrics"}
     assert required <= names
     assert "PRIMARY KEY (run_id, turn_id)" in table_ddl("turns")
     assert set(TABLES) == required

@@ -20,6 +20,8 @@ _EXPORTS = {
     "evaluate_personamem_v2": "personasim.evaluation",
     "EvalSummary": "personasim.evaluation",
     "ReaderSpec": "personasim.evaluation",
+    "train": "personasim.rl.train",
+    "TrainConfig": "personasim.rl.train",
 }
 
 __all__ = [
@@ -28,11 +30,13 @@ __all__ = [
     "ReaderSpec",
     "RunConfig",
     "RunSummary",
+    "TrainConfig",
     "__version__",
     "build_config",
     "evaluate",
     "evaluate_personamem_v2",
     "run",
+    "train",
 ]
 
 

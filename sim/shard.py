@@ -8,6 +8,7 @@ not depend on which shard holds the user or in which order sessions interleave.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from personasim.agents.chatbot import build_chatbot
 from personasim.agents.conversation import TurnRecord, run_session
 from personasim.agents.memory import PersonaMemory, create_memory, load_plugins, message_content
 from personasim.agents.recommendations import accepts, mentioned_options, recommended_options
-from personasim.agents.user import build_user_agent, plan_session, user_system_prompt
+from personasim.agents.user import SessionPlan, build_user_agent, plan_session, user_system_prompt
 from personasim.personas.models import DriftEvent, ForgetRequest, Persona
 from personasim.personas.population import PopulationBuilder
 from personasim.personas.seeding import derive_seed, rng_for
@@ -85,6 +86,18 @@ def write_parts(batch: BaseModel, folder: str, name: str) -> dict[str, int]:
         tmp.rename(target)
         counts[table] = len(rows)
     return counts
+
+
+@dataclass
+class PreparedSession:
+    """A session decided but not yet spoken: its plan, start, the drift before it, and who speaks."""
+
+    plan: SessionPlan
+    start: datetime
+    drift_events: list[DriftEvent]
+    user_client: Any
+    chatbot_client: Any
+    live_memory: Any
 
 
 class PersonaBatch(BaseModel):
@@ -229,6 +242,24 @@ class UserShard:
     async def _run_user_session(
         self, user: _User, k: int, replay: bool = False, failed_before: bool = False
     ) -> SessionBatch:
+        session = self.prepare_session(user, k)
+        user_agent = build_user_agent(session.user_client, user_system_prompt(user.persona, session.plan, self.catalog))
+        chatbot = build_chatbot(session.chatbot_client, session.live_memory)
+        try:
+            if failed_before:
+                raise RuntimeError("failed in the stored run")
+            records = await run_session(
+                user_agent, chatbot, session.plan.directive.turns, session.start, self.config.schedule.minutes_per_turn
+            )
+        except Exception as exc:  # the backend failed even after its retries: record it, go on
+            user.last_end = session.start  # drift up to here is applied; the next session continues from it
+            return self._failed_session(
+                user.persona, k, session.plan.scenario.id, session.start, exc, session.drift_events)
+        return await self.finish_session(user, k, session, records, probe=not replay)
+
+    def prepare_session(self, user: _User, k: int) -> PreparedSession:
+        """Drift up to session ``k``'s start, then its plan: everything decided before any text exists.
+        The online environment (``rl/env.py``) shares this, so its episodes are sessions like any run's."""
         cfg = self.config
         persona = user.persona
         start = user.times[k]
@@ -243,20 +274,20 @@ class UserShard:
             persona, start, user.revealed, self.scenarios, self.catalog, driver.dialogue,
             rng_for(cfg.seed, "plan", persona.index, k), derive_seed(cfg.seed, "dialogue", persona.index, k),
         )
-        user_client = self.source_user_client if shared else self.user_client
-        chatbot_client = self.source_chatbot_client if shared else self.chatbot_client
-        live_memory = user.source_live_memory if shared and user.source_live_memory else user.live_memory
-        user_agent = build_user_agent(user_client, user_system_prompt(persona, plan, self.catalog))
-        chatbot = build_chatbot(chatbot_client, live_memory)
-        try:
-            if failed_before:
-                raise RuntimeError("failed in the stored run")
-            records = await run_session(
-                user_agent, chatbot, plan.directive.turns, start, cfg.schedule.minutes_per_turn
-            )
-        except Exception as exc:  # the backend failed even after its retries: record it, go on
-            user.last_end = start  # drift up to here is applied; the next session continues from it
-            return self._failed_session(persona, k, plan.scenario.id, start, exc, drift_events)
+        return PreparedSession(
+            plan=plan, start=start, drift_events=drift_events,
+            user_client=self.source_user_client if shared else self.user_client,
+            chatbot_client=self.source_chatbot_client if shared else self.chatbot_client,
+            live_memory=user.source_live_memory if shared and user.source_live_memory else user.live_memory,
+        )
+
+    async def finish_session(
+        self, user: _User, k: int, session: PreparedSession, records: list[TurnRecord], probe: bool = True
+    ) -> SessionBatch:
+        """What a finished session changes (reveals counted, forget requests, exposure drift, every
+        memory fed) and the rows that record it."""
+        cfg = self.config
+        persona = user.persona
         end = records[-1].time + timedelta(minutes=cfg.schedule.minutes_per_turn)
         forgets: list[ForgetRequestRow] = []
         for r in records:
@@ -273,15 +304,16 @@ class UserShard:
                     preference_id=request.preference_id, topic=request.topic,
                     turn_id=turn_id(persona.id, k, r.index),
                 ))
-        drift_events += self._exposures(persona, records, k, plan.scenario.topics)
+        scenario = session.plan.scenario
+        drift_events = session.drift_events + self._exposures(persona, records, k, scenario.topics)
         await self._feed_memories(user, records, end)
         user.last_end = end
-        probes = [] if replay else await self._probe(persona, k, end)
+        probes = await self._probe(persona, k, end) if probe else []
         sid = session_id(persona.id, k)
         return SessionBatch(
             sessions=[SessionRow(
                 run_id=self.run_id, session_id=sid, persona_id=persona.id, session_index=k,
-                scenario_id=plan.scenario.id, started_at=start, ended_at=end, n_turns=len(records),
+                scenario_id=scenario.id, started_at=session.start, ended_at=end, n_turns=len(records),
                 status="completed",
             )],
             turns=[self._turn_row(persona.id, k, sid, r) for r in records],

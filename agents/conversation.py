@@ -27,7 +27,7 @@ class TurnRecord(BaseModel):
     forget: ForgetPlan | None = None
 
 
-async def _speak(agent: AssistantAgent, incoming: list[BaseChatMessage]) -> tuple[str, int | None, int | None]:
+async def speak(agent: AssistantAgent, incoming: list[BaseChatMessage]) -> tuple[str, int | None, int | None]:
     response = await agent.on_messages(incoming, CancellationToken())
     message = response.chat_message
     text = message.to_text() if hasattr(message, "to_text") else str(message)
@@ -50,7 +50,7 @@ async def run_session(
     t = start
     incoming: list[BaseChatMessage] = []
     for plan in plans:
-        text, p_tok, c_tok = await _speak(user, incoming)
+        text, p_tok, c_tok = await speak(user, incoming)
         records.append(
             TurnRecord(
                 index=len(records), role="user", text=text, time=t, tokens=count_tokens(text),
@@ -58,7 +58,7 @@ async def run_session(
             )
         )
         t += step
-        reply, p_tok, c_tok = await _speak(chatbot, [TextMessage(content=text, source="user")])
+        reply, p_tok, c_tok = await speak(chatbot, [TextMessage(content=text, source="user")])
         records.append(
             TurnRecord(
                 index=len(records), role="assistant", text=reply, time=t, tokens=count_tokens(reply),

@@ -23,7 +23,7 @@ def train_command(
     db: Annotated[Path, typer.Option(help="DuckDB store holding the run; metrics are written to it.")] = Path(
         "personasim.duckdb"
     ),
-    run_id: Annotated[str | None, typer.Option("--run", help="Run to train on (default: the store's only run).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Run to train on (default: the only run).")] = None,
     strategy: Annotated[
         str | None, typer.Option(help="Memory strategy whose memory is each prompt's context (default agentic).")
     ] = None,

@@ -83,6 +83,9 @@ def resolve_run(store: TrajectoryStore, run_id: str | None) -> str:
     if not runs:
         raise StoreError(f"{store.path} holds no runs; create one with `personasim run --db {store.path}`")
     if run_id is None:
+        simulated = [r for r in runs if not r.startswith("env-")]  # online runs (rl.env) are named explicitly
+        if len(simulated) == 1:
+            return simulated[0]
         if len(runs) > 1:
             raise StoreError(f"{store.path} holds {len(runs)} runs ({', '.join(runs)}); choose one with --run")
         return runs[0]

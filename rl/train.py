@@ -129,17 +129,22 @@ def train(db: str | Path, config: TrainConfig, show_progress: bool = False) -> T
 
 @contextlib.contextmanager
 def _dataset_bars(show: bool) -> Iterator[None]:
-    """TRL tokenizes with ``datasets.map``, whose bars ignore ``disable_tqdm``; hide them when quiet."""
+    """TRL tokenizes with ``datasets.map`` and transformers loads weights with bars that ignore
+    ``disable_tqdm``; hide them when quiet, and leave both libraries as they were afterwards."""
     import datasets
+    from transformers.utils import logging as hf_logging
 
-    was_off = datasets.is_progress_bar_enabled() is False
+    were_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
     if not show:
         datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        if not show and not was_off:
+        if not show and were_on[0]:
             datasets.enable_progress_bars()
+        if not show and were_on[1]:
+            hf_logging.enable_progress_bar()
 
 
 def build_splits(store: TrajectoryStore, config: TrainConfig, run_id: str) -> dict[str, Any]:
@@ -166,6 +171,11 @@ def _train_online(store: TrajectoryStore, config: TrainConfig, run_id: str, tid:
     if config.max_steps <= 0:
         notes.append(f"online training has no epochs; max_steps defaults to {ONLINE_DEFAULT_STEPS}")
         config = config.model_copy(update={"max_steps": ONLINE_DEFAULT_STEPS})
+    prompts = config.per_device_train_batch_size * config.gradient_accumulation_steps // config.num_generations
+    if config.num_envs < 3 * prompts:
+        raise ValueError(
+            f"online GRPO reads one generation batch ({prompts} prompts) ahead, so it needs at least {3 * prompts} "
+            f"live conversations; raise --num-envs (now {config.num_envs}) or lower --batch-size")
     (config_json,) = store.con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchone()
     run_config = RunConfig.model_validate_json(config_json)
     online = OnlineGRPO.start(store, run_config, num_envs=config.num_envs, label=tid, users=config.env_users)

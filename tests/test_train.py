@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 
@@ -66,8 +65,8 @@ def test_each_trainer_runs_two_steps_and_writes_its_metrics_to_the_store(db, tin
 
 
 def test_cli_trains_prints_the_summary_and_a_rerun_replaces_its_rows(db, tiny_model):
-    args = ["sft", "--model", str(tiny_model), "--db", str(db), "--max-steps", "2", "--batch-size", "2",
-            "--max-length", "128", "--quiet"]
+    args = ["grpo", "--model", str(tiny_model), "--db", str(db), "--max-steps", "2", "--batch-size", "4",
+            "--num-generations", "2", "--max-completion-length", "8", "--max-length", "128", "--quiet"]
     first = _invoke(*args)
     assert first.exit_code == 0, first.output
     assert "training_metrics" in first.output and "final loss" in first.output
@@ -83,7 +82,7 @@ def test_cli_trains_prints_the_summary_and_a_rerun_replaces_its_rows(db, tiny_mo
 def test_a_failed_training_is_marked_failed(db, tiny_model):
     config = TrainConfig(trainer="grpo", model_path=str(tiny_model), max_steps=2, per_device_train_batch_size=3,
                          num_generations=2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="divisible by num_generations"):
         train(db, config)
     assert _rows(db, "SELECT status, steps FROM training_runs") == [("failed", 0)]
 
@@ -115,13 +114,17 @@ def test_training_id_ignores_the_output_folder_but_not_the_settings(tiny_model):
     assert training_id(base, "r") != training_id(base, "other-run")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("personasim.rl.online") is None, reason="rl/online.py not written yet")
 def test_online_grpo_trains_on_live_users_and_records_the_env_run(db, tiny_model):
-    config = TrainConfig(trainer="grpo", model_path=str(tiny_model), online=True, max_steps=2, num_envs=2,
+    config = TrainConfig(trainer="grpo", model_path=str(tiny_model), online=True, max_steps=2, num_envs=6,
                          **SMALL["grpo"])
+    (source,) = _rows(db, "SELECT run_id FROM runs")[0]
     summary = train(db, config)
-    (source,) = _rows(db, "SELECT run_id FROM runs ORDER BY run_id")[0]
     assert summary.online and summary.steps == 2 and summary.run_id != source
     assert _rows(db, "SELECT run_id, status, steps, online FROM training_runs") == [
         (summary.run_id, "completed", 2, True)]
     assert _rows(db, "SELECT count(DISTINCT step) FROM training_metrics WHERE name = 'loss'")[0][0] == 2
+    assert _rows(db, "SELECT count(*), count(DISTINCT policy_version) FROM env_steps")[0] == (4, 2)
+    assert train(db, config.model_copy(update={"trainer": "sft", "online": False, "max_steps": 1})).run_id == source, (
+        "with an online run beside it, the store's only simulated run is still the default")
+    with pytest.raises(ValueError, match="raise --num-envs"):
+        train(db, config.model_copy(update={"num_envs": 2}))

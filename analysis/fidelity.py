@@ -1,0 +1,411 @@
+"""Memory fidelity: every memory snapshot scored against the persona's timeline, from the store alone.
+
+A snapshot (one per user, session and strategy, taken at session end, time ``T``) is a list of
+items. Each item is matched to at most one preference with the embedding model (MiniLM, cosine on
+L2-normalised rows), then classified against the truth at ``T``:
+
+* *current*: the user holds it at ``T`` and revealed it at or before ``T`` (and did not ask to
+  forget it since);
+* *forgotten*: the user asked to forget it at or before ``T`` (and has not revealed it again since);
+* *stale*: the user held it before ``T`` and no longer holds it at ``T`` (it was replaced or dropped);
+* *hallucinated*: anything else: the user never held it, or holds it but never revealed it by ``T``.
+
+Exact definitions, the matching rule and the calibration of ``FIDELITY_THRESHOLD`` are in
+docs/analysis.md (the calibration script is bench/calibrate_fidelity.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "FIDELITY_THRESHOLD",
+    "fidelity_summary",
+    "latency_to_learn",
+    "memory_fidelity",
+    "normalise_item",
+    "privacy_leakage",
+]
+
+# Cosine threshold for "this memory item is about this preference". Calibrated on the scripted
+# backend by bench/calibrate_fidelity.py (figures in bench/results/fidelity_threshold.json and
+# docs/analysis.md): the threshold that maximises Youden's J of "item vs the preference it was copied
+# from" against "item vs any other preference" (TPR 0.94, FPR 0.05, item-level F1 0.967).
+FIDELITY_THRESHOLD = 0.65
+
+_PREFIX = re.compile(r"^(\s*\[[^\]]*\]\s*)+")
+_ROLE = re.compile(r"^(user|assistant|system)\s*:\s*", re.IGNORECASE)
+# Sensitive values shorter than this are not searched for verbatim (too many accidental hits).
+_MIN_VALUE_LENGTH = 4
+
+Key = tuple[str, str, str]  # (topic, option, polarity)
+
+
+class _Encoder(Protocol):
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+def normalise_item(item: str) -> str | None:
+    """The text of a memory item that can state a preference, or None.
+
+    Leading bracketed tags (dates, ``[since ...]``) are removed; a raw-message item keeps its text
+    only when it is the user's (``user: ...``): the assistant's and system's messages are not
+    claims about the user. Empty items are None."""
+    text = _PREFIX.sub("", item).strip()
+    role = _ROLE.match(text)
+    if role:
+        if role.group(1).lower() != "user":
+            return None
+        text = text[role.end():].strip()
+    return text or None
+
+
+# ------------------------------------------------------------------------------------- truth
+
+
+@dataclass
+class _Persona:
+    intervals: dict[Key, list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
+    reveals: list[tuple[datetime, int, Key, str, str, str | None]] = field(default_factory=list)
+    forgets: list[tuple[datetime, Key]] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)
+
+    def held(self, key: Key, t: datetime) -> bool:
+        return any(a <= t and (b is None or b > t) for a, b in self.intervals.get(key, ()))
+
+    def held_before(self, key: Key, t: datetime) -> bool:
+        return any(a < t for a, _ in self.intervals.get(key, ()))
+
+    def revealed(self, key: Key, t: datetime) -> bool:
+        return any(k == key and rt <= t for rt, _, k, *_ in self.reveals)
+
+    def forgotten(self, key: Key, t: datetime) -> bool:
+        asked = [ft for ft, k in self.forgets if k == key and ft <= t]
+        if not asked:
+            return False
+        last = max(asked)
+        return not any(k == key and last < rt <= t for rt, _, k, *_ in self.reveals)
+
+    def forgotten_keys(self, t: datetime) -> set[Key]:
+        return {k for _, k in self.forgets if self.forgotten(k, t)}
+
+    def target(self, t: datetime) -> set[Key]:
+        keys = {k for rt, _, k, *_ in self.reveals if rt <= t}
+        return {k for k in keys if self.held(k, t) and not self.forgotten(k, t)}
+
+    def category(self, key: Key, t: datetime, target: set[Key]) -> str:
+        if key in target:
+            return "current"
+        if self.forgotten(key, t):
+            return "forgotten"
+        if self.held_before(key, t) and not self.held(key, t):
+            return "stale"
+        return "hallucinated"
+
+
+@dataclass
+class _Truth:
+    keys: list[Key]
+    statements: list[str]
+    personas: dict[str, _Persona]
+
+
+def _load_truth(con: duckdb.DuckDBPyConnection, run_id: str) -> _Truth:
+    prefs = con.execute(
+        "SELECT preference_id, persona_id, topic, option, polarity, statement, valid_from, valid_to"
+        " FROM preferences WHERE run_id = ? ORDER BY valid_from, preference_id",
+        [run_id],
+    ).fetchall()
+    key_of: dict[str, Key] = {}
+    statement_of: dict[Key, str] = {}
+    personas: dict[str, _Persona] = {}
+    for pid, persona, topic, option, polarity, statement, valid_from, valid_to in prefs:
+        key = (topic, option, polarity)
+        key_of[pid] = key
+        statement_of.setdefault(key, statement)
+        personas.setdefault(persona, _Persona()).intervals.setdefault(key, []).append((valid_from, valid_to))
+    for persona, time, session_index, pid, text, mode in con.execute(
+        "SELECT persona_id, time, session_index, revealed_preference_id, text, reveal_mode FROM turns"
+        " WHERE run_id = ? AND role = 'user' AND revealed_preference_id IS NOT NULL ORDER BY time, turn_id",
+        [run_id],
+    ).fetchall():
+        if pid in key_of:
+            personas.setdefault(persona, _Persona()).reveals.append((time, session_index, key_of[pid], pid, text, mode))
+    for persona, time, pid in con.execute(
+        "SELECT persona_id, time, preference_id FROM forget_requests WHERE run_id = ? ORDER BY time", [run_id]
+    ).fetchall():
+        if pid in key_of:
+            personas.setdefault(persona, _Persona()).forgets.append((time, key_of[pid]))
+    for persona, value in con.execute(
+        "SELECT persona_id, value FROM sensitive_facts WHERE run_id = ? ORDER BY persona_id, kind", [run_id]
+    ).fetchall():
+        if value and len(value) >= _MIN_VALUE_LENGTH:
+            personas.setdefault(persona, _Persona()).values.append(value)
+    keys = sorted(statement_of)
+    return _Truth(keys=keys, statements=[statement_of[k] for k in keys], personas=personas)
+
+
+# ---------------------------------------------------------------------------------- matching
+
+
+class _Vectors:
+    """Embeds each distinct text once."""
+
+    def __init__(self, embedder: _Encoder) -> None:
+        self.embedder = embedder
+        self.cache: dict[str, np.ndarray] = {}
+
+    def add(self, texts: Sequence[str]) -> None:
+        missing = sorted({t for t in texts if t not in self.cache})
+        if missing:
+            vectors = np.asarray(self.embedder.encode(missing), dtype=np.float32)
+            self.cache.update(zip(missing, vectors, strict=True))
+
+    def matrix(self, texts: Sequence[str]) -> np.ndarray:
+        self.add(texts)
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+
+
+@dataclass
+class _Assessed:
+    rows: list[dict[str, object]]
+    memory_keys: dict[tuple[str, str, int], set[Key]]
+    truth: _Truth
+
+
+def _snapshots(con: duckdb.DuckDBPyConnection, run_id: str, strategies: Sequence[str] | None) -> pd.DataFrame:
+    sql = (
+        "SELECT persona_id, strategy, session_index, time, text, items, tokens FROM memory_snapshots"
+        " WHERE run_id = ?"
+    )
+    params: list[object] = [run_id]
+    if strategies is not None:
+        sql += " AND list_contains(?, strategy)"
+        params.append(list(strategies))
+    return con.execute(sql + " ORDER BY strategy, persona_id, session_index", params).df()
+
+
+def _assess(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    strategies: Sequence[str] | None,
+    threshold: float | None,
+    embedder: _Encoder | None,
+) -> _Assessed:
+    threshold = FIDELITY_THRESHOLD if threshold is None else float(threshold)
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    snaps = _snapshots(con, run_id, strategies)
+    truth = _load_truth(con, run_id)
+    if embedder is None:
+        from personasim.agents.embedding import default_embedder
+
+        embedder = default_embedder()
+    vectors = _Vectors(embedder)
+    key_index = {k: i for i, k in enumerate(truth.keys)}
+    statements = vectors.matrix(truth.statements) if truth.keys else np.zeros((0, 1), dtype=np.float32)
+    # every item text and reveal text, embedded in one pass
+    vectors.add([t for items in snaps["items"] for t in map(normalise_item, items) if t])
+    vectors.add([r[4] for p in truth.personas.values() for r in p.reveals])
+
+    rows: list[dict[str, object]] = []
+    memory_keys: dict[tuple[str, str, int], set[Key]] = {}
+    for snap in snaps.itertuples(index=False):
+        persona = truth.personas.get(snap.persona_id, _Persona())
+        t = snap.time.to_pydatetime() if hasattr(snap.time, "to_pydatetime") else snap.time
+        texts = [x for x in map(normalise_item, list(snap.items)) if x]
+        assigned: list[Key] = []
+        if texts and truth.keys:
+            items = vectors.matrix(texts)
+            scores = items @ statements.T  # (items, keys): similarity to each preference's statement
+            for rt, _, key, _, reveal_text, _ in persona.reveals:
+                if rt <= t:  # the user's own words that revealed it, once said
+                    column = key_index[key]
+                    scores[:, column] = np.maximum(scores[:, column], items @ vectors.cache[reveal_text])
+            best = scores.argmax(axis=1)
+            best_score = scores[np.arange(len(texts)), best]
+            assigned = [truth.keys[b] for b, s in zip(best, best_score, strict=True) if s >= threshold]
+        target = persona.target(t)
+        categories = [persona.category(k, t, target) for k in assigned]
+        held = set(assigned)
+        memory_keys[(snap.persona_id, snap.strategy, int(snap.session_index))] = held
+        forgotten = persona.forgotten_keys(t)
+        n_pref = len(assigned)
+        current = categories.count("current")
+        matched = len(target & held)
+        precision = current / n_pref if n_pref else math.nan
+        recall = matched / len(target) if target else math.nan
+        if math.isnan(recall):
+            f1 = math.nan
+        elif recall == 0:
+            f1 = 0.0
+        else:
+            f1 = 2 * precision * recall / (precision + recall)
+        violations = len(forgotten & held)
+        text = snap.text or ""
+        rows.append({
+            "persona_id": snap.persona_id, "strategy": snap.strategy, "session_index": int(snap.session_index),
+            "time": snap.time, "tokens": int(snap.tokens), "items": len(snap.items),
+            "preference_items": n_pref, "held_now": len(target), "matched": matched,
+            "precision": precision, "recall": recall, "f1": f1,
+            "staleness": categories.count("stale") / n_pref if n_pref else math.nan,
+            "hallucination": categories.count("hallucinated") / n_pref if n_pref else math.nan,
+            "forgotten_share": categories.count("forgotten") / n_pref if n_pref else math.nan,
+            "forget_requests": len(forgotten), "forget_violations": violations,
+            "forget_compliance": 1 - violations / len(forgotten) if forgotten else math.nan,
+            "leaked_values": sum(1 for v in persona.values if v in text),
+        })
+    return _Assessed(rows=rows, memory_keys=memory_keys, truth=truth)
+
+
+# ------------------------------------------------------------------------------------ public
+
+FIDELITY_COLUMNS = (
+    "persona_id", "strategy", "session_index", "time", "tokens", "items", "preference_items", "held_now",
+    "matched", "precision", "recall", "f1", "staleness", "hallucination", "forgotten_share", "forget_requests",
+    "forget_violations", "forget_compliance", "leaked_values",
+)
+
+
+def memory_fidelity(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    strategies: Sequence[str] | None = None,
+    threshold: float | None = None,
+    embedder: _Encoder | None = None,
+) -> pd.DataFrame:
+    """One row per memory snapshot (persona_id, strategy, session_index), scored at its time T.
+
+    Columns: ``tokens``; ``items`` (all items); ``preference_items`` (items matched to a
+    preference: best cosine >= ``threshold``, default ``FIDELITY_THRESHOLD``); ``held_now``
+    (preferences held at T, revealed by T and not asked to be forgotten); ``matched`` (of those, how
+    many some item is matched to); ``precision`` (current items / preference items), ``recall``
+    (matched / held_now), ``f1``; ``staleness``, ``hallucination`` and ``forgotten_share`` (stale,
+    hallucinated and forgotten items / preference items; with precision they sum to 1);
+    ``forget_requests`` (preferences the user asked to forget by T), ``forget_violations`` (of
+    those, how many the memory still matches), ``forget_compliance`` (1 - violations / requests);
+    ``leaked_values`` (the persona's sensitive values found verbatim in the snapshot text). Ratios
+    with an empty denominator are NaN (except f1 = 0 when recall = 0).
+    """
+    assessed = _assess(con, run_id, strategies, threshold, embedder)
+    return pd.DataFrame(assessed.rows, columns=list(FIDELITY_COLUMNS))
+
+
+def latency_to_learn(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    strategies: Sequence[str] | None = None,
+    threshold: float | None = None,
+    embedder: _Encoder | None = None,
+) -> pd.DataFrame:
+    """Sessions from a preference's first reveal to the first snapshot holding it, per strategy.
+
+    One row per (persona_id, strategy, revealed preference (topic, option, polarity)):
+    ``preference_id`` (the version first revealed), ``reveal_mode`` of that reveal,
+    ``first_reveal_session``, ``first_learned_session`` (the first snapshot at or after the reveal
+    session with an item matched to it) and ``latency_sessions`` (their difference: 0 = learned in
+    the session it was revealed, since snapshots are taken at session end; NaN if never learned).
+    """
+    assessed = _assess(con, run_id, strategies, threshold, embedder)
+    by_strategy: dict[tuple[str, str], list[tuple[int, set[Key]]]] = {}
+    for (persona, strategy, session), keys in assessed.memory_keys.items():
+        by_strategy.setdefault((persona, strategy), []).append((session, keys))
+    rows = []
+    for (persona_id, strategy), snaps in sorted(by_strategy.items()):
+        snaps.sort(key=lambda s: s[0])
+        persona = assessed.truth.personas.get(persona_id, _Persona())
+        first: dict[Key, tuple[int, str, str | None]] = {}
+        for _, session, key, pid, _, mode in persona.reveals:
+            first.setdefault(key, (session, pid, mode))
+        for key, (session, pid, mode) in first.items():
+            learned = next((s for s, keys in snaps if s >= session and key in keys), None)
+            rows.append({
+                "persona_id": persona_id, "strategy": strategy, "preference_id": pid, "topic": key[0],
+                "option": key[1], "polarity": key[2], "reveal_mode": mode, "first_reveal_session": session,
+                "first_learned_session": learned if learned is not None else math.nan,
+                "latency_sessions": (learned - session) if learned is not None else math.nan,
+            })
+    columns = ["persona_id", "strategy", "preference_id", "topic", "option", "polarity", "reveal_mode",
+               "first_reveal_session", "first_learned_session", "latency_sessions"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def fidelity_summary(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    strategies: Sequence[str] | None = None,
+    threshold: float | None = None,
+    embedder: _Encoder | None = None,
+) -> pd.DataFrame:
+    """Fidelity over time: per (strategy, session_index), the mean of each snapshot metric.
+
+    Columns: ``strategy, session_index, snapshots, tokens, precision, recall, f1, staleness,
+    hallucination, forget_compliance, leaked_values`` (NaN-skipping means over the snapshots)."""
+    frame = memory_fidelity(con, run_id, strategies, threshold, embedder)
+    metrics = ["tokens", "precision", "recall", "f1", "staleness", "hallucination", "forget_compliance",
+               "leaked_values"]
+    grouped = frame.groupby(["strategy", "session_index"], sort=True)
+    out = grouped[metrics].mean()
+    out.insert(0, "snapshots", grouped.size())
+    return out.reset_index()
+
+
+def privacy_leakage(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """Sensitive values (``sensitive_facts``) repeated verbatim, per source and strategy.
+
+    Sources: ``memory`` (snapshot texts, per strategy), ``answers`` (the chosen option's text and the
+    reader's raw output, per strategy) and ``assistant_turns`` (the live chatbot's messages; its
+    strategy is the run's ``memory.chatbot``). Columns: ``source, strategy, n`` (snapshots, answers
+    or turns), ``leaking`` (those holding at least one of the persona's values), ``share``
+    (leaking / n) and ``values_leaked`` (distinct (persona, value) pairs found)."""
+    values: dict[str, list[str]] = {}
+    for persona, value in con.execute(
+        "SELECT persona_id, value FROM sensitive_facts WHERE run_id = ?", [run_id]
+    ).fetchall():
+        if value and len(value) >= _MIN_VALUE_LENGTH:
+            values.setdefault(persona, []).append(value)
+    config = con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    chatbot = "chatbot"
+    if config and config[0]:
+        with contextlib.suppress(ValueError, AttributeError):
+            chatbot = json.loads(config[0]).get("memory", {}).get("chatbot", chatbot)
+    sources = {
+        "memory": con.execute(
+            "SELECT strategy, persona_id, text FROM memory_snapshots WHERE run_id = ?", [run_id]
+        ).fetchall(),
+        "answers": con.execute(
+            "SELECT a.strategy, a.persona_id, concat_ws(' ', CASE WHEN a.chosen_index >= 0"
+            " THEN q.options[a.chosen_index + 1] END, a.raw_output) FROM answers a"
+            " LEFT JOIN questions q ON q.run_id = a.run_id AND q.question_id = a.question_id WHERE a.run_id = ?",
+            [run_id],
+        ).fetchall(),
+        "assistant_turns": [
+            (chatbot, persona, text) for persona, text in con.execute(
+                "SELECT persona_id, text FROM turns WHERE run_id = ? AND role = 'assistant'", [run_id]
+            ).fetchall()
+        ],
+    }
+    rows = []
+    for source, records in sources.items():
+        stats: dict[str, list[object]] = {}
+        for strategy, persona, text in records:
+            found = [v for v in values.get(persona, ()) if text and v in text]
+            entry = stats.setdefault(strategy, [0, 0, set()])
+            entry[0] += 1
+            entry[1] += bool(found)
+            entry[2].update((persona, v) for v in found)  # type: ignore[union-attr]
+        for strategy, (n, leaking, found_values) in sorted(stats.items()):
+            rows.append({"source": source, "strategy": strategy, "n": n, "leaking": leaking,
+                         "share": leaking / n if n else math.nan, "values_leaked": len(found_values)})
+    return pd.DataFrame(rows, columns=["source", "strategy", "n", "leaking", "share", "values_leaked"])

@@ -25,15 +25,21 @@ def _root() -> None:
 
 
 def _register_subcommands() -> None:
+    from personasim.cli_audit import audit_command
+    from personasim.cli_compare import compare_command
     from personasim.cli_eval import eval_command, export_command
     from personasim.cli_personas import personas_app, worlds_app
+    from personasim.cli_report import report_command
     from personasim.cli_train import train_command
 
     app.add_typer(personas_app, name="personas")
     app.add_typer(worlds_app, name="worlds")
     app.command(name="eval")(eval_command)
     app.command(name="export")(export_command)
+    app.command(name="audit")(audit_command)
     app.command(name="train")(train_command)
+    app.command(name="report")(report_command)
+    app.command(name="compare")(compare_command)
 
 
 _register_subcommands()

@@ -1,0 +1,260 @@
+"""Artifact audit: how well can a reader score on a benchmark without any memory at all?
+
+A personalisation benchmark is only worth its accuracy numbers if a reader that never sees the
+user's history cannot score well. PersonaMem-v2's published rows, for instance, put the correct
+option as the longest in about 45% of rows (chance 25%). This module measures such artifacts on
+any stored run (generated or loaded from PersonaMem-v2), per question type and overall:
+
+- option length: how often the correct option is strictly the longest / strictly the shortest,
+  and its mean length relative to the other options;
+- blind readers, which never see memory or history: ``longest`` (picks the longest option),
+  ``query_only`` (embedding similarity of the user query alone to each option) and
+  ``persona_prior`` (similarity of the user's demographic profile alone to each option, the
+  stereotype baseline).
+
+Every blind reader is scored by its *expected* accuracy with ties broken uniformly at random: a
+question where the correct option is one of ``k`` options tied for the best score earns ``1/k``.
+That makes each figure independent of option order, and exactly chance when a reader cannot tell
+the options apart (equal lengths; no profile). The exact definitions are in docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import duckdb
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from personasim.analysis.questions import QUESTION_TYPES, load_questions
+from personasim.sim.rows import QuestionRow
+
+BLIND_READERS = ("longest", "query_only", "persona_prior")
+
+#: A share of correct-longest (or correct-shortest) questions this far above chance is flagged.
+LENGTH_FLAG_MARGIN = 0.05
+#: A blind reader's accuracy this far above chance is flagged.
+BLIND_FLAG_MARGIN = 0.08
+#: Scores equal to this many decimals are ties (cosines of identical texts differ in the last bits).
+SCORE_DECIMALS = 6
+
+
+class TextEncoder(Protocol):
+    """What the embedding readers need: unit-norm rows, one per text (``Embedder`` satisfies it)."""
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class BlindAccuracy(BaseModel):
+    """Expected accuracy of each blind reader (ties broken uniformly at random)."""
+
+    longest: float
+    query_only: float
+    persona_prior: float
+
+
+class AuditFigures(BaseModel):
+    """The audit's figures for one group of questions (one type, or all of them)."""
+
+    questions: int
+    chance: float = Field(description="Mean of 1/len(options).")
+    correct_longest_share: float = Field(description="Share of questions whose correct option is strictly longest.")
+    correct_shortest_share: float = Field(description="Share whose correct option is strictly shortest.")
+    length_ratio: float | None = Field(
+        description="Mean over questions of len(correct) / mean len(other options), in characters."
+    )
+    blind_accuracy: BlindAccuracy
+
+
+class AuditReport(AuditFigures):
+    """The audit of one run: figures over all questions, per question type, and plain-language flags."""
+
+    run_id: str
+    questions_without_profile: int = Field(
+        description="Questions whose user has no demographic profile: persona_prior answers them at chance."
+    )
+    by_type: dict[str, AuditFigures]
+    flags: list[str] = Field(description="Figures above chance by more than the flag margins, naming the group.")
+
+
+class QuestionAudit(BaseModel):
+    """One question's audit: its length facts and each blind reader's credit (0, 1, or 1/k on a k-way tie)."""
+
+    question_id: str
+    question_type: str
+    n_options: int
+    correct_longest: bool
+    correct_shortest: bool
+    length_ratio: float | None
+    credit: dict[str, float]
+
+
+# -- per question --------------------------------------------------------------------------------
+
+def tie_credit(scores: Sequence[float], correct_index: int) -> float:
+    """Expected credit of picking the top score with ties broken at random: 1/k if the correct
+    option is one of the k best (equal to ``SCORE_DECIMALS`` decimals), else 0."""
+    rounded = [round(float(s), SCORE_DECIMALS) for s in scores]
+    best = max(rounded)
+    tied = [i for i, s in enumerate(rounded) if s == best]
+    return 1.0 / len(tied) if correct_index in tied else 0.0
+
+
+def length_facts(options: Sequence[str], correct_index: int) -> tuple[bool, bool, float | None]:
+    """(strictly longest, strictly shortest, len(correct) / mean len(others)) in characters.
+
+    A tie with another option is neither longest nor shortest. The ratio is None when there are
+    no other options or they are all empty (it would be undefined)."""
+    lengths = [len(o) for o in options]
+    mine = lengths[correct_index]
+    others = lengths[:correct_index] + lengths[correct_index + 1:]
+    longest = all(mine > n for n in others)
+    shortest = all(mine < n for n in others)
+    mean_other = sum(others) / len(others) if others else 0.0
+    return longest, shortest, (mine / mean_other if mean_other > 0 else None)
+
+
+def profile_text(age: int | None, gender: str, occupation: str, city: str, country: str) -> str | None:
+    """A one-paragraph demographic profile ("A 34-year-old nurse from Leeds, United Kingdom, female."),
+    or None when nothing is known, so persona_prior then answers at chance instead of guessing."""
+    age_part = f"{age}-year-old " if age is not None and age >= 0 else ""
+    who = occupation.strip() or "person"
+    place = ", ".join(p.strip() for p in (city, country) if p and p.strip())
+    if not (age_part or occupation.strip() or place or gender.strip()):
+        return None
+    text = f"{_article(age_part or who)} {age_part}{who}"
+    if place:
+        text += f" from {place}"
+    if gender.strip():
+        text += f", {gender.strip()}"
+    return text + "."
+
+
+def _article(word: str) -> str:
+    """"An" before a vowel sound ("an engineer", "an 18-year-old", "an 80-year-old"), else "A"."""
+    vowel = word[:1].lower() in tuple("aeiou") or word.startswith(("8", "11-", "18-"))
+    return "An" if vowel else "A"
+
+
+def load_profiles(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, str | None]:
+    """Each persona's demographic profile from the ``personas`` table (None where it says nothing)."""
+    rows = con.execute(
+        "SELECT persona_id, age, gender, occupation, city, country FROM personas WHERE run_id = ?", [run_id]
+    ).fetchall()
+    return {r[0]: profile_text(r[1], r[2] or "", r[3] or "", r[4] or "", r[5] or "") for r in rows}
+
+
+def audit_questions(
+    questions: Sequence[QuestionRow], profiles: dict[str, str | None], embedder: TextEncoder
+) -> list[QuestionAudit]:
+    """Audit each question: length facts and the three blind readers' credit.
+
+    All texts are embedded once, in three batches, so a run of thousands of questions costs
+    one pass of the embedder over its distinct options."""
+    option_texts = list(dict.fromkeys(o for q in questions for o in q.options))
+    option_vec = dict(zip(option_texts, embedder.encode(option_texts), strict=True))
+    queries = list(dict.fromkeys(q.query for q in questions))
+    query_vec = dict(zip(queries, embedder.encode(queries), strict=True))
+    known = sorted({p for p in profiles.values() if p})
+    profile_vec = dict(zip(known, embedder.encode(known), strict=True)) if known else {}
+    audited = []
+    for q in questions:
+        longest, shortest, ratio = length_facts(q.options, q.correct_index)
+        opts = np.stack([option_vec[o] for o in q.options])
+        profile = profiles.get(q.persona_id)
+        prior = opts @ profile_vec[profile] if profile else np.zeros(len(q.options))  # no profile: all tied
+        credit = {
+            "longest": tie_credit([len(o) for o in q.options], q.correct_index),
+            "query_only": tie_credit(opts @ query_vec[q.query], q.correct_index),
+            "persona_prior": tie_credit(prior, q.correct_index),
+        }
+        audited.append(QuestionAudit(
+            question_id=q.question_id, question_type=q.question_type, n_options=len(q.options),
+            correct_longest=longest, correct_shortest=shortest, length_ratio=ratio, credit=credit,
+        ))
+    return audited
+
+
+# -- summaries -----------------------------------------------------------------------------------
+
+def figures(items: Sequence[QuestionAudit]) -> AuditFigures:
+    """The audit's figures over a group of audited questions (at least one)."""
+    n = len(items)
+    ratios = [i.length_ratio for i in items if i.length_ratio is not None]
+    return AuditFigures(
+        questions=n,
+        chance=sum(1.0 / i.n_options for i in items) / n,
+        correct_longest_share=sum(i.correct_longest for i in items) / n,
+        correct_shortest_share=sum(i.correct_shortest for i in items) / n,
+        length_ratio=sum(ratios) / len(ratios) if ratios else None,
+        blind_accuracy=BlindAccuracy(**{r: sum(i.credit[r] for i in items) / n for r in BLIND_READERS}),
+    )
+
+
+def _type_order(types: set[str]) -> list[str]:
+    """Our question types in their documented order, then any others (e.g. ``others_preference``)."""
+    return [t for t in QUESTION_TYPES if t in types] + sorted(types - set(QUESTION_TYPES))
+
+
+def _flags_for(scope: str, f: AuditFigures) -> list[str]:
+    """Plain-language findings for one group: what a memoryless reader can exploit, and by how much."""
+    where = f"{scope} (n={f.questions}, chance {f.chance:.1%})"
+    found = []
+    if f.correct_longest_share > f.chance + LENGTH_FLAG_MARGIN:
+        found.append(f"{where}: the correct option is strictly the longest in {f.correct_longest_share:.1%} "
+                     "of questions")
+    if f.correct_shortest_share > f.chance + LENGTH_FLAG_MARGIN:
+        found.append(f"{where}: the correct option is strictly the shortest in {f.correct_shortest_share:.1%} "
+                     "of questions")
+    blind = f.blind_accuracy.model_dump()
+    for reader in BLIND_READERS:
+        if blind[reader] > f.chance + BLIND_FLAG_MARGIN:
+            found.append(f"{where}: the blind reader {reader} scores {blind[reader]:.1%} without any memory")
+    return found
+
+
+def summarise(run_id: str, items: Sequence[QuestionAudit], questions_without_profile: int = 0) -> AuditReport:
+    """Figures over all questions and per type, and the flags (overall first, then by type)."""
+    if not items:
+        raise ValueError(f"run {run_id} has no questions to audit")
+    overall = figures(items)
+    by_type = {t: figures([i for i in items if i.question_type == t])
+               for t in _type_order({i.question_type for i in items})}
+    flags = _flags_for("all questions", overall)
+    for t, f in by_type.items():
+        flags += _flags_for(t, f)
+    return AuditReport(**overall.model_dump(), run_id=run_id, questions_without_profile=questions_without_profile,
+                       by_type=by_type, flags=flags)
+
+
+def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | None = None) -> AuditReport:
+    """Audit a stored run's questions with the blind readers; reads the store, writes nothing.
+
+    ``embedder`` defaults to the offline MiniLM embedder (the one the embedding reader uses)."""
+    questions = load_questions(con, run_id)
+    if not questions:
+        raise ValueError(
+            f"run {run_id} has no questions; generate them with `personasim eval --run {run_id}` "
+            "(it generates a run's questions when it has none), then audit again"
+        )
+    if embedder is None:
+        from personasim.agents.embedding import default_embedder
+
+        embedder = default_embedder()
+    profiles = load_profiles(con, run_id)
+    missing = sum(1 for q in questions if not profiles.get(q.persona_id))
+    return summarise(run_id, audit_questions(questions, profiles, embedder), missing)
+
+
+def audit_table(report: AuditReport) -> pd.DataFrame:
+    """One row per question type plus ``all``: the report's figures flattened, for notebooks and reports."""
+    rows = []
+    for name, f in [*report.by_type.items(), ("all", report)]:
+        rows.append({
+            "question_type": name, "questions": f.questions, "chance": f.chance,
+            "correct_longest_share": f.correct_longest_share, "correct_shortest_share": f.correct_shortest_share,
+            "length_ratio": f.length_ratio, **{r: getattr(f.blind_accuracy, r) for r in BLIND_READERS},
+        })
+    return pd.DataFrame(rows)

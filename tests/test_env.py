@@ -62,6 +62,11 @@ def test_single_env_writes_every_step_as_it_happens(tmp_path):
     con = duckdb.connect(str(tmp_path / "env.duckdb"), read_only=True)
     assert con.execute("SELECT status FROM runs").fetchall() == [("completed",)]
     assert con.execute("SELECT count(*) FROM personas").fetchall()[0][0] == 4
+    con.close()
+    from personasim import evaluate
+
+    summary = evaluate(tmp_path / "env.duckdb", env.run_id)  # an online run is evaluated like any run
+    assert summary.questions > 0 and {s["strategy"] for s in summary.tables["by_strategy"]} >= {"agentic"}
 
 
 def test_vector_env_on_ray_actors_writes_what_one_process_writes(tmp_path, ray_session):

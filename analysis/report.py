@@ -126,6 +126,7 @@ def _accuracy_section(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int) 
     )
     section.tables.append(("Accuracy by strategy (95% bootstrap CI)", _percent(by_strategy)))
     pivot = by_type.pivot(index="question_type", columns="strategy", values="accuracy")
+    pivot.columns.name = None
     section.tables.append(("Accuracy by question type × strategy", _percent(pivot.reset_index())))
     section.figures.append(("accuracy_vs_tokens", plots.png_bytes(
         plots.accuracy_vs_tokens(by_strategy, chance, _blind_accuracy(con, run_id)))))
@@ -271,7 +272,10 @@ def _percent(frame: pd.DataFrame, skip: tuple[str, ...] = ()) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         name = str(column)
-        if name in skip or not pd.api.types.is_float_dtype(out[column]) or "token" in name:
+        if "token" in name and pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].round(0).astype("Int64")
+            continue
+        if name in skip or not pd.api.types.is_float_dtype(out[column]):
             continue
         values = out[column].dropna()
         if len(values) and values.between(-1, 1).all():

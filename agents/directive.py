@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from autogen_core.models import LLMMessage, SystemMessage
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
+
+from personasim.personas.models import SELF, Person
 
 RevealMode = Literal["explicit", "implicit"]
 
@@ -27,6 +29,18 @@ class RevealPlan(BaseModel):
     polarity: Literal["likes", "dislikes"] = "likes"
     mode: RevealMode
     hint_kind: str | None = Field(default=None, description="For implicit reveals: behaviour, anecdote ...")
+    owner: str = Field(default=SELF, description="Whose preference: the user's own, or `<relation>:<name>`.")
+    person: Person | None = Field(default=None, description="The person it belongs to, when not the user.")
+
+    @model_serializer(mode="wrap")
+    def _omit_self(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """The user's own reveals serialise exactly as before people existed, so the prompts that
+        embed them (and their token counts, and the backends' caches) do not change."""
+        data = handler(self)
+        if self.owner == SELF and self.person is None:
+            data.pop("owner", None)
+            data.pop("person", None)
+        return data
 
 
 class ForgetPlan(BaseModel):

@@ -8,6 +8,7 @@ so the same run reproduces byte for byte whichever actor executes it.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
@@ -33,6 +34,7 @@ from personasim.agents.directive import (
     FactExtractionDirective,
     MemoryRewriteDirective,
     ProbeDirective,
+    RevealPlan,
     UserTurnDirective,
     find_directive,
 )
@@ -40,6 +42,7 @@ from personasim.agents.memory.rules import personal_sentences, rewrite_notes
 from personasim.agents.recommendations import RECOMMENDATION_LEAD, mentioned_options
 from personasim.agents.tokens import count_tokens
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog, load_topic_catalog
+from personasim.personas.others import others_hints, others_statements
 from personasim.personas.seeding import rng_for
 
 FOLLOW_UPS = (
@@ -194,7 +197,9 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
             return rng.choice(FORGET_REQUESTS).format(topic=plan.forget.topic_name)
         parts: list[str] = []
         reveal = plan.reveal if plan is not None else None
-        if reveal is not None:
+        if reveal is not None and reveal.person is not None:
+            parts.append(self._about_someone_else(reveal, rng))
+        elif reveal is not None:
             if reveal.mode == "explicit":
                 parts.append(rng.choice(self._catalog.statements(reveal.topic, reveal.option, reveal.polarity)))
             else:
@@ -211,6 +216,18 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         else:
             parts.append(rng.choice(CLOSINGS))
         return " ".join(parts)
+
+    def _about_someone_else(self, reveal: RevealPlan, rng: random.Random) -> str:
+        """A sentence about a person in the user's life: their preference stated, or hinted at
+        through what they do (a hint of the planned kind; the statement if none fits)."""
+        person = reveal.person
+        assert person is not None
+        if reveal.mode == "implicit":
+            kind = reveal.hint_kind if reveal.hint_kind in HINT_KINDS else None
+            hints = others_hints(self._catalog, person, reveal.topic, reveal.option, kind)  # type: ignore[arg-type]
+            if hints:
+                return rng.choice(hints)
+        return rng.choice(others_statements(self._catalog, person, reveal.topic, reveal.option))
 
     def _assistant_reply(self, messages: Sequence[LLMMessage]) -> str:
         last_user = next((_text(m) for m in reversed(messages) if isinstance(m, UserMessage)), "")

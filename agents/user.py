@@ -24,7 +24,9 @@ from personasim.agents.directive import (
 )
 from personasim.agents.probe import persona_state_prompt
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog
-from personasim.personas.models import Persona, Preference
+from personasim.personas.models import Persona, Preference, person_of
+from personasim.personas.others import hint_kinds_for, others_statements
+from personasim.personas.seeding import rng_for
 from personasim.personas.timeline import PersonaTimeline
 from personasim.worlds.scenarios import Scenario, ScenarioCatalog
 
@@ -59,6 +61,11 @@ class DialogueConfig(BaseModel):
     forget_probability: float = Field(
         default=0.05, ge=0.0, le=1.0,
         description="Chance a session ends with a request to forget something revealed earlier.",
+    )
+    others_mention_probability: float = Field(
+        default=0.3, ge=0.0, le=1.0,
+        description="Chance a session has a turn revealing what someone in the user's life likes "
+        "(\"my sister just went vegan\"; PersonaMem-v2's who = others).",
     )
 
 
@@ -127,8 +134,57 @@ def plan_session(
         values = {k: v for k, v in persona.sensitive_facts.values().items() if not k.startswith("health_fact")}
         kind = rng.choice(sorted(values))
         turns[0] = turns[0].model_copy(update={"mention": SensitiveMention(kind=kind, value=values[kind])})
-    directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=rng.choice(scenario.intents), turns=turns)
+    intent = rng.choice(scenario.intents)
+    turns = _reveal_someone_else(persona, t, scenario, turns, revealed_counts, scenarios, catalog, config, seed)
+    directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=intent, turns=turns)
     return SessionPlan(scenario=scenario, directive=directive, time=t)
+
+
+def _reveal_someone_else(
+    persona: Persona, t: datetime, scenario: Scenario, turns: list[UserTurnPlan], revealed_counts: dict[str, int],
+    scenarios: ScenarioCatalog, catalog: TopicCatalog, config: DialogueConfig, seed: int,
+) -> list[UserTurnPlan]:
+    """Sometimes one turn tells what a person in the user's life likes, on a topic of the scenario
+    when one of them has such a preference ("my sister just went vegan").
+
+    Its randomness has a stream of its own (``others-plan``), drawn after the session's plan is
+    made: a session without such a turn is exactly what it was before people existed. The turn
+    is a free one (no reveal) if there is one, else the last turn that reveals something of the
+    user's besides the session's focus; never the first turn, nor a request to forget."""
+    if config.user_turns < 2 or not persona.people or config.others_mention_probability <= 0:
+        return turns
+    rng = rng_for(seed, "others-plan")
+    if rng.random() >= config.others_mention_probability:
+        return turns
+    slot = _free_turn(turns)
+    held = [p for p in PersonaTimeline.of(persona).others_at(t) if scenarios.scenarios_for(p.topic)]
+    if slot is None or not held:
+        return turns
+    pool = [p for p in held if p.topic in scenario.topics] or held
+    pref = rng.choices(pool, weights=[4.0 if revealed_counts.get(p.id, 0) == 0 else 1.0 for p in pool])[0]
+    person = person_of(persona.people, pref.owner)
+    if person is None:
+        return turns
+    kinds = hint_kinds_for(catalog, person, pref.topic, pref.option)
+    implicit = bool(kinds) and rng.random() < config.implicit_share
+    reveal = RevealPlan(
+        preference_id=pref.id, topic=pref.topic, option=pref.option, polarity=pref.polarity.value,
+        mode="implicit" if implicit else "explicit", hint_kind=rng.choice(kinds) if implicit else None,
+        owner=pref.owner, person=person,
+    )
+    turns = list(turns)
+    turns[slot] = turns[slot].model_copy(update={"reveal": reveal})
+    return turns
+
+
+def _free_turn(turns: list[UserTurnPlan]) -> int | None:
+    """Where a reveal about someone else goes: the first turn after the opening that reveals
+    nothing, else the last one that reveals something (not the opening's focus)."""
+    candidates = [i for i in range(1, len(turns)) if turns[i].forget is None]
+    empty = [i for i in candidates if turns[i].reveal is None]
+    if empty:
+        return empty[0]
+    return candidates[-1] if candidates else None
 
 
 def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalog) -> str:
@@ -149,6 +205,9 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
         if turn.reveal is None:
             lines.append(f"Message {i}: react to the assistant's answer; reveal nothing new.")
             continue
+        if turn.reveal.person is not None:
+            lines.append(f"Message {i}: {_about_someone_else(turn.reveal, catalog)}")
+            continue
         statement = catalog.statements(turn.reveal.topic, turn.reveal.option, turn.reveal.polarity)[0]
         if turn.reveal.mode == "explicit":
             lines.append(f"Message {i}: state plainly: \"{statement}\"")
@@ -159,6 +218,20 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
             )
     state = persona_state_prompt(persona, plan.time, catalog) if plan.time else ""
     return "\n".join(lines) + "\n\n" + state + "\n\n" + render_directive(plan.directive)
+
+
+def _about_someone_else(reveal: RevealPlan, catalog: TopicCatalog) -> str:
+    """The LLM user's instruction for a turn about a person in its life."""
+    person = reveal.person
+    assert person is not None
+    statement = others_statements(catalog, person, reveal.topic, reveal.option)[0]
+    who = f"your {person.mention}"
+    if reveal.mode == "explicit":
+        return f"mention {who} and say plainly: \"{statement}\""
+    obj = person.pronouns["obj"]
+    article = "an" if (reveal.hint_kind or "")[:1] in "aeiou" else "a"
+    return (f"mention {who}, and let it show through {article} {reveal.hint_kind} about {obj} that \"{statement}\" "
+            f"is true of {obj}, without saying it or naming it.")
 
 
 def build_user_agent(client: ChatCompletionClient, system_prompt: str) -> AssistantAgent:

@@ -67,7 +67,7 @@ def _events(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 def _preferences(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     return con.execute(
         "SELECT preference_id, persona_id, domain, topic, option, polarity, strength, valid_from, valid_to"
-        " FROM preferences WHERE run_id = ? ORDER BY persona_id, valid_from, preference_id",
+        " FROM preferences WHERE run_id = ? AND owner = 'self' ORDER BY persona_id, valid_from, preference_id",
         [run_id],
     ).df()
 

@@ -124,7 +124,7 @@ class _Truth:
 def _load_truth(con: duckdb.DuckDBPyConnection, run_id: str) -> _Truth:
     prefs = con.execute(
         "SELECT preference_id, persona_id, topic, option, polarity, statement, valid_from, valid_to"
-        " FROM preferences WHERE run_id = ? ORDER BY valid_from, preference_id",
+        " FROM preferences WHERE run_id = ? AND owner = 'self' ORDER BY valid_from, preference_id",
         [run_id],
     ).fetchall()
     key_of: dict[str, Key] = {}

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personasim.personas.catalog import Topic, TopicCatalog
 from personasim.personas.correlations import CorrelationGraph, node, parse_node
-from personasim.personas.models import Demographics, Persona, Polarity, Preference, SensitiveFacts, Stereotype
+from personasim.personas.models import Demographics, Person, Persona, Polarity, Preference, SensitiveFacts, Stereotype
+from personasim.personas.others import TopicPool, generate_people, topic_pool
 from personasim.personas.seeding import derive_seed, rng_for
 
 _COUNTRY_BY_LOCALE = {
@@ -56,11 +57,21 @@ class PopulationConfig(BaseModel):
     )
     max_likes_per_topic: int = Field(default=3, ge=1, description="Liked options per multi-choice topic.")
     max_dislikes_per_topic: int = Field(default=2, ge=0, description="Disliked options per multi-choice topic.")
+    min_people: int = Field(default=2, ge=0, description="Fewest people in a user's life (partner, kid, friend ...).")
+    max_people: int = Field(
+        default=3, ge=0, description="Most people in a user's life; 0 with min_people 0 turns others off."
+    )
+    min_others_preferences: int = Field(default=2, ge=1, description="Fewest preferences each of those people holds.")
+    max_others_preferences: int = Field(default=4, ge=1, description="Most preferences each of those people holds.")
 
     @model_validator(mode="after")
     def _range(self) -> PopulationConfig:
         if self.min_preferences > self.max_preferences:
             raise ValueError("min_preferences must not exceed max_preferences")
+        if self.min_people > self.max_people:
+            raise ValueError("min_people must not exceed max_people")
+        if self.min_others_preferences > self.max_others_preferences:
+            raise ValueError("min_others_preferences must not exceed max_others_preferences")
         unknown = [loc for loc in self.locales if loc not in _COUNTRY_BY_LOCALE]
         if unknown:
             raise ValueError(f"unsupported locale(s) {unknown}; choose from {sorted(_COUNTRY_BY_LOCALE)}")
@@ -95,6 +106,7 @@ class PersonaGenerator:
         self._topic_ids = [t.id for t in self._topics]
         self._likes_nodes = {t.id: [node(t.id, o.id, "likes") for o in t.options] for t in self._topics}
         self._first_statement: dict[str, str] = {}
+        self._others_pool: TopicPool | None = None
 
     def _faker(self, locale: str) -> Faker:
         if locale not in self._fakers:
@@ -120,8 +132,25 @@ class PersonaGenerator:
         chosen = self._choose(demographics, rng)
         preferences = [self._preference(persona_id, key, stereo, rng, start) for key, stereo in chosen]
         facts = self._sensitive_facts(fake, rng, demographics, preferences)
+        people, others = self._people(fake, index, persona_id, demographics, start)
         return Persona(
-            id=persona_id, index=index, demographics=demographics, preferences=preferences, sensitive_facts=facts
+            id=persona_id, index=index, demographics=demographics, preferences=preferences, sensitive_facts=facts,
+            people=people, others_preferences=others,
+        )
+
+    def _people(
+        self, fake: Faker, index: int, persona_id: str, demographics: Demographics, start: datetime
+    ) -> tuple[list[Person], list[Preference]]:
+        """Drawn last, from the ``others`` streams: whatever they draw, the user's own persona is unchanged."""
+        cfg = self.config
+        if cfg.max_people == 0:
+            return [], []
+        if self._others_pool is None:
+            self._others_pool = topic_pool(self.catalog)
+        return generate_people(
+            self.catalog, fake, self.seed, index, persona_id, demographics, start,
+            (cfg.min_people, cfg.max_people), (cfg.min_others_preferences, cfg.max_others_preferences),
+            self._others_pool,
         )
 
     # -- preference choice ---------------------------------------------------------------------

@@ -54,8 +54,9 @@ def _schema() -> pa.Schema:
         ("id", pa.string()), ("persona_id", pa.string()), ("domain", pa.string()), ("topic", pa.string()),
         ("option", pa.string()), ("statement", pa.string()), ("polarity", pa.string()), ("strength", pa.float64()),
         ("sensitive", pa.bool_()), ("sensitivity", pa.string()), ("stereotype", pa.string()),
-        ("valid_from", ts), ("valid_to", ts),
+        ("valid_from", ts), ("valid_to", ts), ("owner", pa.string()),
     ])
+    person = pa.struct([("relation", pa.string()), ("name", pa.string()), ("gender", pa.string())])
     event = pa.struct([
         ("id", pa.string()), ("persona_id", pa.string()), ("time", ts), ("kind", pa.string()), ("cause", pa.string()),
         ("topic", pa.string()), ("old", pref), ("new", pref),
@@ -76,6 +77,7 @@ def _schema() -> pa.Schema:
         ("id", pa.string()), ("index", pa.int64()), ("demographics", demographics),
         ("preferences", pa.list_(pref)), ("drift_events", pa.list_(event)),
         ("forget_requests", pa.list_(forget)), ("sensitive_facts", facts),
+        ("people", pa.list_(person)), ("others_preferences", pa.list_(pref)),
     ])
 
 

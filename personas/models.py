@@ -17,6 +17,26 @@ class Polarity(StrEnum):
 
 
 Stereotype = Literal["stereotypical", "anti_stereotypical", "neutral"]
+Relation = Literal["partner", "child", "sister", "brother", "mother", "father", "friend", "colleague", "roommate"]
+
+#: ``Preference.owner`` of the user's own preferences; others' are ``<relation>:<name>``.
+SELF = "self"
+#: Marks the owner segment of another person's preference id: ``<persona>/@<owner>/<topic>/<option>#<v>``.
+_OWNER_MARK = "/@"
+
+
+def others_preference_id(persona_id: str, owner: str, topic: str, option: str, version: int = 0) -> str:
+    """Deterministic id of a preference held by someone in the user's life; it names the owner, so
+    it can never collide with the user's own ``<persona>/<topic>/<option>#<v>``."""
+    return f"{persona_id}{_OWNER_MARK}{owner}/{topic}/{option}#{version}"
+
+
+def owner_of_id(preference_id: str) -> str:
+    """The owner a preference id names (``self`` for the user's own)."""
+    at = preference_id.find(_OWNER_MARK)
+    if at < 0:
+        return SELF
+    return preference_id[at + len(_OWNER_MARK):].split("/", 1)[0]
 DriftKind = Literal["topic_swap", "life_event", "gradual", "reversal", "seasonal", "exposure"]
 
 
@@ -27,6 +47,9 @@ class Preference:
     A preference is a polarity on one option of a topic (likes ``favorite_cuisine/thai``). When
     drift changes it, the old object is closed (``valid_to`` set) and a new one opened, so the full
     history stays queryable and ``PersonaTimeline.at(t)`` stays exact.
+
+    ``owner`` is ``self`` for the user's own preferences; a person in the user's life (see
+    :class:`Person`) owns theirs as ``<relation>:<name>`` (``sister:Anna``), and their ids say so.
 
     A slotted dataclass rather than a pydantic model: a population holds millions of these, and
     this costs a quarter of the memory. Pydantic still validates it wherever it crosses a boundary
@@ -46,6 +69,18 @@ class Preference:
     stereotype: Stereotype = "neutral"
     valid_from: datetime = datetime.min
     valid_to: datetime | None = None
+    owner: str = SELF
+
+    def __post_init__(self) -> None:
+        # The id names the owner, and is the truth: code that rebuilds preferences from the store
+        # without reading ``owner`` (older readers) still keeps others' preferences apart.
+        if self.owner == SELF and _OWNER_MARK in self.id:
+            self.owner = owner_of_id(self.id)
+
+    @property
+    def is_own(self) -> bool:
+        """Held by the user, not by someone in the user's life."""
+        return self.owner == SELF
 
     def held_at(self, t: datetime) -> bool:
         return self.valid_from <= t and (self.valid_to is None or t < self.valid_to)
@@ -130,11 +165,53 @@ class Demographics(BaseModel):
         return "senior"
 
 
+class Person(BaseModel):
+    """Someone in the user's life (PersonaMem-v2's ``who = others``), with preferences of their own.
+
+    ``owner`` is the key their preferences carry; ``gender`` only picks pronouns for the
+    sentences that talk about them."""
+
+    relation: Relation
+    name: str
+    gender: str = "non-binary"
+
+    @property
+    def owner(self) -> str:
+        return f"{self.relation}:{self.name}"
+
+    @property
+    def title(self) -> str:
+        """How the user refers to them: "sister", "partner", "kid" (gender-free for a child)."""
+        return "kid" if self.relation == "child" else self.relation
+
+    @property
+    def mention(self) -> str:
+        """"sister Anna", to follow "my " or "your "."""
+        return f"{self.title} {self.name}"
+
+    @property
+    def pronouns(self) -> dict[str, str]:
+        """Subject, object, possessive, reflexive, and the forms of *to be* that agree with them."""
+        if self.gender == "woman":
+            return {"subj": "she", "obj": "her", "poss": "her", "refl": "herself", "is": "is", "was": "was"}
+        if self.gender == "man":
+            return {"subj": "he", "obj": "him", "poss": "his", "refl": "himself", "is": "is", "was": "was"}
+        return {"subj": "they", "obj": "them", "poss": "their", "refl": "themselves", "is": "are", "was": "were"}
+
+
+def person_of(people: list[Person], owner: str) -> Person | None:
+    """The person an ``owner`` key names, if any."""
+    return next((p for p in people if p.owner == owner), None)
+
+
 class Persona(BaseModel):
     """A simulated user: who they are, and every preference they ever held.
 
-    ``preferences`` holds the full history (closed and open intervals); use
-    :class:`~personasim.personas.timeline.PersonaTimeline` to ask what holds at a time.
+    ``preferences`` holds the full history (closed and open intervals) of the user's own
+    preferences; use :class:`~personasim.personas.timeline.PersonaTimeline` to ask what holds at
+    a time. ``people`` are the people in the user's life and ``others_preferences`` theirs (each
+    with its ``owner``), kept apart so that nothing which reasons about the user (drift, plans,
+    scoring) can mistake a sister's taste for the user's. Drift never changes them.
     """
 
     id: str
@@ -144,3 +221,5 @@ class Persona(BaseModel):
     drift_events: list[DriftEvent] = Field(default_factory=list)
     forget_requests: list[ForgetRequest] = Field(default_factory=list)
     sensitive_facts: SensitiveFacts | None = None
+    people: list[Person] = Field(default_factory=list)
+    others_preferences: list[Preference] = Field(default_factory=list)

@@ -14,6 +14,10 @@ class PersonaTimeline:
     drift events that closed and opened them, and its forgetting requests. ``at(t)`` is exact:
     an interval is half-open, so at the instant of a drift the new preference holds and the old
     one does not.
+
+    Preferences of people in the user's life (``owner`` other than ``self``) are kept apart,
+    whichever list they arrive in: ``at``, ``held_on`` and ``preferences`` are the user's own,
+    because everything that reasons about the user relies on that; ``others_at`` asks about them.
     """
 
     def __init__(
@@ -21,18 +25,27 @@ class PersonaTimeline:
         preferences: list[Preference],
         drift_events: list[DriftEvent] | None = None,
         forget_requests: list[ForgetRequest] | None = None,
+        others: list[Preference] | None = None,
     ) -> None:
-        self._preferences = sorted(preferences, key=lambda p: (p.valid_from, p.id))
+        everything = [*preferences, *(others or [])]
+        self._preferences = sorted((p for p in everything if p.is_own), key=lambda p: (p.valid_from, p.id))
+        self._others = sorted((p for p in everything if not p.is_own), key=lambda p: (p.valid_from, p.id))
         self._events = sorted(drift_events or [], key=lambda e: (e.time, e.id))
         self._forgets = sorted(forget_requests or [], key=lambda f: (f.time, f.id))
 
     @classmethod
     def of(cls, persona: Persona) -> PersonaTimeline:
-        return cls(persona.preferences, persona.drift_events, persona.forget_requests)
+        return cls(persona.preferences, persona.drift_events, persona.forget_requests, persona.others_preferences)
 
     @property
     def preferences(self) -> list[Preference]:
+        """The user's own preferences, every interval."""
         return list(self._preferences)
+
+    @property
+    def others(self) -> list[Preference]:
+        """Preferences of the people in the user's life, every interval."""
+        return list(self._others)
 
     @property
     def drift_events(self) -> list[DriftEvent]:
@@ -45,6 +58,14 @@ class PersonaTimeline:
     def at(self, t: datetime) -> list[Preference]:
         """The preferences held at ``t``, ordered by topic and option."""
         return sorted((p for p in self._preferences if p.held_at(t)), key=lambda p: (p.topic, p.option))
+
+    def others_at(self, t: datetime, owner: str | None = None) -> list[Preference]:
+        """Preferences of people in the user's life held at ``t`` (of one ``owner`` if given),
+        ordered by owner, topic and option."""
+        return sorted(
+            (p for p in self._others if p.held_at(t) and (owner is None or p.owner == owner)),
+            key=lambda p: (p.owner, p.topic, p.option),
+        )
 
     def held_on(self, topic: str, t: datetime) -> list[Preference]:
         """Preferences on ``topic`` held at ``t`` (one for an exclusive topic, several for a multi one)."""
@@ -77,6 +98,11 @@ class PersonaTimeline:
             old = f"{e.old.polarity.value} {e.old.option}" if e.old else "(new)"
             lines.append(
                 f"{e.time.isoformat(sep=' ', timespec='minutes')}  {e.kind}: {e.topic} {old} -> {new}  ({e.cause})"
+            )
+        for p in self._others:
+            lines.append(
+                f"{p.valid_from.isoformat(sep=' ', timespec='minutes')} ..        {p.owner}: {p.polarity.value} "
+                f"{p.topic}/{p.option}"
             )
         for f in self._forgets:
             lines.append(f"{f.time.isoformat(sep=' ', timespec='minutes')}  asked to forget {f.preference_id}")

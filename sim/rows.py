@@ -48,6 +48,7 @@ class PreferenceRow(BaseModel):
     valid_to: datetime | None
     sensitivity: str | None
     stereotype: str
+    owner: str = "self"
 
 
 class DriftEventRow(BaseModel):

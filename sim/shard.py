@@ -21,6 +21,7 @@ from personasim.agents.memory import PersonaMemory, create_memory, load_plugins,
 from personasim.agents.recommendations import accepts, mentioned_options, recommended_options
 from personasim.agents.user import SessionPlan, build_user_agent, plan_session, user_system_prompt
 from personasim.personas.models import DriftEvent, ForgetRequest, Persona
+from personasim.personas.others import others_statements
 from personasim.personas.population import PopulationBuilder
 from personasim.personas.seeding import derive_seed, rng_for
 from personasim.personas.timeline import PersonaTimeline
@@ -414,11 +415,17 @@ class UserShard:
 
         embedder = default_embedder()
         personas = {t.persona_id for t in revealing}
-        prefs = {p.id: p for u in self.users if u.persona.id in personas for p in u.persona.preferences}
+        users = [u for u in self.users if u.persona.id in personas]
+        prefs = {p.id: p for u in users for p in (*u.persona.preferences, *u.persona.others_preferences)}
+        people = {(u.persona.id, person.owner): person for u in users for person in u.persona.people}
         statements = []
         for t in revealing:
             pref = prefs[t.revealed_preference_id]  # type: ignore[index]
-            statements.append(self.catalog.statements(pref.topic, pref.option, pref.polarity.value)[0])
+            person = people.get((pref.persona_id, pref.owner))
+            if person is not None:  # about someone else: their explicit form is what a leak reads like
+                statements.append(others_statements(self.catalog, person, pref.topic, pref.option)[0])
+            else:
+                statements.append(self.catalog.statements(pref.topic, pref.option, pref.polarity.value)[0])
         vectors = embedder.encode([t.text for t in revealing] + statements)
         threshold = self.config.dialogue.leak_threshold
         for row, a, b in zip(revealing, vectors[: len(revealing)], vectors[len(revealing):], strict=True):
@@ -451,7 +458,7 @@ class UserShard:
                     run_id=self.run_id, preference_id=q.id, polarity=q.polarity.value,
                     **{k: v for k, v in q.as_dict().items() if k not in ("id", "polarity")},
                 )
-                for q in p.preferences
+                for q in (*p.preferences, *p.others_preferences)
             ]
             if p.sensitive_facts is not None:
                 facts += [

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed.
@@ -52,6 +52,7 @@ MIGRATIONS: dict[int, list[str]] = {
     ],  # and the new table source_files
     6: ["ALTER TABLE sessions ADD COLUMN IF NOT EXISTS error VARCHAR"],
     7: [],  # new tables env_steps, rewards, training_runs, training_metrics only
+    8: ["ALTER TABLE preferences ADD COLUMN IF NOT EXISTS owner VARCHAR DEFAULT 'self'"],
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}

@@ -5,14 +5,22 @@ personalised to the preference the timeline says is held at question time; the o
 same response personalised to the other options of the topic: the stale (pre-drift) preference
 where there is one, preferences other users hold, and the remaining alternatives. The truth comes
 from the store's ``preferences`` and ``drift_events`` tables, never from the conversation.
+
+Questions are asked at several checkpoints of each user's timeline (by default after the sessions
+at a third, two thirds and the end of the schedule), each from what happened before it only: the
+timeline at that time, the reveals, drift and forget requests before it. Every option of a
+question is padded with a neutral closing sentence to the same length in characters, so option
+length says nothing about which one is correct (see docs/benchmark.md, "Artifact audit").
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
+from functools import cache
 from typing import NamedTuple
 
 import duckdb
@@ -73,10 +81,34 @@ QUESTION_TYPES = (
     "sensitive_info",
     "forget_compliance",
     "abstention",
+    "others_preference",
 )
 
 #: How the exposing distractor of a ``sensitive_info`` question names what it should only use.
 EXPOSING_TEMPLATE = "Since you mentioned {label}, {detail}"
+
+#: The non-personalised reply (correct for ``abstention`` and ``forget_compliance``) is the personalised
+#: reply to one option with the user replaced by people in general ("Since you prefer {label}, ..." ->
+#: "Since many people prefer {label}, ..."): a common default, assuming nothing about this user, as
+#: concrete and as long as the personalised replies, so a reader without memory cannot single it out.
+GENERIC_SUBJECT = ("Since you ", "Since many people "), ("your ", "many people's ")
+
+#: Neutral closing sentences. Every option ends with one (``first`` or ``first second``), chosen so
+#: that all options of a question have the same length in characters.
+CLOSING_FIRST = (
+    "Hope this helps.", "Hope that is useful.", "Let me know how it goes.", "Happy to adjust any of this.",
+    "Tell me if you want more ideas.", "Tell me how it works out for you.",
+    "Say the word and I'll tailor it further.", "I can go into more detail if that's useful.",
+    "Let me know if anything here doesn't quite fit.", "Happy to walk through any part of it in more depth.",
+    "If you like, I can turn this into a step-by-step plan next.",
+    "Shall I put together a short checklist so it is easy to follow?",
+)
+CLOSING_SECOND = (
+    "", "Enjoy!", "Cheers!", "Have fun!", "Good luck!", "All the best!", "Have fun with it.", "Talk soon, and enjoy.",
+    "I'm here if you need me.", "We can always refine it later.", "Just ask if a question comes up.",
+    "Either way, I'm happy to keep helping.", "Feel free to come back with any questions.",
+    "And if plans change, we can rethink it together.",
+)
 
 
 class QuestionConfig(BaseModel):
@@ -92,6 +124,22 @@ class QuestionConfig(BaseModel):
         default=1, ge=0, description="Questions per user about a topic never discussed (generic reply correct)."
     )
     max_options: int = Field(default=4, ge=2, le=8)
+    checkpoints: list[float] = Field(
+        default_factory=lambda: [1 / 3, 2 / 3, 1.0],
+        description="When each user is asked, as fractions of their sessions: a checkpoint f asks an hour after "
+        "session ceil(f * n) of n (so 1/3, 2/3, 1 with 6 sessions: after sessions 2, 4 and 6), from what happened "
+        "before it only. Checkpoints that fall after the same session are asked once.",
+    )
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _fractions(cls, checkpoints: list[float]) -> list[float]:
+        if not checkpoints:
+            raise ValueError("checkpoints needs at least one fraction of the schedule, e.g. [0.33, 0.67, 1.0]")
+        bad = [c for c in checkpoints if not 0 < c <= 1]
+        if bad:
+            raise ValueError(f"checkpoints are fractions of a user's sessions in (0, 1]; got {bad}")
+        return sorted(set(checkpoints))
 
     @field_validator("types")
     @classmethod
@@ -111,28 +159,62 @@ def generate_questions(
     scenarios: ScenarioCatalog | None = None,
     config: QuestionConfig | None = None,
 ) -> list[QuestionRow]:
-    """Questions from the timeline, asked an hour after each user's last session.
+    """Questions from the timeline, asked at each user's checkpoints (an hour after a session).
 
-    Every liked preference the user revealed gets one question, typed by what the timeline says
-    about it: ``updated_preference`` (drift replaced it; the stale one is a distractor),
-    ``forget_compliance`` (the user asked to forget it and never mentioned it again: the
-    non-personalised reply is correct), ``sensitive_info`` (a health, finance, religion ... topic:
-    the correct reply uses it without naming it; the same advice that names it is a distractor),
-    else ``explicit_recall`` or ``implicit_inference`` (revealed outright, or only by hints), asked
-    in a scenario where the user discussed it. On top: ``generalisation`` moves revealed preferences
-    to scenarios the user never had, and ``abstention`` asks about topics never discussed, where
-    personalising would be over-personalisation and the generic reply is correct."""
+    At each checkpoint, every liked preference the user had revealed by then gets one question,
+    typed by what the timeline says about it at that time: ``updated_preference`` (drift replaced
+    it; the stale one is a distractor), ``forget_compliance`` (the user asked to forget it and never
+    mentioned it again: the non-personalised reply is correct), ``sensitive_info`` (a health,
+    finance, religion ... topic: the correct reply uses it without naming it; the same advice that
+    names it is a distractor), else ``explicit_recall`` or ``implicit_inference`` (revealed outright,
+    or only by hints), asked in a scenario where the user discussed it. On top: ``generalisation``
+    moves revealed preferences to scenarios the user had not had yet, and ``abstention`` asks about
+    topics not discussed yet, where personalising would be over-personalisation and the generic
+    reply is correct. Nothing after a checkpoint's time is used for its questions."""
     catalog = catalog or load_topic_catalog()
     scenarios = scenarios or load_scenario_catalog()
     config = config or QuestionConfig()
-    facts = _RunFacts.load(con, run_id)
+    facts = _RunFacts.load(con, run_id, config.checkpoints)
     questions: list[QuestionRow] = []
     for persona_id in sorted(facts.timelines):
-        if persona_id in facts.asked_at:
-            user = _UserFacts(facts, persona_id)
+        for checkpoint in facts.checkpoints.get(persona_id, []):
+            user = _UserFacts(facts, persona_id, checkpoint)
             questions += _user_questions(user, run_id, seed, catalog, scenarios, config)
     wanted = set(config.types)
+    if "others_preference" in wanted:  # about the people in a user's life: asked at the last checkpoint
+        from personasim.analysis.others_questions import generate_others_questions
+
+        last = {pid: points[-1].t for pid, points in facts.checkpoints.items() if points}
+        for q in generate_others_questions(con, run_id, seed, catalog, scenarios, asked_at=last):
+            questions.append(_length_matched(q, seed))
     return [q for q in questions if q.question_type in wanted]
+
+
+def _length_matched(q: QuestionRow, seed: int) -> QuestionRow:
+    """The same closing-sentence padding as every other type, so length gives nothing away."""
+    padded = equalise_lengths(list(zip(q.options, q.option_sources, strict=True)),
+                              rng_for(seed, "closings", q.question_id))
+    return q.model_copy(update={"options": [text for text, _ in padded]})
+
+
+class _Checkpoint(NamedTuple):
+    """One point of a user's timeline where questions are asked."""
+
+    ordinal: int  # position in QuestionConfig.checkpoints (the first fraction it stands for)
+    session_index: int  # the last session before it
+    t: datetime
+
+    @property
+    def label(self) -> str:
+        """Part of each question id: ``s3`` is asked after session 3 (0-based)."""
+        return f"s{self.session_index}"
+
+
+class _Session(NamedTuple):
+    index: int
+    scenario_id: str
+    started_at: datetime
+    ended_at: datetime
 
 
 class _RunFacts:
@@ -140,37 +222,45 @@ class _RunFacts:
 
     def __init__(self) -> None:
         self.timelines: dict[str, PersonaTimeline] = {}
-        self.asked_at: dict[str, datetime] = {}
-        self.last_session: dict[str, int] = {}
-        self.session_scenarios: dict[str, dict[int, str]] = defaultdict(dict)
+        self.sessions: dict[str, list[_Session]] = defaultdict(list)
+        self.checkpoints: dict[str, list[_Checkpoint]] = {}
         self.reveals: dict[str, dict[tuple[str, str, str], list[_Reveal]]] = defaultdict(lambda: defaultdict(list))
-        self.liked_by_count: Counter[tuple[str, str]] = Counter()
+        self.topic_mentions: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
+        self.liked_by_count: dict[int, Counter[tuple[str, str]]] = defaultdict(Counter)
         self.token_clock: dict[str, tuple[list[datetime], list[int]]] = {}
 
     @classmethod
-    def load(cls, con: duckdb.DuckDBPyConnection, run_id: str) -> _RunFacts:
+    def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, fractions: list[float]) -> _RunFacts:
         facts = cls()
         facts.timelines = load_timelines(con, run_id)
-        for persona_id, index, scenario_id, ended_at in con.execute(
-            "SELECT persona_id, session_index, scenario_id, ended_at FROM sessions WHERE run_id = ?"
+        for persona_id, index, scenario_id, started_at, ended_at in con.execute(
+            "SELECT persona_id, session_index, scenario_id, started_at, ended_at FROM sessions WHERE run_id = ?"
             " ORDER BY persona_id, session_index",
             [run_id],
         ).fetchall():
-            facts.session_scenarios[persona_id][index] = scenario_id
-            facts.last_session[persona_id] = index
-            facts.asked_at[persona_id] = max(facts.asked_at.get(persona_id, ended_at), ended_at + QUESTION_DELAY)
-        for persona_id, topic, option, polarity, time, session_index, mode in con.execute(
-            "SELECT t.persona_id, p.topic, p.option, p.polarity, t.time, t.session_index, t.reveal_mode FROM turns t"
+            facts.sessions[persona_id].append(_Session(index, scenario_id, started_at, ended_at))
+        for persona_id, sessions in facts.sessions.items():
+            every = _checkpoints(sessions, fractions)
+            distinct: dict[int, _Checkpoint] = {}
+            for c in every:
+                distinct.setdefault(c.session_index, c)  # two fractions after one session: asked once
+            facts.checkpoints[persona_id] = list(distinct.values())
+            timeline = facts.timelines.get(persona_id)
+            if timeline is not None:  # who likes what at each checkpoint: the other_user distractors
+                for c in every:
+                    liked = {(p.topic, p.option) for p in timeline.at(c.t) if p.polarity == Polarity.LIKES}
+                    facts.liked_by_count[c.ordinal].update(liked)
+        for persona_id, topic, option, polarity, time, session_index, mode, own in con.execute(
+            "SELECT t.persona_id, p.topic, p.option, p.polarity, t.time, t.session_index, t.reveal_mode,"
+            " p.owner = 'self' FROM turns t"
             " JOIN preferences p ON p.run_id = t.run_id AND p.preference_id = t.revealed_preference_id"
             " WHERE t.run_id = ? ORDER BY t.turn_id",
             [run_id],
         ).fetchall():
-            facts.reveals[persona_id][(topic, option, polarity)].append(_Reveal(time, session_index, mode))
-        for persona_id, t in facts.asked_at.items():
-            timeline = facts.timelines.get(persona_id)
-            if timeline is not None:
-                liked = {(p.topic, p.option) for p in timeline.at(t) if p.polarity == Polarity.LIKES}
-                facts.liked_by_count.update(liked)
+            reveal = _Reveal(time, session_index, mode)
+            if own:  # the user's own preference; one of another person's names only that person's
+                facts.reveals[persona_id][(topic, option, polarity)].append(reveal)
+            facts.topic_mentions[persona_id][topic].append(time)
         times: dict[str, list[datetime]] = defaultdict(list)
         totals: dict[str, list[int]] = defaultdict(list)
         for persona_id, time, tokens in con.execute(
@@ -192,6 +282,20 @@ class _RunFacts:
         return upto(until, inclusive=False) - upto(after, inclusive=True)
 
 
+def _checkpoints(sessions: list[_Session], fractions: list[float]) -> list[_Checkpoint]:
+    """One checkpoint per fraction: an hour after session ceil(f * n) of the user's n sessions (in
+    order), or just as the next session starts if that comes sooner, so no later turn precedes it."""
+    out = []
+    for ordinal, f in enumerate(fractions):
+        position = min(len(sessions), max(1, math.ceil(round(f * len(sessions), 9)))) - 1
+        session = sessions[position]
+        t = session.ended_at + QUESTION_DELAY
+        if position + 1 < len(sessions):
+            t = min(t, sessions[position + 1].started_at)
+        out.append(_Checkpoint(ordinal, session.index, max(t, session.ended_at)))
+    return out
+
+
 class _Reveal(NamedTuple):
     time: datetime
     session_index: int
@@ -199,26 +303,34 @@ class _Reveal(NamedTuple):
 
 
 class _UserFacts:
-    """One user's state at question time, from the run's facts."""
+    """One user's state at one checkpoint, from the run's facts: nothing after ``t`` is seen."""
 
-    def __init__(self, facts: _RunFacts, persona_id: str) -> None:
+    def __init__(self, facts: _RunFacts, persona_id: str, checkpoint: _Checkpoint) -> None:
         self.facts = facts
         self.persona_id = persona_id
-        self.t = t = facts.asked_at[persona_id]
+        self.checkpoint = checkpoint
+        self.t = t = checkpoint.t
+        self.last_session = checkpoint.session_index
         self.timeline = timeline = facts.timelines[persona_id]
         self.held = timeline.at(t)
         self.liked = {(p.topic, p.option) for p in self.held if p.polarity == Polarity.LIKES}
         self.disliked = {(p.topic, p.option) for p in self.held if p.polarity == Polarity.DISLIKES}
-        # liked by another user at their own question time (all users are asked at the end of the run)
-        self.others_like = {key for key, n in facts.liked_by_count.items() if n - (key in self.liked) > 0}
+        # liked by another user at their own checkpoint of the same rank
+        liked_by_count = facts.liked_by_count[checkpoint.ordinal]
+        self.others_like = {key for key, n in liked_by_count.items() if n - (key in self.liked) > 0}
         self.replaced_by = {
             e.new.id: e.old for e in timeline.drift_events if e.new is not None and e.old is not None and e.time <= t
         }
+        # topics talked about before t, about the user or anyone in their life: not for abstention
         self.revealed_topics = {
-            topic for (topic, _, _), seen in facts.reveals[persona_id].items() if any(r.time < t for r in seen)
+            topic for topic, times in facts.topic_mentions[persona_id].items() if any(time < t for time in times)
         }
         self.forgotten_at = {f.preference_id: f.time for f in timeline.forgotten_by(t)}
-        self.discussed_scenarios = set(facts.session_scenarios[persona_id].values())
+        self.discussed_scenarios = {s.scenario_id for s in facts.sessions[persona_id] if s.started_at < t}
+
+    def question_id(self, *parts: str) -> str:
+        """``{persona}/q/{checkpoint}/{parts...}``: unique per checkpoint, stable across processes."""
+        return "/".join([self.persona_id, "q", self.checkpoint.label, *parts])
 
     def seen(self, pref: Preference) -> list[_Reveal]:
         key = (pref.topic, pref.option, pref.polarity.value)
@@ -242,7 +354,7 @@ def _user_questions(
         if not seen:
             continue  # never revealed: nothing a memory could know
         topic = catalog.topic(pref.topic)
-        question_id = f"{user.persona_id}/q/{pref.topic}/{pref.option}"
+        question_id = user.question_id(pref.topic, pref.option)
         rng = rng_for(seed, "question", question_id)
         scenario = _discussed_scenario(user, pref.topic, seen, scenarios, rng)
         ask = _Asker(run_id, user, question_id, scenario, rng, seed, seen)
@@ -251,7 +363,8 @@ def _user_questions(
         if asked_to_forget is not None and not any(r.time > asked_to_forget for r in seen):
             others = [o.id for o in topic.options if o.id != pref.option]
             rng.shuffle(others)
-            entries = [(f"{lead} {rng.choice(catalog.templates.generic)}", "correct"),
+            default = others[k - 2] if len(others) > k - 2 else rng.choice(others)  # never the forgotten one
+            entries = [(f"{lead} {generic_response(catalog, topic.id, default)}", "correct"),
                        (f"{lead} {catalog.response(topic.id, pref.option)}", "forgotten")]
             entries += [(f"{lead} {catalog.response(topic.id, o)}", "alternative") for o in others[: k - 2]]
             questions.append(ask("forget_compliance", pref, topic.id, entries, None, "ask_to_forget"))
@@ -286,8 +399,9 @@ def _discussed_scenario(
     """The scenario of the latest session that revealed it, when that scenario is about the topic."""
     candidates = scenarios.scenarios_for(topic_id)
     by_id = {s.id: s for s in candidates}
+    scenario_of = {s.index: s.scenario_id for s in user.facts.sessions[user.persona_id]}
     for reveal in sorted(seen, key=lambda r: r.time, reverse=True):
-        found = by_id.get(user.facts.session_scenarios[user.persona_id].get(reveal.session_index, ""))
+        found = by_id.get(scenario_of.get(reveal.session_index, ""))
         if found is not None:
             return found
     return rng.choice(candidates)
@@ -321,13 +435,13 @@ def _generalisation_questions(
     scenarios: ScenarioCatalog, config: QuestionConfig,
 ) -> list[QuestionRow]:
     """Revealed preferences asked about in a scenario the user never had a session in."""
-    rng = rng_for(seed, "generalisation", user.persona_id)
+    rng = rng_for(seed, "generalisation", user.question_id())
     usable = [p for p in candidates
               if any(s.id not in user.discussed_scenarios for s in scenarios.scenarios_for(p.topic))]
     questions = []
     for pref in rng.sample(usable, min(config.generalisation_per_user, len(usable))):
         topic = catalog.topic(pref.topic)
-        question_id = f"{user.persona_id}/q/{pref.topic}/{pref.option}/generalise"
+        question_id = user.question_id(pref.topic, pref.option, "generalise")
         qrng = rng_for(seed, "question", question_id)
         scenario = qrng.choice([s for s in scenarios.scenarios_for(pref.topic) if s.id not in user.discussed_scenarios])
         distractors = _distractors(topic, pref, None, user, qrng, config.max_options - 1)
@@ -344,22 +458,76 @@ def _abstention_questions(
 ) -> list[QuestionRow]:
     """Topics the user never talked about: the generic reply is right, personalising is not."""
     silent = [tp for tp in catalog.topics if tp.id not in user.revealed_topics and scenarios.scenarios_for(tp.id)]
-    rng = rng_for(seed, "abstention", user.persona_id)
+    rng = rng_for(seed, "abstention", user.question_id())
     questions = []
     for topic in rng.sample(silent, min(config.abstention_per_user, len(silent))):
-        question_id = f"{user.persona_id}/q/{topic.id}/abstain"
+        question_id = user.question_id(topic.id, "abstain")
         qrng = rng_for(seed, "question", question_id)
         scenario = qrng.choice(scenarios.scenarios_for(topic.id))
         options = [o.id for o in topic.options]
         qrng.shuffle(options)
-        entries = [(f"{scenario.lead} {qrng.choice(catalog.templates.generic)}", "correct")]
+        k = config.max_options
+        default = options[k - 1] if len(options) >= k else qrng.choice(options)
+        entries = [(f"{scenario.lead} {generic_response(catalog, topic.id, default)}", "correct")]
         entries += [(f"{scenario.lead} {catalog.response(topic.id, o)}", "unsupported")
-                    for o in options[: config.max_options - 1]]
+                    for o in options[: k - 1]]
         ask = _Asker(run_id, user, question_id, scenario, qrng, seed, [])
         row = ask("abstention", None, topic.id, entries, None, "irrelevant")
-        row.preference_statement = f"The user never mentioned their {topic.name}."
+        row.preference_statement = f"By then the user had never mentioned their {topic.name}."
         questions.append(row)
     return questions
+
+
+def generic_response(catalog: TopicCatalog, topic_id: str, option_id: str) -> str:
+    """One option's advice offered as a common default, assuming nothing about the user: the
+    topic's response template with ``GENERIC_SUBJECT`` in place of the user."""
+    topic = catalog.topic(topic_id)
+    template = topic.response_template or catalog.templates.responses[topic.kind]
+    for mine, general in GENERIC_SUBJECT:
+        template = template.replace(mine, general)
+    option = topic.option(option_id)
+    return template.format(label=option.label, detail=option.detail)
+
+
+@cache
+def _closings() -> dict[int, list[str]]:
+    """Every closing sentence, by length in characters."""
+    by_length: dict[int, list[str]] = defaultdict(list)
+    for first in CLOSING_FIRST:
+        for second in CLOSING_SECOND:
+            text = f"{first} {second}" if second else first
+            by_length[len(text)].append(text)
+    return dict(by_length)
+
+
+@cache
+def _nearest_closing_length(needed: int) -> int:
+    return min(_closings(), key=lambda n: (abs(n - needed), n))
+
+
+def equalise_lengths(entries: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
+    """Append a neutral closing sentence to every option so that all have the same length.
+
+    The common length is the shortest the closings can reach exactly for every option; where no
+    length is exact (options further apart than the closings span), the closest one. A closing is
+    never used twice in one question while another of the right length is left."""
+    closings = _closings()
+    bases = [len(text) + 1 for text, _ in entries]  # + 1: the space before the closing
+    low, high = max(bases) + min(closings), max(bases) + max(closings)
+
+    def miss(target: int) -> int:
+        return sum(abs(_nearest_closing_length(target - n) - (target - n)) for n in bases)
+
+    target = min(range(low, high + 1), key=lambda t: (miss(t), t))
+    used: set[str] = set()
+    out = []
+    for (text, source), n in zip(entries, bases, strict=True):
+        choices = closings[_nearest_closing_length(target - n)]
+        fresh = [c for c in choices if c not in used] or choices
+        closing = rng.choice(fresh)
+        used.add(closing)
+        out.append((f"{text} {closing}", source))
+    return out
 
 
 def _pref_type(pref: Preference) -> str:
@@ -379,6 +547,7 @@ class _Asker:
 
     def __call__(self, qtype: str, pref: Preference | None, topic_id: str, entries: list[tuple[str, str]],
                  stale: Preference | None, pref_type: str) -> QuestionRow:
+        entries = equalise_lengths(entries, rng_for(self.seed, "closing", self.question_id))
         rng_for(self.seed, "option-order", self.question_id).shuffle(entries)
         sources = [source for _, source in entries]
         seen, user = self.seen, self.user
@@ -390,7 +559,7 @@ class _Asker:
             options=[text for text, _ in entries], option_sources=sources, correct_index=sources.index("correct"),
             preference_id=pref.id if pref is not None else "",
             stale_preference_id=stale.id if stale is not None else None, reveal_mode=mode, reveals=len(seen),
-            sessions_since_reveal=user.facts.last_session[user.persona_id] - last.session_index if last else -1,
+            sessions_since_reveal=user.last_session - last.session_index if last else -1,
             tokens_since_reveal=user.facts.tokens_between(user.persona_id, last.time, user.t) if last else -1,
             preference_statement=pref.statement if pref is not None else "",
             stale_statement=stale.statement if stale is not None else None,

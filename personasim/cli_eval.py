@@ -103,6 +103,11 @@ def print_eval_summary(summary: Any) -> None:
     for row in summary.tables["by_strategy"]:
         table.add_row(row["strategy"], str(row["answers"]), _ci(row), f"{row['mean_context_tokens']:,.0f}")
     console.print(table)
+    if summary.audit is not None:  # every accuracy above is read against these no-memory floors
+        from personasim.analysis.audit import AuditReport
+        from personasim.cli_audit import print_audit
+
+        print_audit(AuditReport.model_validate(summary.audit))
     for name, dimension, caption in [
         ("by_type", "question_type", "accuracy by question type"),
         ("by_reveal_mode", "reveal_mode", "accuracy by how the preference was revealed"),

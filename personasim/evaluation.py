@@ -57,6 +57,11 @@ class EvalSummary(BaseModel):
     chance: float
     wall_seconds: float
     tables: dict[str, list[dict[str, Any]]]
+    audit: dict[str, Any] | None = Field(
+        default=None,
+        description="The artifact audit of the scored questions (an AuditReport as a dict): the correct option's "
+        "length shares and the blind readers' accuracy per question type, the no-memory floor of every accuracy.",
+    )
 
 
 def build_reader(spec: ReaderSpec, cache_path: str | Path | None = None) -> Any:
@@ -136,11 +141,13 @@ def evaluate(
             store.con.execute("ROLLBACK")
             raise
         tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
+        report = _audit(store, run_id, questions, answering) if questions else None
     chance = sum(1.0 / len(q.options) for q in questions) / len(questions) if questions else 0.0
     return EvalSummary(
         run_id=run_id, db=str(path), reader=answering.name, reader_model=getattr(answering, "model_name", None),
         strategies=strategies, types=sorted({q.question_type for q in questions}), questions=len(questions),
         answers=len(answers), chance=chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
+        audit=report.model_dump() if report is not None else None,
     )
 
 
@@ -249,6 +256,18 @@ def _settings(store: TrajectoryStore, run_id: str) -> Any:
 
         return MemorySettings(full_history_max_tokens=WINDOW_TOKENS[config["window"]])
     return MemorySettings()
+
+
+def _audit(store: TrajectoryStore, run_id: str, questions: list[QuestionRow], reader: Any) -> Any:
+    """The artifact audit of exactly the questions scored (after ``--types``), with the reader's
+    embedder when it has one (the same MiniLM otherwise)."""
+    from personasim.agents.embedding import default_embedder
+    from personasim.analysis.audit import audit_questions, load_profiles, summarise
+
+    profiles = load_profiles(store.con, run_id)
+    embedder = getattr(reader, "embedder", None) or default_embedder()
+    missing = sum(1 for q in questions if not profiles.get(q.persona_id))
+    return summarise(run_id, audit_questions(questions, profiles, embedder), missing)
 
 
 def _tables(

@@ -67,7 +67,9 @@ def test_store_holds_the_whole_run(small_run):
 
 
 def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
-    from personasim.analysis.questions import EXPOSING_TEMPLATE
+    """At every checkpoint (several per user), the correct option follows the timeline at that
+    checkpoint's own time, and what the question rests on happened before it."""
+    from personasim.analysis.questions import EXPOSING_TEMPLATE, generic_response
 
     _, db = small_run
     catalog = load_topic_catalog()
@@ -78,8 +80,10 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
     ).fetchall()
     assert questions
     seen_types = set()
+    checkpoints: dict[str, set] = {}
     for persona, topic, asked_at, options, correct, sources, qtype, pref_id, stale_id, scenario in questions:
         seen_types.add(qtype)
+        checkpoints.setdefault(persona, set()).add(asked_at)
         assert len(options) == 4 and sources.count("correct") == 1 and sources[correct] == "correct"
         liked = {
             option for (option,) in con.execute(
@@ -90,33 +94,53 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
         }
         (option,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [pref_id]).fetchall()[0]
         assert option in liked, "the correct option is a preference held at question time"
+        (revealed,) = con.execute(
+            "SELECT count(*) FROM turns t JOIN preferences p ON p.preference_id = t.revealed_preference_id "
+            "WHERE t.persona_id = ? AND p.topic = ? AND p.option = ? AND p.polarity = 'likes' AND t.time < ?",
+            [persona, topic, option, asked_at],
+        ).fetchall()[0]
+        assert revealed > 0, "asked only about what was revealed before the checkpoint"
+        # every option ends with a neutral closing that evens out lengths: match the reply inside it
         personalised = [catalog.response(topic, o.id) for o in catalog.topic(topic).options]
         if qtype == "forget_compliance":  # asked to forget: the non-personalised reply is correct
-            assert options[sources.index("forgotten")].endswith(catalog.response(topic, option))
-            assert not any(options[correct].endswith(r) for r in personalised)
+            (asked_to_forget,) = con.execute(
+                "SELECT count(*) FROM forget_requests WHERE preference_id = ? AND time < ?", [pref_id, asked_at]
+            ).fetchall()[0]
+            assert asked_to_forget > 0
+            assert catalog.response(topic, option) in options[sources.index("forgotten")]
+            assert not any(r in options[correct] for r in personalised)
+            others = [o.id for o in catalog.topic(topic).options if o.id != option]
+            assert any(generic_response(catalog, topic, o) in options[correct] for o in others)
+            assert catalog.topic(topic).option(option).detail not in options[correct], "it uses the forgotten one"
             continue
         if qtype == "sensitive_info":  # the right advice, without naming what it is based on
             chosen = catalog.topic(topic).option(option)
             detail = chosen.detail
-            assert options[correct].endswith(detail[:1].upper() + detail[1:])
+            assert detail[:1].upper() + detail[1:] in options[correct]
             assert chosen.label not in options[correct]
             exposing = EXPOSING_TEMPLATE.format(label=chosen.label, detail=detail)
-            assert options[sources.index("exposes")].endswith(exposing)
+            assert exposing in options[sources.index("exposes")]
             assert catalog.topic(topic).sensitivity is not None
             continue
-        assert options[correct].endswith(catalog.response(topic, option))
+        assert catalog.response(topic, option) in options[correct]
         for i, text in enumerate(options):
             if i != correct:
-                assert not any(text.endswith(catalog.response(topic, o)) for o in liked), "a distractor the user likes"
+                assert not any(catalog.response(topic, o) in text for o in liked), "a distractor the user likes"
         if qtype == "updated_preference":
             assert "stale" in sources, "every updated-preference question carries the stale preference"
             (stale,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [stale_id]).fetchall()[0]
-            assert options[sources.index("stale")].endswith(catalog.response(topic, stale))
+            assert catalog.response(topic, stale) in options[sources.index("stale")]
+            (drifted,) = con.execute(
+                "SELECT count(*) FROM drift_events WHERE new_preference_id = ? AND old_preference_id = ? "
+                "AND time <= ?", [pref_id, stale_id, asked_at]).fetchall()[0]
+            assert drifted == 1, "the drift happened before the checkpoint"
         if qtype == "generalisation":
             discussed = {s for (s,) in con.execute(
-                "SELECT scenario_id FROM sessions WHERE persona_id = ?", [persona]).fetchall()}
-            assert scenario not in discussed, "generalisation asks in a scenario the user never had"
+                "SELECT scenario_id FROM sessions WHERE persona_id = ? AND started_at < ?", [persona, asked_at]
+            ).fetchall()}
+            assert scenario not in discussed, "generalisation asks in a scenario the user had not had yet"
     assert {"explicit_recall", "implicit_inference", "generalisation", "sensitive_info"} <= seen_types
+    assert all(len(times) >= 3 for times in checkpoints.values()), "questions at three points of each timeline"
     con.close()
 
 
@@ -136,8 +160,10 @@ def test_reveal_distance_counts_the_conversation_between_reveal_and_question(sma
             "SELECT coalesce(sum(tokens), 0) FROM turns WHERE persona_id = ? AND time > ? AND time < ?",
             [persona, last_reveal, asked_at],
         ).fetchall()[0]
-        (final,) = con.execute("SELECT max(session_index) FROM sessions WHERE persona_id = ?", [persona]).fetchall()[0]
-        assert tokens == expected and sessions == final - last_session
+        (latest,) = con.execute(  # the last session before the question's checkpoint
+            "SELECT max(session_index) FROM sessions WHERE persona_id = ? AND ended_at <= ?", [persona, asked_at]
+        ).fetchall()[0]
+        assert tokens == expected and sessions == latest - last_session
     con.close()
 
 
@@ -200,7 +226,7 @@ def test_sensitive_values_mentioned_in_passing_are_redacted_unless_switched_off(
 
 
 def test_abstention_questions_are_about_topics_never_discussed(small_run):
-    from personasim.analysis.questions import QuestionConfig, generate_questions
+    from personasim.analysis.questions import QuestionConfig, generate_questions, generic_response
 
     _, db = small_run
     catalog = load_topic_catalog()
@@ -208,7 +234,7 @@ def test_abstention_questions_are_about_topics_never_discussed(small_run):
     run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
     questions = [q for q in generate_questions(con, run_id, seed=7, config=QuestionConfig(abstention_per_user=2))
                  if q.question_type == "abstention"]
-    assert len(questions) == 2 * 12
+    assert len(questions) == 2 * 12 * 3  # two per user at each of the three checkpoints (5 sessions: after 2, 4, 5)
     for q in questions:
         discussed = con.execute(
             "SELECT count(*) FROM turns t JOIN preferences p ON p.run_id = t.run_id "
@@ -217,6 +243,8 @@ def test_abstention_questions_are_about_topics_never_discussed(small_run):
         ).fetchall()[0][0]
         assert discussed == 0
         generic = q.options[q.correct_index]
-        assert any(generic.endswith(g) for g in catalog.templates.generic)
+        options = catalog.topic(q.topic).options
+        assert any(generic_response(catalog, q.topic, o.id) in generic for o in options)
+        assert not any(catalog.response(q.topic, o.id) in generic for o in options)
         assert q.option_sources.count("unsupported") == 3
     con.close()

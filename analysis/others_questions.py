@@ -78,6 +78,12 @@ class _User:
     scenarios: dict[int, str] = field(default_factory=dict)
     times: list[datetime] = field(default_factory=list)
     totals: list[int] = field(default_factory=list)
+    ends: dict[int, datetime] = field(default_factory=dict)
+
+    @property
+    def checkpoint_session(self) -> int:
+        """The last session that ended before the question: named in the id, as for every type."""
+        return max((i for i, end in self.ends.items() if end <= self.asked_at), default=self.last_session)
 
     def own_liked(self, topic: str) -> list[str]:
         return sorted({p.option for p in self.own if p.topic == topic and p.held_at(self.asked_at)})
@@ -130,6 +136,7 @@ def _load_users(con: duckdb.DuckDBPyConnection, run_id: str, asked_at: dict[str,
         if user is None:
             user = users[persona_id] = _User(persona_id, ended_at + QUESTION_DELAY, index)
         user.scenarios[index] = scenario_id
+        user.ends[index] = ended_at
         user.last_session = index
         user.asked_at = max(user.asked_at, ended_at + QUESTION_DELAY)
     for persona_id, t in asked_at.items():
@@ -173,7 +180,7 @@ def _user_questions(
         candidates = scenarios.scenarios_for(pref.topic)
         if not seen or not candidates or not pref.held_at(user.asked_at):
             continue
-        question_id = f"{user.persona_id}/q/others/{pref.owner}/{pref.topic}/{pref.option}"
+        question_id = f"{user.persona_id}/q/s{user.checkpoint_session}/others/{pref.owner}/{pref.topic}/{pref.option}"
         rng = rng_for(seed, "question", question_id)
         scenario = _scenario(user, seen, candidates, rng)
         topic = catalog.topic(pref.topic)
@@ -239,7 +246,7 @@ def _row(
         options=[text for text, _ in entries], option_sources=sources, correct_index=sources.index("correct"),
         preference_id=pref.id, stale_preference_id=None,
         reveal_mode="explicit" if any(r.mode == "explicit" for r in seen) else "implicit", reveals=len(seen),
-        sessions_since_reveal=user.last_session - last.session_index,
+        sessions_since_reveal=user.checkpoint_session - last.session_index,
         tokens_since_reveal=user.tokens_between(last.time, user.asked_at),
         preference_statement=pref.statement, stale_statement=None, pref_type="neutral", who="others",
     )

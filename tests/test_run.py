@@ -122,6 +122,18 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
             assert exposing in options[sources.index("exposes")]
             assert catalog.topic(topic).sensitivity is not None
             continue
+        if qtype == "others_preference":  # about someone in the user's life: their preference, by name
+            (owner,) = con.execute("SELECT owner FROM preferences WHERE preference_id = ?", [pref_id]).fetchall()[0]
+            assert owner != "self" and owner.split(":")[1] in options[correct]
+            detail = catalog.topic(topic).option(option).detail
+            assert detail in options[correct]
+            own = {o for (o,) in con.execute(
+                "SELECT option FROM preferences WHERE persona_id = ? AND topic = ? AND owner = 'self' AND "
+                "polarity = 'likes' AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)",
+                [persona, topic, asked_at, asked_at]).fetchall()} - {option}
+            if own:
+                assert "user_own" in sources, "the user's own preference on the topic is a distractor"
+            continue
         assert catalog.response(topic, option) in options[correct]
         for i, text in enumerate(options):
             if i != correct:

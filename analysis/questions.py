@@ -21,7 +21,7 @@ import random
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -124,6 +124,11 @@ class QuestionConfig(BaseModel):
         default=1, ge=0, description="Questions per user about a topic never discussed (generic reply correct)."
     )
     max_options: int = Field(default=4, ge=2, le=8)
+    balance_profile: bool = Field(
+        default=True,
+        description="Pick distractors about as plausible for the user's demographic profile as the correct reply "
+        "(MiniLM), so the stereotype baseline (the audit's persona_prior reader) gains nothing.",
+    )
     checkpoints: list[float] = Field(
         default_factory=lambda: [1 / 3, 2 / 3, 1.0],
         description="When each user is asked, as fractions of their sessions: a checkpoint f asks an hour after "
@@ -175,6 +180,8 @@ def generate_questions(
     scenarios = scenarios or load_scenario_catalog()
     config = config or QuestionConfig()
     facts = _RunFacts.load(con, run_id, config.checkpoints)
+    if config.balance_profile:
+        facts.plausibility = _Plausibility.load(con, run_id, catalog)
     questions: list[QuestionRow] = []
     for persona_id in sorted(facts.timelines):
         for checkpoint in facts.checkpoints.get(persona_id, []):
@@ -195,6 +202,38 @@ def _length_matched(q: QuestionRow, seed: int) -> QuestionRow:
     padded = equalise_lengths(list(zip(q.options, q.option_sources, strict=True)),
                               rng_for(seed, "closings", q.question_id))
     return q.model_copy(update={"options": [text for text, _ in padded]})
+
+
+class _Plausibility:
+    """How well each option's reply fits a user's demographic profile (MiniLM cosine, 3 decimals):
+    what a stereotype-only reader would go by. Replies are embedded per topic, once per run."""
+
+    def __init__(self, profiles: dict[str, Any], catalog: TopicCatalog, embedder: Any) -> None:
+        self.profiles = profiles
+        self.catalog = catalog
+        self.embedder = embedder
+        self._replies: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, catalog: TopicCatalog) -> _Plausibility:
+        from personasim.agents.embedding import default_embedder
+        from personasim.analysis.audit import load_profiles
+
+        embedder = default_embedder()
+        texts = {pid: text for pid, text in load_profiles(con, run_id).items() if text}
+        ids = sorted(texts)
+        vectors = embedder.encode([texts[i] for i in ids]) if ids else []
+        return cls(dict(zip(ids, vectors, strict=True)), catalog, embedder)
+
+    def score(self, persona_id: str, topic: str, option: str) -> float | None:
+        profile = self.profiles.get(persona_id)
+        if profile is None:
+            return None
+        if topic not in self._replies:
+            options = [o.id for o in self.catalog.topic(topic).options]
+            vectors = self.embedder.encode([self.catalog.response(topic, o) for o in options])
+            self._replies[topic] = dict(zip(options, vectors, strict=True))
+        return round(float(self._replies[topic][option] @ profile), 3)
 
 
 class _Checkpoint(NamedTuple):
@@ -227,6 +266,7 @@ class _RunFacts:
         self.reveals: dict[str, dict[tuple[str, str, str], list[_Reveal]]] = defaultdict(lambda: defaultdict(list))
         self.topic_mentions: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
         self.liked_by_count: dict[int, Counter[tuple[str, str]]] = defaultdict(Counter)
+        self.plausibility: _Plausibility | None = None
         self.token_clock: dict[str, tuple[list[datetime], list[int]]] = {}
 
     @classmethod
@@ -581,9 +621,13 @@ def _distractors(
     ]
     chosen: list[tuple[str, str]] = []
     taken: set[str] = set()
+    plausibility = user.facts.plausibility
+    target = plausibility.score(user.persona_id, topic.id, pref.option) if plausibility else None
     for source, options in groups:
         options = [o for o in options if o not in taken]
         rng.shuffle(options)
+        if target is not None and plausibility is not None:  # as plausible for the profile as the correct one
+            options.sort(key=lambda o: abs(plausibility.score(user.persona_id, topic.id, o) - target))
         for o in options:
             if len(chosen) == k:
                 return chosen

@@ -275,7 +275,7 @@ def _percent(frame: pd.DataFrame, skip: tuple[str, ...] = ()) -> pd.DataFrame:
         if "token" in name and pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].round(0).astype("Int64")
             continue
-        if name in skip or not pd.api.types.is_float_dtype(out[column]):
+        if name in skip or "ratio" in name or not pd.api.types.is_float_dtype(out[column]):
             continue
         values = out[column].dropna()
         if len(values) and values.between(-1, 1).all():

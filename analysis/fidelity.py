@@ -74,6 +74,14 @@ def normalise_item(item: str) -> str | None:
 # ------------------------------------------------------------------------------------- truth
 
 
+OTHERS_MARK = "@"
+
+
+def is_others(key: Key) -> bool:
+    """A key of someone else's preference (polarity ``likes@sister:Anna``), not the user's own."""
+    return OTHERS_MARK in key[2]
+
+
 @dataclass
 class _Persona:
     intervals: dict[Key, list[tuple[datetime, datetime | None]]] = field(default_factory=dict)
@@ -101,10 +109,12 @@ class _Persona:
         return {k for _, k in self.forgets if self.forgotten(k, t)}
 
     def target(self, t: datetime) -> set[Key]:
-        keys = {k for rt, _, k, *_ in self.reveals if rt <= t}
+        keys = {k for rt, _, k, *_ in self.reveals if rt <= t and not is_others(k)}
         return {k for k in keys if self.held(k, t) and not self.forgotten(k, t)}
 
     def category(self, key: Key, t: datetime, target: set[Key]) -> str:
+        if is_others(key):  # about someone in the user's life: right if it was said, invented if not
+            return "others" if self.revealed(key, t) else "hallucinated"
         if key in target:
             return "current"
         if self.forgotten(key, t):
@@ -123,15 +133,16 @@ class _Truth:
 
 def _load_truth(con: duckdb.DuckDBPyConnection, run_id: str) -> _Truth:
     prefs = con.execute(
-        "SELECT preference_id, persona_id, topic, option, polarity, statement, valid_from, valid_to"
-        " FROM preferences WHERE run_id = ? AND owner = 'self' ORDER BY valid_from, preference_id",
+        "SELECT preference_id, persona_id, topic, option, polarity, statement, valid_from, valid_to, owner"
+        " FROM preferences WHERE run_id = ? ORDER BY valid_from, preference_id",
         [run_id],
     ).fetchall()
     key_of: dict[str, Key] = {}
     statement_of: dict[Key, str] = {}
     personas: dict[str, _Persona] = {}
-    for pid, persona, topic, option, polarity, statement, valid_from, valid_to in prefs:
-        key = (topic, option, polarity)
+    for pid, persona, topic, option, polarity, statement, valid_from, valid_to, owner in prefs:
+        # someone else's preference ("The user's sister Anna likes ...") is a key of its own
+        key = (topic, option, polarity if owner in (None, "self") else f"{polarity}{OTHERS_MARK}{owner}")
         key_of[pid] = key
         statement_of.setdefault(key, statement)
         personas.setdefault(persona, _Persona()).intervals.setdefault(key, []).append((valid_from, valid_to))
@@ -241,7 +252,7 @@ def _assess(
         held = set(assigned)
         memory_keys[(snap.persona_id, snap.strategy, int(snap.session_index))] = held
         forgotten = persona.forgotten_keys(t)
-        n_pref = len(assigned)
+        n_pref = len(assigned) - categories.count("others")
         current = categories.count("current")
         matched = len(target & held)
         precision = current / n_pref if n_pref else math.nan
@@ -257,7 +268,8 @@ def _assess(
         rows.append({
             "persona_id": snap.persona_id, "strategy": snap.strategy, "session_index": int(snap.session_index),
             "time": snap.time, "tokens": int(snap.tokens), "items": len(snap.items),
-            "preference_items": n_pref, "held_now": len(target), "matched": matched,
+            "preference_items": n_pref, "others_items": categories.count("others"), "held_now": len(target),
+            "matched": matched,
             "precision": precision, "recall": recall, "f1": f1,
             "staleness": categories.count("stale") / n_pref if n_pref else math.nan,
             "hallucination": categories.count("hallucinated") / n_pref if n_pref else math.nan,
@@ -272,9 +284,9 @@ def _assess(
 # ------------------------------------------------------------------------------------ public
 
 FIDELITY_COLUMNS = (
-    "persona_id", "strategy", "session_index", "time", "tokens", "items", "preference_items", "held_now",
-    "matched", "precision", "recall", "f1", "staleness", "hallucination", "forgotten_share", "forget_requests",
-    "forget_violations", "forget_compliance", "leaked_values",
+    "persona_id", "strategy", "session_index", "time", "tokens", "items", "preference_items", "others_items",
+    "held_now", "matched", "precision", "recall", "f1", "staleness", "hallucination", "forgotten_share",
+    "forget_requests", "forget_violations", "forget_compliance", "leaked_values",
 )
 
 
@@ -327,7 +339,8 @@ def latency_to_learn(
         persona = assessed.truth.personas.get(persona_id, _Persona())
         first: dict[Key, tuple[int, str, str | None]] = {}
         for _, session, key, pid, _, mode in persona.reveals:
-            first.setdefault(key, (session, pid, mode))
+            if not is_others(key):
+                first.setdefault(key, (session, pid, mode))
         for key, (session, pid, mode) in first.items():
             learned = next((s for s, keys in snaps if s >= session and key in keys), None)
             rows.append({

@@ -209,3 +209,29 @@ def test_fidelity_on_a_real_run(small_run):
         leakage = privacy_leakage(real, summary.run_id)
         assert set(leakage["source"]) <= {"memory", "answers", "assistant_turns"}
         assert leakage["share"].between(0, 1).all()
+
+
+def test_a_noted_preference_of_someone_else_is_neither_the_users_nor_a_hallucination(tmp_path):
+    """u0's sister Anna likes sushi (revealed); her brother Ben's liking for jazz was never said."""
+    sushi, jazz = "The user's sister Anna likes sushi.", "The user's brother Ben likes jazz records."
+    prefs = [_pref("u0/cuisine/thai#0", THAI, DEC1, None),
+             _pref("u0/cuisine/sushi#0", sushi, DEC1, None).model_copy(
+                 update={"preference_id": "u0/@sister:Anna/cuisine/sushi#0", "owner": "sister:Anna"}),
+             _pref("u0/music/jazz#0", jazz, DEC1, None).model_copy(
+                 update={"preference_id": "u0/@brother:Ben/music/jazz#0", "owner": "brother:Ben"})]
+    turns = [_turn(0, 0, "user", f"{THAI} Any recipe ideas?", datetime(2025, 1, 1, 10, 10),
+                   reveals=prefs[0].preference_id),
+             _turn(0, 1, "user", "My sister Anna loves sushi, where should I take her?", datetime(2025, 1, 1, 10, 20),
+                   reveals=prefs[1].preference_id)]
+    memories = {"noted": [THAI, "The user's sister Anna loves sushi."], "invented": [THAI, jazz]}
+    snapshots = [MemorySnapshotRow(run_id="r", snapshot_id=f"u0/s0/mem/{name}", persona_id="u0", session_index=0,
+                                   strategy=name, time=S0_END, text="\n".join(items), items=items, tokens=10)
+                 for name, items in memories.items()]
+    store = TrajectoryStore(tmp_path / "others.duckdb")
+    store.write_many([("preferences", prefs), ("turns", turns), ("memory_snapshots", snapshots)])
+    frame = memory_fidelity(store.con, "r").set_index("strategy")
+    store.close()
+    noted, invented = frame.loc["noted"], frame.loc["invented"]
+    assert (noted.others_items, noted.preference_items, noted.precision, noted.recall) == (1, 1, 1.0, 1.0)
+    assert noted.hallucination == 0.0
+    assert (invented.others_items, invented.preference_items, invented.hallucination) == (0, 2, 0.5)

@@ -300,7 +300,9 @@ def memory_fidelity(
     """One row per memory snapshot (persona_id, strategy, session_index), scored at its time T.
 
     Columns: ``tokens``; ``items`` (all items); ``preference_items`` (items matched to a
-    preference: best cosine >= ``threshold``, default ``FIDELITY_THRESHOLD``); ``held_now``
+    preference: best cosine >= ``threshold``, default ``FIDELITY_THRESHOLD``); ``others_items``
+    (items matched to a revealed preference of someone in the user's life: not counted in
+    ``preference_items``, so they are neither the user's nor errors); ``held_now``
     (preferences held at T, revealed by T and not asked to be forgotten); ``matched`` (of those, how
     many some item is matched to); ``precision`` (current items / preference items), ``recall``
     (matched / held_now), ``f1``; ``staleness``, ``hallucination`` and ``forgotten_share`` (stale,

@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from personasim.analysis.metrics import _backend_label, _present_columns
+from personasim.analysis.metrics import _backend_label, select_answers
 
 __all__ = ["COMPARABLE", "compare", "mcnemar_exact", "paired_bootstrap_ci"]
 
@@ -79,19 +79,7 @@ def paired_bootstrap_ci(
 
 
 def _load(con: duckdb.DuckDBPyConnection, run_id: str | None) -> pd.DataFrame:
-    present = _present_columns(con)
-    select = ", ".join(
-        f"{expr if expr in present else 'NULL::VARCHAR'} AS {name}" for name, expr in _COLUMNS.items()
-    )
-    sql = (
-        f"SELECT {select} FROM answers a"
-        " LEFT JOIN questions q ON q.run_id = a.run_id AND q.question_id = a.question_id"
-    )
-    params: list[object] = []
-    if run_id is not None:
-        sql += " WHERE a.run_id = ?"
-        params.append(run_id)
-    frame = con.execute(sql, params).df()
+    frame = select_answers(con, run_id, _COLUMNS)
     configs = dict(con.execute("SELECT run_id, config_json FROM runs").fetchall())
     frame["backend"] = frame["run_id"].map({r: _backend_label(configs.get(r)) for r in frame["run_id"].unique()})
     return frame

@@ -238,7 +238,12 @@ def _load_answers(
     con: duckdb.DuckDBPyConnection, run_id: str | None, dimensions: Collection[str], cluster: ClusterBy
 ) -> pd.DataFrame:
     """One row per answer, joined with its question, holding only the columns the table needs."""
-    columns = _stored_columns(dimensions, cluster)
+    return select_answers(con, run_id, _stored_columns(dimensions, cluster))
+
+
+def select_answers(con: duckdb.DuckDBPyConnection, run_id: str | None, columns: dict[str, str]) -> pd.DataFrame:
+    """``columns`` (name -> ``a.<column>`` / ``q.<column>``) of every answer joined with its question,
+    for one run or all (``run_id=None``); a column an older store lacks reads as its default."""
     present = _present_columns(con)
     select = ", ".join(
         f"{expression if expression in present else _OLD_STORE_DEFAULTS.get(expression, expression)} AS {name}"

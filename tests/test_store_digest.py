@@ -1,0 +1,166 @@
+"""The refactoring guard: three stores, every table dumped sorted, hashed per table.
+
+A refactor changes no output. These digests were recorded on main before the store layer and the
+session runner were introduced (issue 15); they must stay identical. An *intended* change of
+output updates the digest in the same commit, and the commit says why.
+
+The stores: a simulated run (what ``personasim run --users 12 --sessions 6 --seed 0`` writes),
+a short online-environment episode set driven by a deterministic policy, and a PersonaMem-v2 load
+of the test fixture. Columns that describe the machine rather than the run
+(``runs.package_versions_json``) are left out, and floats are rounded to 6 places so that a BLAS
+kernel's last bit does not count as a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+MINI = Path(__file__).resolve().parent / "fixtures" / "personamem_v2" / "mini"
+
+MACHINE_COLUMNS = {"runs": {"package_versions_json"}}
+
+EXPECTED: dict[str, dict[str, str]] = {  # recorded on main 4cd6fcd, before issue 15's refactor
+    "simulated": {
+        "answers": "1050:1e34c305d202844b",
+        "consistency_probes": "0:cccd8ea1107ad6ef",
+        "drift_events": "26:1a0ab48847ea87b7",
+        "env_steps": "0:76dda627c00a87de",
+        "forget_requests": "6:8a14872badab9f87",
+        "memory_snapshots": "216:96d622e27626d7ba",
+        "personas": "12:8021d23101e16776",
+        "preferences": "462:e589355ad586d2b8",
+        "questions": "350:4def8dba260aacb9",
+        "rewards": "0:149be79a664d43a2",
+        "runs": "1:cb18905ccbc091b6",
+        "sensitive_facts": "104:c412bba5fa21c34f",
+        "sessions": "72:a3fbd8f6e1610bc1",
+        "source_files": "0:c9f1e6776cbc732c",
+        "training_metrics": "0:bb708472f1b51926",
+        "training_runs": "0:9c1921f9b14cf70b",
+        "turns": "432:7aa5b10b13f1e8f6",
+    },
+    "online": {
+        "answers": "0:c305445a7bf9eb1b",
+        "consistency_probes": "0:cccd8ea1107ad6ef",
+        "drift_events": "3:846c907eb726c0ac",
+        "env_steps": "24:68cf6f3d6484c2b9",
+        "forget_requests": "0:8b5f444ce912a06f",
+        "memory_snapshots": "30:dcf5414f5fcb2aa7",
+        "personas": "4:eeac65be35bd41df",
+        "preferences": "153:8153a247d11b316c",
+        "questions": "0:bbd75df83a75adfe",
+        "rewards": "96:8be3d3ee1dddf9ad",
+        "runs": "1:7b75feed040e008a",
+        "sensitive_facts": "37:09ea4f6fe375af4a",
+        "sessions": "10:9486f3b1fe03a612",
+        "source_files": "0:c9f1e6776cbc732c",
+        "training_metrics": "0:bb708472f1b51926",
+        "training_runs": "0:9c1921f9b14cf70b",
+        "turns": "50:0050938a3dcc13cb",
+    },
+    "loaded": {
+        "answers": "0:c305445a7bf9eb1b",
+        "consistency_probes": "0:cccd8ea1107ad6ef",
+        "drift_events": "1:82d2a04452ec10a6",
+        "env_steps": "0:76dda627c00a87de",
+        "forget_requests": "0:8b5f444ce912a06f",
+        "memory_snapshots": "15:1f2e8865d1100c26",
+        "personas": "1:59c49f4c075cc39e",
+        "preferences": "7:4e9b422bb3fd2b58",
+        "questions": "3:f5f05229f953adff",
+        "rewards": "0:149be79a664d43a2",
+        "runs": "1:00f2700c259ec95a",
+        "sensitive_facts": "12:6047f46248aa3771",
+        "sessions": "5:89b20ee1d8e90e05",
+        "source_files": "3:66cee70a3ade14c6",
+        "training_metrics": "0:bb708472f1b51926",
+        "training_runs": "0:9c1921f9b14cf70b",
+        "turns": "20:a3195e6bccfb7a2e",
+    },
+}
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def store_digest(path: Path) -> dict[str, str]:
+    """Per table: sha256 (first 16 hex digits) of its rows, every column but the machine's, sorted."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+            "AND table_name <> 'schema_info' ORDER BY table_name").fetchall()]
+        out = {}
+        for table in tables:
+            columns = [r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY column_name",
+                [table]).fetchall()]
+            columns = [c for c in columns if c not in MACHINE_COLUMNS.get(table, set())]
+            rows = con.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            lines = sorted(json.dumps(_canonical(list(r)), ensure_ascii=False, default=str) for r in rows)
+            digest = hashlib.sha256(("\n".join([",".join(columns), *lines])).encode()).hexdigest()[:16]
+            out[table] = f"{len(rows)}:{digest}"
+        return out
+    finally:
+        con.close()
+
+
+def _policy(observation: list[dict[str, str]]) -> str:
+    last = observation[-1]["content"]
+    return f"Happy to help with that. You said: {last[:60]}"
+
+
+def simulated_store(folder: Path) -> Path:
+    from personasim.api import run
+    from personasim.config import build_config
+
+    db = folder / "simulated.duckdb"
+    run(build_config(users=12, sessions=6, seed=0), db)
+    return db
+
+
+def online_store(folder: Path) -> Path:
+    from personasim.rl.env import EnvConfig, PersonaVectorEnv
+
+    db = folder / "online.duckdb"
+    config = EnvConfig(run={"population": {"users": 4}, "schedule": {"sessions": 3}, "seed": 0})
+    with PersonaVectorEnv(config, db=db, num_envs=2, num_actors=0) as env:
+        observations, _ = env.reset()
+        for _ in range(12):
+            observations, *_ = env.step([_policy(o) for o in observations])
+    return db
+
+
+def loaded_store(folder: Path) -> Path:
+    from personasim.analysis.pmv2_load import load_personamem_v2
+    from personasim.sim.store import TrajectoryStore
+
+    db = folder / "loaded.duckdb"
+    with TrajectoryStore(db) as store:
+        load_personamem_v2(MINI, store)
+    return db
+
+
+BUILDERS = {"simulated": simulated_store, "online": online_store, "loaded": loaded_store}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_store_digest_is_unchanged(name, tmp_path, ray_session):
+    digest = store_digest(BUILDERS[name](tmp_path))
+    assert digest == EXPECTED[name], (
+        f"the {name} store changed: {json.dumps(digest, indent=1)}. A refactor changes no output; an intended "
+        "change updates EXPECTED in the same commit and says why"
+    )

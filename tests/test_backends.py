@@ -8,7 +8,9 @@ import duckdb
 import pytest
 from autogen_core.models import SystemMessage, UserMessage
 
+from personasim.agents.backend_registry import Backend, backend_class, backend_names, register_backend
 from personasim.agents.backends import BackendConfig, create_client
+from personasim.agents.scripted import ScriptedChatCompletionClient
 from personasim.agents.wrappers import ResilientClient
 
 from .openai_server import FakeOpenAIServer
@@ -133,3 +135,94 @@ def test_fact_memories_extract_through_the_llm_backend():
         prompt = server.requests[-1]["messages"][0]["content"]
     assert "Extract every personal fact" in prompt
     assert memory.items() == ["[2025-01-01] Noted: I swim every morning before work."]
+
+
+# -- the backend registry ------------------------------------------------------------------------
+
+OPENAI_JSON = (
+    '{"kind":"openai","model":"m","base_url":"http://x","api_key_env":null,"model_info":null,"temperature":0.7,'
+    '"max_tokens":400,"seed":null,"timeout_s":60.0,"max_retries":5,"max_concurrency":32,"path":null,'
+    '"dtype":"auto","device":"auto","batch_size":8}'
+)
+
+
+class _EchoClient(ScriptedChatCompletionClient):
+    """A stand-in client: the registry test only checks which class builds it, and with what."""
+
+    def __init__(self, model: str, share: int) -> None:
+        super().__init__(model=model)
+        self.share = share
+
+
+@register_backend("echo-test")
+class _EchoBackend(Backend):
+    is_llm = True
+
+    @classmethod
+    def validate(cls, config: BackendConfig) -> None:
+        if config.model == "scripted-v1":
+            raise ValueError("the echo-test backend needs `model`")
+
+    @classmethod
+    def create(cls, config, catalog=None, cache_path=None, cache_mode="readwrite", concurrency_share=1,
+               model_server=None):
+        return _EchoClient(config.model, concurrency_share)
+
+
+def test_a_registered_backend_is_accepted_and_built():
+    assert "echo-test" in backend_names() and backend_class("echo-test") is _EchoBackend
+    config = BackendConfig(kind="echo-test", model="parrot")
+    assert config.is_llm
+    client = create_client(config, concurrency_share=3)
+    assert isinstance(client, _EchoClient) and client.share == 3
+    with pytest.raises(ValueError, match="echo-test backend needs `model`"):
+        BackendConfig(kind="echo-test")
+    assert BackendConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_unknown_kind_is_refused_with_the_registered_names():
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'; choose from: echo-test, openai, scripted, "
+                                         r"transformers"):
+        BackendConfig(kind="nope")
+    with pytest.raises(ValueError, match="unknown backend"):
+        backend_class("nope")
+
+
+def test_names_are_unique_and_built_ins_are_reserved():
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend("echo-test")(type("Other", (Backend,), {}))
+    with pytest.raises(ValueError, match="built-in"):
+        register_backend("openai")(type("Mine", (Backend,), {}))
+    with pytest.raises(TypeError, match="subclass of Backend"):
+        register_backend("not-a-backend")(object)
+    register_backend("echo-test")(_EchoBackend)  # registering the same class again is harmless
+
+
+def test_is_llm_per_backend():
+    assert not BackendConfig().is_llm
+    assert BackendConfig(kind="openai", model="m").is_llm
+    assert BackendConfig(kind="transformers", path="/nowhere").is_llm
+    assert [backend_class(k).is_llm for k in ("scripted", "openai", "transformers")] == [False, True, True]
+
+
+def test_config_errors_and_json_are_unchanged():
+    """Run ids hash the config JSON: the registry must not change a byte of it."""
+    assert BackendConfig(kind="openai", model="m", base_url="http://x").model_dump_json() == OPENAI_JSON
+    assert BackendConfig().model_dump_json() == OPENAI_JSON.replace('"openai","model":"m","base_url":"http://x"',
+                                                                   '"scripted","model":"scripted-v1","base_url":null')
+    with pytest.raises(ValueError, match=r"the openai backend needs `model` \(the served model's name\)"):
+        BackendConfig(kind="openai")
+    with pytest.raises(ValueError, match=r"the transformers backend needs `path` \(a folder holding a saved causal"):
+        BackendConfig(kind="transformers")
+
+
+def test_built_in_backends_load_lazily():
+    """Validating any built-in kind imports neither torch nor autogen-ext's OpenAI client."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom personasim.agents.backends import BackendConfig\n"
+            "BackendConfig(kind='openai', model='m'); BackendConfig(kind='transformers', path='/p')\n"
+            "print('torch' in sys.modules, 'autogen_ext.models.openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -1,5 +1,10 @@
-"""Memory strategies: AutoGen ``Memory`` implementations behind one registry."""
+"""Memory strategies: AutoGen ``Memory`` implementations behind one registry.
 
+Importing the package registers the shipped strategies (``strategies``), and any import of a
+submodule imports the package first, so the registry is never seen without them.
+"""
+
+from personasim.agents.memory import strategies as _strategies  # noqa: F401 - registers the shipped ones
 from personasim.agents.memory.base import MemorySettings, MemorySnapshot, PersonaMemory, message_content
 from personasim.agents.memory.registry import (
     available_memories,

@@ -23,7 +23,6 @@ def register_memory(cls: M) -> M:
 
 
 def available_memories() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
@@ -62,7 +61,3 @@ def load_plugins(modules: list[str]) -> None:
             raise ValueError(
                 f"cannot import memory plugin {module!r} ({exc}); install it or put it on PYTHONPATH"
             ) from exc
-
-
-def _load_builtin() -> None:
-    from personasim.agents.memory import strategies  # noqa: F401 - registers the shipped strategies

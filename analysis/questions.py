@@ -11,6 +11,11 @@ at a third, two thirds and the end of the schedule), each from what happened bef
 timeline at that time, the reveals, drift and forget requests before it. Every option of a
 question is padded with a neutral closing sentence to the same length in characters, so option
 length says nothing about which one is correct (see docs/benchmark.md, "Artifact audit").
+
+``others_preference`` (PersonaMem-v2's ``who = others``) goes through the same machinery, at each
+user's last checkpoint: the truth is ``PersonaTimeline.others_at``, the correct option is the reply
+personalised to what someone in the user's life likes, and the hard distractor is what the user
+likes on the same topic (a memory that forgot whose preference it was would pick it).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import bisect
 import math
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple
@@ -26,8 +32,10 @@ from typing import Any, NamedTuple
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from personasim.analysis.profiles import load_profiles
 from personasim.personas.catalog import Topic, TopicCatalog, load_topic_catalog
-from personasim.personas.models import DriftEvent, ForgetRequest, Polarity, Preference
+from personasim.personas.models import DriftEvent, ForgetRequest, Person, Polarity, Preference
+from personasim.personas.others import others_response, person_from_owner
 from personasim.personas.seeding import rng_for
 from personasim.personas.timeline import PersonaTimeline
 from personasim.sim.rows import QuestionRow
@@ -37,7 +45,7 @@ QUESTION_DELAY = timedelta(hours=1)
 
 
 def load_timelines(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, PersonaTimeline]:
-    """Rebuild every persona's timeline from the store alone."""
+    """Rebuild every persona's timeline from the store alone (others' preferences apart: their ids name the owner)."""
     prefs: dict[str, Preference] = {}
     rows = con.execute(
         "SELECT preference_id, persona_id, domain, topic, option, statement, polarity, strength, sensitive,"
@@ -110,6 +118,14 @@ CLOSING_SECOND = (
     "And if plans change, we can rethink it together.",
 )
 
+#: How the user asks for help on someone else's behalf (``others_preference``); ``{intent}`` is one
+#: of the scenario's own neutral requests, so the query names the person and nothing about their taste.
+OTHERS_QUERY_TEMPLATES = (
+    "{intent} This time it's for my {who}, not for me.",
+    "I'm asking on behalf of my {who} rather than myself. {intent}",
+    "This one is for my {who}: {intent_lower}",
+)
+
 
 class QuestionConfig(BaseModel):
     """Which questions to ask. Per-user counts bound the types that could otherwise ask about everything."""
@@ -175,33 +191,27 @@ def generate_questions(
     or only by hints), asked in a scenario where the user discussed it. On top: ``generalisation``
     moves revealed preferences to scenarios the user had not had yet, and ``abstention`` asks about
     topics not discussed yet, where personalising would be over-personalisation and the generic
-    reply is correct. Nothing after a checkpoint's time is used for its questions."""
+    reply is correct. ``others_preference`` asks, at each user's last checkpoint, about every liked
+    preference of a person in the user's life revealed by then. Nothing after a checkpoint's time is
+    used for its questions."""
     catalog = catalog or load_topic_catalog()
     scenarios = scenarios or load_scenario_catalog()
     config = config or QuestionConfig()
     facts = _RunFacts.load(con, run_id, config.checkpoints)
     if config.balance_profile:
         facts.plausibility = _Plausibility.load(con, run_id, catalog)
+    wanted = set(config.types)
     questions: list[QuestionRow] = []
+    others: list[QuestionRow] = []
     for persona_id in sorted(facts.timelines):
-        for checkpoint in facts.checkpoints.get(persona_id, []):
+        points = facts.checkpoints.get(persona_id, [])
+        for checkpoint in points:
             user = _UserFacts(facts, persona_id, checkpoint)
             questions += _user_questions(user, run_id, seed, catalog, scenarios, config)
-    wanted = set(config.types)
-    if "others_preference" in wanted:  # about the people in a user's life: asked at the last checkpoint
-        from personasim.analysis.others_questions import generate_others_questions
-
-        last = {pid: points[-1].t for pid, points in facts.checkpoints.items() if points}
-        for q in generate_others_questions(con, run_id, seed, catalog, scenarios, asked_at=last):
-            questions.append(_length_matched(q, seed))
+            if "others_preference" in wanted and checkpoint is points[-1]:
+                others += _others_questions(user, run_id, seed, catalog, scenarios, config)
+    questions += sorted(others, key=lambda q: q.question_id)
     return [q for q in questions if q.question_type in wanted]
-
-
-def _length_matched(q: QuestionRow, seed: int) -> QuestionRow:
-    """The same closing-sentence padding as every other type, so length gives nothing away."""
-    padded = equalise_lengths(list(zip(q.options, q.option_sources, strict=True)),
-                              rng_for(seed, "closings", q.question_id))
-    return q.model_copy(update={"options": [text for text, _ in padded]})
 
 
 class _Plausibility:
@@ -217,7 +227,6 @@ class _Plausibility:
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, catalog: TopicCatalog) -> _Plausibility:
         from personasim.agents.embedding import default_embedder
-        from personasim.analysis.audit import load_profiles
 
         embedder = default_embedder()
         texts = {pid: text for pid, text in load_profiles(con, run_id).items() if text}
@@ -263,7 +272,8 @@ class _RunFacts:
         self.timelines: dict[str, PersonaTimeline] = {}
         self.sessions: dict[str, list[_Session]] = defaultdict(list)
         self.checkpoints: dict[str, list[_Checkpoint]] = {}
-        self.reveals: dict[str, dict[tuple[str, str, str], list[_Reveal]]] = defaultdict(lambda: defaultdict(list))
+        # the user's own reveals by (topic, option, polarity); another person's by (preference id,)
+        self.reveals: dict[str, dict[tuple[str, ...], list[_Reveal]]] = defaultdict(lambda: defaultdict(list))
         self.topic_mentions: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
         self.liked_by_count: dict[int, Counter[tuple[str, str]]] = defaultdict(Counter)
         self.plausibility: _Plausibility | None = None
@@ -290,16 +300,15 @@ class _RunFacts:
                 for c in every:
                     liked = {(p.topic, p.option) for p in timeline.at(c.t) if p.polarity == Polarity.LIKES}
                     facts.liked_by_count[c.ordinal].update(liked)
-        for persona_id, topic, option, polarity, time, session_index, mode, own in con.execute(
-            "SELECT t.persona_id, p.topic, p.option, p.polarity, t.time, t.session_index, t.reveal_mode,"
-            " p.owner = 'self' FROM turns t"
+        for persona_id, preference_id, topic, option, polarity, time, session_index, mode, own in con.execute(
+            "SELECT t.persona_id, p.preference_id, p.topic, p.option, p.polarity, t.time, t.session_index,"
+            " t.reveal_mode, p.owner = 'self' FROM turns t"
             " JOIN preferences p ON p.run_id = t.run_id AND p.preference_id = t.revealed_preference_id"
             " WHERE t.run_id = ? ORDER BY t.turn_id",
             [run_id],
         ).fetchall():
-            reveal = _Reveal(time, session_index, mode)
-            if own:  # the user's own preference; one of another person's names only that person's
-                facts.reveals[persona_id][(topic, option, polarity)].append(reveal)
+            key = (topic, option, polarity) if own else (preference_id,)
+            facts.reveals[persona_id][key].append(_Reveal(time, session_index, mode))
             facts.topic_mentions[persona_id][topic].append(time)
         times: dict[str, list[datetime]] = defaultdict(list)
         totals: dict[str, list[int]] = defaultdict(list)
@@ -373,7 +382,9 @@ class _UserFacts:
         return "/".join([self.persona_id, "q", self.checkpoint.label, *parts])
 
     def seen(self, pref: Preference) -> list[_Reveal]:
-        key = (pref.topic, pref.option, pref.polarity.value)
+        """Reveals before ``t``: of the user's own option (any interval of it), or of exactly this
+        preference of another person (one of theirs names only that person's)."""
+        key = (pref.topic, pref.option, pref.polarity.value) if pref.is_own else (pref.id,)
         return [r for r in self.facts.reveals[self.persona_id].get(key, []) if r.time < self.t]
 
 
@@ -431,6 +442,41 @@ def _user_questions(
     questions += _generalisation_questions(user, generalisable, run_id, seed, catalog, scenarios, config)
     questions += _abstention_questions(user, run_id, seed, catalog, scenarios, config)
     return questions
+
+
+def _others_questions(
+    user: _UserFacts, run_id: str, seed: int, catalog: TopicCatalog, scenarios: ScenarioCatalog, config: QuestionConfig
+) -> list[QuestionRow]:
+    """``others_preference``: one question per liked preference of a person in the user's life
+    that was revealed before the checkpoint, in a scenario about its topic (as for the user's own).
+    Every option is the same sentence about that person ("Since your sister Anna enjoys ..."), so
+    only its content tells them apart; the query names the person and nothing about their taste."""
+    held = [p for p in user.timeline.others_at(user.t) if p.polarity == Polarity.LIKES]
+    questions = []
+    for pref in held:
+        seen = user.seen(pref)
+        if not seen or not scenarios.scenarios_for(pref.topic):
+            continue
+        question_id = user.question_id("others", pref.owner, pref.topic, pref.option)
+        rng = rng_for(seed, "question", question_id)
+        scenario = _discussed_scenario(user, pref.topic, seen, scenarios, rng)
+        topic = catalog.topic(pref.topic)
+        person = person_from_owner(pref.owner)
+        distractors = _others_distractors(topic, pref, held, user, rng, config.max_options - 1)
+        if not distractors:
+            continue
+        entries = [(f"{scenario.lead} {others_response(catalog, person, topic.id, option)}", source)
+                   for option, source in [(pref.option, "correct"), *distractors]]
+        ask = _Asker(run_id, user, question_id, scenario, rng, seed, seen)
+        query = _others_query(scenario, person, rng)
+        questions.append(ask("others_preference", pref, topic.id, entries, None, "neutral", who="others", query=query))
+    return questions
+
+
+def _others_query(scenario: Scenario, person: Person, rng: random.Random) -> str:
+    intent = rng.choice(scenario.intents)
+    template = rng.choice(OTHERS_QUERY_TEMPLATES)
+    return template.format(intent=intent, intent_lower=intent[:1].lower() + intent[1:], who=person.mention)
 
 
 def _discussed_scenario(
@@ -586,16 +632,18 @@ class _Asker:
         self.scenario, self.rng, self.seed, self.seen = scenario, rng, seed, seen
 
     def __call__(self, qtype: str, pref: Preference | None, topic_id: str, entries: list[tuple[str, str]],
-                 stale: Preference | None, pref_type: str) -> QuestionRow:
-        entries = equalise_lengths(entries, rng_for(self.seed, "closing", self.question_id))
-        rng_for(self.seed, "option-order", self.question_id).shuffle(entries)
+                 stale: Preference | None, pref_type: str, *, who: str = "self",
+                 query: str | None = None) -> QuestionRow:
+        """The row; ``query`` defaults to one of the scenario's intents, drawn from the question's rng."""
+        entries = self._laid_out(qtype, entries)
         sources = [source for _, source in entries]
         seen, user = self.seen, self.user
         mode = "explicit" if any(r.mode == "explicit" for r in seen) else ("implicit" if seen else "none")
         last = max(seen, key=lambda r: r.time) if seen else None
         return QuestionRow(
             run_id=self.run_id, question_id=self.question_id, persona_id=user.persona_id, question_type=qtype,
-            asked_at=user.t, topic=topic_id, scenario_id=self.scenario.id, query=self.rng.choice(self.scenario.intents),
+            asked_at=user.t, topic=topic_id, scenario_id=self.scenario.id,
+            query=query if query is not None else self.rng.choice(self.scenario.intents),
             options=[text for text, _ in entries], option_sources=sources, correct_index=sources.index("correct"),
             preference_id=pref.id if pref is not None else "",
             stale_preference_id=stale.id if stale is not None else None, reveal_mode=mode, reveals=len(seen),
@@ -603,14 +651,27 @@ class _Asker:
             tokens_since_reveal=user.facts.tokens_between(user.persona_id, last.time, user.t) if last else -1,
             preference_statement=pref.statement if pref is not None else "",
             stale_statement=stale.statement if stale is not None else None,
-            pref_type=pref_type,
+            pref_type=pref_type, who=who,
         )
+
+    def _laid_out(self, qtype: str, entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Every option padded to one length (``equalise_lengths``) and the options shuffled, each
+        with a stream seeded by the question id. ``others_preference`` shuffles first and pads from
+        a stream of its own ("closings"): the order it was generated in, which its stored rows keep."""
+        order = rng_for(self.seed, "option-order", self.question_id)
+        if qtype == "others_preference":
+            order.shuffle(entries)
+            return equalise_lengths(entries, rng_for(self.seed, "closings", self.question_id))
+        entries = equalise_lengths(entries, rng_for(self.seed, "closing", self.question_id))
+        order.shuffle(entries)
+        return entries
 
 
 def _distractors(
     topic: Topic, pref: Preference, stale: Preference | None, user: _UserFacts, rng: random.Random, k: int,
 ) -> list[tuple[str, str]]:
-    """Options the user does not like now: the stale one first, then others' likes, their dislikes, the rest."""
+    """Options the user does not like now: the stale one first, then others' likes, their dislikes, the rest,
+    each group ordered by how close its reply is to the correct one in plausibility for the user's profile."""
     liked, disliked, others_like = user.liked, user.disliked, user.others_like
     free = [o.id for o in topic.options if (topic.id, o.id) not in liked]
     groups: list[tuple[str, list[str]]] = [
@@ -619,18 +680,52 @@ def _distractors(
         ("disliked", [o for o in free if (topic.id, o) in disliked]),
         ("alternative", list(free)),
     ]
-    chosen: list[tuple[str, str]] = []
-    taken: set[str] = set()
     plausibility = user.facts.plausibility
     target = plausibility.score(user.persona_id, topic.id, pref.option) if plausibility else None
+    closeness = None
+    if target is not None and plausibility is not None:  # as plausible for the profile as the correct one
+        closeness = lambda o: abs(plausibility.score(user.persona_id, topic.id, o) - target)  # noqa: E731
+    return _pick_distractors(groups, rng, k, closeness)
+
+
+def _others_distractors(
+    topic: Topic, pref: Preference, held: list[Preference], user: _UserFacts, rng: random.Random, k: int,
+) -> list[tuple[str, str]]:
+    """Options the person does not like now: the user's own likes first (``user_own``), then other
+    people's in the user's life (``other_person``), then the rest (``alternative``)."""
+    theirs = {p.option for p in held if p.owner == pref.owner and p.topic == topic.id}
+    others_like = {p.option for p in held if p.owner != pref.owner and p.topic == topic.id}
+    free = [o.id for o in topic.options if o.id not in theirs]
+    groups: list[tuple[str, list[str]]] = [
+        ("user_own", [o for o in free if (topic.id, o) in user.liked]),
+        ("other_person", [o for o in free if o in others_like]),
+        ("alternative", list(free)),
+    ]
+    return _pick_distractors(groups, rng, k, shuffle_every_group=True)
+
+
+def _pick_distractors(
+    groups: list[tuple[str, list[str]]], rng: random.Random, k: int,
+    closeness: Callable[[str], float] | None = None, shuffle_every_group: bool = False,
+) -> list[tuple[str, str]]:
+    """Up to ``k`` options, ``(option, source)``, taken group by group (most telling first): each
+    group's options not taken yet, shuffled, then ordered by ``closeness`` (smallest first) if given.
+
+    Every draw is part of the questions' stored bytes: the user's own types stop drawing at the
+    first group left over once ``k`` are chosen; ``others_preference`` (``shuffle_every_group``)
+    shuffles every group."""
+    chosen: list[tuple[str, str]] = []
+    taken: set[str] = set()
     for source, options in groups:
         options = [o for o in options if o not in taken]
         rng.shuffle(options)
-        if target is not None and plausibility is not None:  # as plausible for the profile as the correct one
-            options.sort(key=lambda o: abs(plausibility.score(user.persona_id, topic.id, o) - target))
+        if closeness is not None:
+            options.sort(key=closeness)
         for o in options:
             if len(chosen) == k:
-                return chosen
+                if not shuffle_every_group:
+                    return chosen
+                break
             chosen.append((o, source))
             taken.add(o)
     return chosen

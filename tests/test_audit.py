@@ -15,9 +15,9 @@ from personasim.analysis.audit import (
     audit,
     audit_table,
     length_facts,
-    profile_text,
     tie_credit,
 )
+from personasim.analysis.profiles import profile_text
 from personasim.cli import app
 from personasim.sim.rows import PersonaRow, QuestionRow, RunRow
 from personasim.sim.store import TrajectoryStore

@@ -3,6 +3,7 @@ preferences revealed in conversation, and ``others_preference`` questions about 
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from pathlib import Path
 
@@ -154,13 +155,19 @@ def test_the_store_holds_others_with_their_owner_and_turns_name_them(others_run)
         assert name in text and ("kid" if relation == "child" else relation) in text.lower()
 
 
-def test_others_questions_ask_about_the_person_with_the_users_own_taste_as_a_distractor(others_run):
-    from personasim.analysis.others_questions import generate_others_questions
+def _others_questions(con, config, **settings):
+    """The run's ``others_preference`` questions, through the one question generator."""
+    from personasim.analysis.questions import QuestionConfig, generate_questions
 
+    settings = {"types": ["others_preference"], "balance_profile": False, **settings}
+    return generate_questions(con, config.run_id, config.seed, config=QuestionConfig(**settings))
+
+
+def test_others_questions_ask_about_the_person_with_the_users_own_taste_as_a_distractor(others_run):
     con, config = others_run
-    questions = generate_others_questions(con, config.run_id, config.seed)
+    questions = _others_questions(con, config)
     assert len(questions) >= 5
-    assert generate_others_questions(con, config.run_id, config.seed) == questions  # deterministic
+    assert _others_questions(con, config) == questions  # deterministic
     truth = {pid: (topic, option) for pid, topic, option in con.execute(
         "SELECT preference_id, topic, option FROM preferences WHERE run_id = ?", [config.run_id]).fetchall()}
     own = {(persona, topic, option) for persona, topic, option in con.execute(
@@ -190,13 +197,28 @@ def test_others_questions_ask_about_the_person_with_the_users_own_taste_as_a_dis
     assert len(set(order.values())) > 1, "the correct option is not always in the same slot"
 
 
-def test_asked_at_moves_the_question_time(others_run):
-    from personasim.analysis.others_questions import generate_others_questions
-
+def test_others_questions_are_asked_at_the_last_checkpoint_from_what_was_revealed_by_then(others_run):
     con, config = others_run
-    questions = generate_others_questions(con, config.run_id, config.seed)
-    persona = questions[0].persona_id
-    early = datetime(2000, 1, 1)
-    moved = generate_others_questions(con, config.run_id, config.seed, asked_at={persona: early})
-    assert not [q for q in moved if q.persona_id == persona]  # nothing was revealed yet, nothing is asked
-    assert [q for q in moved if q.persona_id != persona] == [q for q in questions if q.persona_id != persona]
+    ends = {(persona, index): end for persona, index, end in con.execute(
+        "SELECT persona_id, session_index, ended_at FROM sessions WHERE run_id = ?", [config.run_id]).fetchall()}
+    last = {persona: max(i for p, i in ends if p == persona) for persona, _ in ends}
+    questions = _others_questions(con, config)  # the default checkpoints end after the last session
+    assert questions and all(f"/q/s{last[q.persona_id]}/others/" in q.question_id for q in questions)
+    assert all(q.asked_at > ends[(q.persona_id, last[q.persona_id])] for q in questions)
+    early = _others_questions(con, config, checkpoints=[0.25])  # after the first of 4 sessions
+    assert early and len(early) < len(questions)
+    for q in early:
+        assert "/q/s0/others/" in q.question_id and q.asked_at < ends[(q.persona_id, 1)]
+        (revealed,) = con.execute("SELECT min(time) FROM turns WHERE run_id = ? AND revealed_preference_id = ?",
+                                  [config.run_id, q.preference_id]).fetchone()
+        assert revealed < q.asked_at  # nothing after the checkpoint is used
+
+
+def test_others_distractors_shuffle_every_group_while_the_users_own_stop_once_full():
+    """The two distractor streams the stored questions depend on (analysis.questions._pick_distractors)."""
+    from personasim.analysis.questions import _pick_distractors
+
+    groups = [("near", ["a", "b", "c", "d"]), ("far", ["e", "f", "g"])]
+    stop, every = random.Random(0), random.Random(0)
+    assert _pick_distractors(groups, stop, 3) == _pick_distractors(groups, every, 3, shuffle_every_group=True)
+    assert stop.random() != every.random()  # only others_preference shuffled "far" too

@@ -1,16 +1,33 @@
-"""The chatbot under study: an AutoGen assistant whose only knowledge of the user is its memory."""
+"""The chatbot under study: an AutoGen assistant whose only knowledge of the user is its memory.
+
+What the chatbot is told (its instructions and "what you remember about this user") is written
+here and nowhere else: the AutoGen chatbot of a simulated run and the observation the online
+environment gives a policy both come from these functions, so a policy trained online sees the
+prompt a simulated chatbot sees.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient
 
-from personasim.agents.memory.base import PersonaMemory
+from personasim.agents.memory.base import MEMORY_HEADER, PersonaMemory, memory_prompt
+
+__all__ = ["CHATBOT_SYSTEM_PROMPT", "MEMORY_HEADER", "build_chatbot", "chatbot_messages", "memory_prompt"]
 
 CHATBOT_SYSTEM_PROMPT = (
     "You are a helpful personal assistant. Use what you remember about the user to personalise "
     "your answers, without repeating private details back to them."
 )
+def chatbot_messages(memory: PersonaMemory | None, turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """What a chatbot policy sees: one system message (instructions, then the memory selected for
+    the latest user message), then the session so far as (role, text) turns."""
+    query = next((text for role, text in reversed(turns) if role == "user"), None)
+    remembered = memory_prompt(memory.context_text(query)) if memory is not None else ""
+    system = CHATBOT_SYSTEM_PROMPT + (f"\n\n{remembered}" if remembered else "")
+    return [{"role": "system", "content": system}] + [{"role": role, "content": text} for role, text in turns]
 
 
 def build_chatbot(client: ChatCompletionClient, memory: PersonaMemory | None) -> AssistantAgent:

@@ -37,6 +37,69 @@ async def speak(agent: AssistantAgent, incoming: list[BaseChatMessage]) -> tuple
     return text, usage.prompt_tokens, usage.completion_tokens
 
 
+class Conversation:
+    """A session's dialogue as it unfolds, one message at a time, whoever writes the chatbot's side.
+
+    Why one class: a simulated run answers the user with an AutoGen chatbot (``run_session``) and
+    the online environment with a policy's replies, one step at a time. Both record the user's
+    turns here (plan copied, token usage kept) and advance the same clock, so a session's turns
+    read the same whichever side spoke for the chatbot."""
+
+    def __init__(self, user: AssistantAgent, plans: list[UserTurnPlan], start: datetime,
+                 minutes_per_turn: float) -> None:
+        self.user = user
+        self.plans = plans
+        self.time = start  # when the next message is written
+        self.step = timedelta(minutes=minutes_per_turn)
+        self.records: list[TurnRecord] = []
+        self.user_turns = 0
+
+    @property
+    def plan_done(self) -> bool:
+        """Every planned user turn has been spoken: the user has nothing left to say."""
+        return self.user_turns >= len(self.plans)
+
+    async def user_speaks(self, reply: str | None = None, prefix: str | None = None) -> TurnRecord:
+        """The user's next planned turn, answering the chatbot's ``reply`` (None: it opens the session).
+
+        ``prefix`` goes before the user's text in the record only (the online environment's scripted
+        reaction to a recommendation); the user agent does not see it."""
+        incoming: list[BaseChatMessage] = [] if reply is None else [TextMessage(content=reply, source="assistant")]
+        text, prompt_tokens, completion_tokens = await speak(self.user, incoming)
+        if prefix:
+            text = f"{prefix} {text}"
+        plan = self.plans[self.user_turns]
+        record = TurnRecord(
+            index=len(self.records), role="user", text=text, time=self.time, tokens=count_tokens(text),
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, reveal=plan.reveal, forget=plan.forget,
+        )
+        self.records.append(record)
+        self.user_turns += 1
+        self.time += self.step
+        return record
+
+    def chatbot_replied(self, text: str, prompt_tokens: int | None = None,
+                        completion_tokens: int | None = None) -> TurnRecord:
+        """Record the chatbot's reply (an AutoGen agent's or a policy's) to the user's last turn."""
+        record = TurnRecord(
+            index=len(self.records), role="assistant", text=text, time=self.time, tokens=count_tokens(text),
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+        )
+        self.records.append(record)
+        self.time += self.step
+        return record
+
+    async def with_chatbot(self, chatbot: AssistantAgent) -> list[TurnRecord]:
+        """Alternate user and chatbot messages until every planned user turn has had its answer."""
+        reply: str | None = None
+        while not self.plan_done:
+            said = await self.user_speaks(reply)
+            reply, prompt_tokens, completion_tokens = await speak(
+                chatbot, [TextMessage(content=said.text, source="user")])
+            self.chatbot_replied(reply, prompt_tokens, completion_tokens)
+        return self.records
+
+
 async def run_session(
     user: AssistantAgent,
     chatbot: AssistantAgent,
@@ -45,26 +108,4 @@ async def run_session(
     minutes_per_turn: float,
 ) -> list[TurnRecord]:
     """Alternate user and chatbot messages, one user message per planned turn."""
-    records: list[TurnRecord] = []
-    step = timedelta(minutes=minutes_per_turn)
-    t = start
-    incoming: list[BaseChatMessage] = []
-    for plan in plans:
-        text, p_tok, c_tok = await speak(user, incoming)
-        records.append(
-            TurnRecord(
-                index=len(records), role="user", text=text, time=t, tokens=count_tokens(text),
-                prompt_tokens=p_tok, completion_tokens=c_tok, reveal=plan.reveal, forget=plan.forget,
-            )
-        )
-        t += step
-        reply, p_tok, c_tok = await speak(chatbot, [TextMessage(content=text, source="user")])
-        records.append(
-            TurnRecord(
-                index=len(records), role="assistant", text=reply, time=t, tokens=count_tokens(reply),
-                prompt_tokens=p_tok, completion_tokens=c_tok,
-            )
-        )
-        t += step
-        incoming = [TextMessage(content=reply, source="assistant")]
-    return records
+    return await Conversation(user, plans, start, minutes_per_turn).with_chatbot(chatbot)

@@ -2,31 +2,29 @@
 
 A worker holds many env slots (it runs in a Ray actor, or in process for a single env). Each slot
 serves a fixed set of users in rotation; an episode is the next session of the slot's next user,
-prepared and finished exactly as a simulated run's session (``UserShard.prepare_session`` and
-``finish_session``): drift before it, the revelation plan, reveals counted, forget requests,
-exposure drift, memories fed. Only the chatbot is replaced: the policy writes its replies.
+run by the same per-user runner as a simulated run's session (``SimulatedUser`` in
+``sim/session.py``): drift before it, the revelation plan, user turns recorded with their token
+usage, reveals counted, forget requests, exposure drift, memories fed. Only the chatbot is
+replaced: the policy writes its replies, and sees the prompt a simulated chatbot sees
+(``agents/chatbot.py``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from typing import Any
 
-from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.messages import BaseChatMessage, TextMessage
 from pydantic import BaseModel, Field
 
-from personasim.agents.chatbot import CHATBOT_SYSTEM_PROMPT
-from personasim.agents.conversation import TurnRecord, speak
+from personasim.agents.chatbot import chatbot_messages
 from personasim.agents.tokens import count_tokens
-from personasim.agents.user import build_user_agent, user_system_prompt
 from personasim.rl.env_reward import COMPONENTS, RewardConfig, reaction, score_reply, step_truth, total_reward
 from personasim.sim.config import RunConfig
 from personasim.sim.ids import session_id
 from personasim.sim.rows import EnvStepRow, RewardRow
-from personasim.sim.shard import PersonaBatch, PreparedSession, SessionBatch, UserShard, _User
+from personasim.sim.session import PreparedSession, SessionBatch, SimulatedUser
+from personasim.sim.shard import PersonaBatch, UserShard
 
 
 class Action(BaseModel):
@@ -61,14 +59,13 @@ class EnvExhausted(RuntimeError):
 
 @dataclass
 class _Episode:
-    user: _User
-    k: int
-    prepared: PreparedSession
-    user_agent: AssistantAgent
-    t: datetime
-    records: list[TurnRecord] = field(default_factory=list)
-    user_turns: int = 0
+    user: SimulatedUser
+    session: PreparedSession
     step_index: int = 0
+
+    @property
+    def k(self) -> int:
+        return self.session.index
 
     @property
     def episode_id(self) -> str:
@@ -88,15 +85,14 @@ class EnvWorker:
         max_steps_per_episode: int | None = None, worker_index: int = 0, num_workers: int = 1,
     ) -> None:
         indices = sorted({u for users in slots.values() for u in users})
-        self.shard = UserShard(run, indices, worker_index, num_workers)
-        self.shard.run_id = run_id
+        self.shard = UserShard(run, indices, worker_index, num_workers, run_id=run_id)
         self.run_id = run_id
         self.reward = reward
         self.max_steps = max_steps_per_episode
         self.users = {u.persona.index: u for u in self.shard.users}
         self.sessions_done = dict.fromkeys(self.users, 0)
         self.slots = {slot: _Slot(users) for slot, users in slots.items()}
-        self.scripted_user = run.user_backend.kind == "scripted"
+        self.scripted_user = not run.user_backend.is_llm
         self._embedder: Any = None
 
     @property
@@ -115,8 +111,7 @@ class EnvWorker:
             state = self.slots[slot]
             closing = await self._close_early(state) if state.episode is not None else None
             state.episode = self._begin(slot, state)
-            text, _, _ = await speak(state.episode.user_agent, [])
-            self._user_turn(state.episode, text)
+            await state.episode.user.opening_turn(state.episode.session)
             result = self._observe(slot, state.episode)
             result.session = closing
             out.append(result)
@@ -156,49 +151,33 @@ class EnvWorker:
             if self.sessions_done[index] < len(user.times):
                 k = self.sessions_done[index]
                 self.sessions_done[index] += 1
-                prepared = self.shard.prepare_session(user, k)
-                agent = build_user_agent(
-                    prepared.user_client, user_system_prompt(user.persona, prepared.plan, self.shard.catalog))
-                return _Episode(user=user, k=k, prepared=prepared, user_agent=agent, t=prepared.start)
+                return _Episode(user=user, session=user.prepare(k))
         sessions = len(self.users[state.users[0]].times)
         raise EnvExhausted(
             f"env slot {slot}: its {len(state.users)} user(s) have had all {sessions} scheduled sessions; "
             "raise run.schedule.sessions or run.population.users in the EnvConfig"
         )
 
-    def _user_turn(self, episode: _Episode, text: str) -> None:
-        plans = episode.prepared.plan.directive.turns
-        plan = plans[episode.user_turns]
-        episode.records.append(TurnRecord(
-            index=len(episode.records), role="user", text=text, time=episode.t, tokens=count_tokens(text),
-            reveal=plan.reveal, forget=plan.forget,
-        ))
-        episode.user_turns += 1
-        episode.t += timedelta(minutes=self.shard.config.schedule.minutes_per_turn)
-
     def _observe(self, slot: int, episode: _Episode) -> SlotResult:
         return SlotResult(slot=slot, observation=self._messages(episode), info=self._info(episode))
 
     def _messages(self, episode: _Episode) -> list[dict[str, str]]:
         """What the chatbot would see: its memory (selected for the latest message), then the session."""
-        last_user = next(r.text for r in reversed(episode.records) if r.role == "user")
-        memory = episode.prepared.live_memory.context_text(last_user)
-        system = CHATBOT_SYSTEM_PROMPT + (f"\n\nWhat you remember about this user:\n{memory}" if memory else "")
-        return [{"role": "system", "content": system}] + [
-            {"role": r.role, "content": r.text} for r in episode.records
-        ]
+        session = episode.session
+        return chatbot_messages(session.live_memory, [(r.role, r.text) for r in session.records])
 
     def _info(self, episode: _Episode) -> dict[str, Any]:
-        plan = episode.prepared.plan
+        plan = episode.session.plan
         return {
             "persona_id": episode.user.persona.id, "episode_id": episode.episode_id, "session_index": episode.k,
             "step_index": episode.step_index, "scenario_id": plan.scenario.id, "scenario": plan.scenario.title,
-            "time": episode.t.isoformat(),
+            "time": episode.session.time.isoformat(),
         }
 
     def _truth(self, episode: _Episode) -> Any:
-        user_texts = [r.text for r in episode.records if r.role == "user"]
-        return step_truth(episode.user.persona, episode.t, episode.prepared.plan.scenario.topics, user_texts,
+        session = episode.session
+        user_texts = [r.text for r in session.records if r.role == "user"]
+        return step_truth(episode.user.persona, session.time, session.plan.scenario.topics, user_texts,
                           self.shard.catalog)
 
     async def _step(self, slot: int, action: Action, policy_version: str | None) -> SlotResult:
@@ -208,22 +187,14 @@ class EnvWorker:
         truth = self._truth(episode)
         components = score_reply(action.text, truth, self.shard.catalog, self.embedder, self.reward)
         reward = total_reward(components, self.reward)
-        episode.records.append(TurnRecord(
-            index=len(episode.records), role="assistant", text=action.text, time=episode.t,
-            tokens=count_tokens(action.text),
-        ))
-        replied_at = episode.t
-        episode.t += timedelta(minutes=self.shard.config.schedule.minutes_per_turn)
-        terminated = episode.user_turns >= len(episode.prepared.plan.directive.turns)
+        replied_at = episode.session.time
+        terminated = episode.session.plan_done
         truncated = not terminated and self.max_steps is not None and episode.step_index + 1 >= self.max_steps
-        user_reply = None
-        if not terminated and not truncated:
-            incoming: list[BaseChatMessage] = [TextMessage(content=action.text, source="assistant")]
-            user_reply, _, _ = await speak(episode.user_agent, incoming)
-            prefix = reaction(action.text, truth, self.shard.catalog) if self.scripted_user else None
-            if prefix:
-                user_reply = f"{prefix} {user_reply}"
-            self._user_turn(episode, user_reply)
+        prefix = None
+        if self.scripted_user and not terminated and not truncated:
+            prefix = reaction(action.text, truth, self.shard.catalog)
+        said = await episode.user.policy_turn(episode.session, action.text, answer=not truncated, prefix=prefix)
+        user_reply = said.text if said is not None else None
         step_id = f"{episode.episode_id}/step/{episode.step_index:03d}"
         persona_id = episode.user.persona.id
         row = EnvStepRow(
@@ -248,10 +219,7 @@ class EnvWorker:
         )
 
     async def _finish(self, episode: _Episode, status: str) -> SessionBatch:
-        batch = await self.shard.finish_session(episode.user, episode.k, episode.prepared, episode.records)
-        for row in batch.sessions:
-            row.status = status
-        return batch
+        return await episode.user.finish(episode.session, status=status)
 
     async def _close_early(self, state: _Slot) -> SessionBatch:
         episode = state.episode

@@ -165,6 +165,7 @@ def test_leakage_check_flags_implicit_turns_that_state_the_preference():
     from personasim.agents.conversation import TurnRecord
     from personasim.agents.directive import RevealPlan
     from personasim.config import build_config
+    from personasim.sim.session import turn_row
     from personasim.sim.shard import UserShard
 
     shard = UserShard(build_config(users=1, sessions=1, memory="none"), [0])
@@ -177,7 +178,7 @@ def test_leakage_check_flags_implicit_turns_that_state_the_preference():
     hint = catalog.hints(pref.topic, pref.option, "likes", "behaviour")[0].text
     stated = TurnRecord(index=0, role="user", text=statement + " Any ideas?", time=START, tokens=5, reveal=reveal)
     hinted = TurnRecord(index=2, role="user", text=hint, time=START, tokens=5, reveal=reveal)
-    rows = [shard._turn_row(persona.id, 0, f"{persona.id}/s0", r) for r in (stated, hinted)]
+    rows = [turn_row(shard.run_id, persona.id, 0, r) for r in (stated, hinted)]
     shard._leakage(rows)  # one batched call per round
     assert rows[0].leak_similarity > rows[1].leak_similarity
     assert rows[0].leaked is True and rows[1].leaked is False

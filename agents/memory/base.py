@@ -94,6 +94,18 @@ def forget_subject(text: str) -> str:
     return match.group(1) if match else text
 
 
+MEMORY_HEADER = "What you remember about this user:"
+
+
+def memory_prompt(remembered: str) -> str:
+    """The system text that hands the chatbot what its memory selected ('' when it selected nothing).
+
+    The AutoGen chatbot (``update_context``) and the online environment's observation
+    (``agents.chatbot.chatbot_messages``) both build it here, so a policy trained online sees the
+    prompt a simulated chatbot sees."""
+    return f"{MEMORY_HEADER}\n{remembered}" if remembered else ""
+
+
 class PersonaMemory(Memory):
     """Base of all strategies. Subclasses set ``name`` and implement the abstract methods."""
 
@@ -188,7 +200,7 @@ class PersonaMemory(Memory):
         text = self.context_text(query if isinstance(query, str) else None)
         if not text:
             return UpdateContextResult(memories=MemoryQueryResult(results=[]))
-        await model_context.add_message(SystemMessage(content=f"What you remember about this user:\n{text}"))
+        await model_context.add_message(SystemMessage(content=memory_prompt(text)))
         return UpdateContextResult(
             memories=MemoryQueryResult(results=[MemoryContent(content=text, mime_type=MemoryMimeType.TEXT)])
         )

@@ -15,8 +15,7 @@ again in each actor)::
         is_llm = False
 
         @classmethod
-        def create(cls, config, catalog=None, cache_path=None, cache_mode="readwrite",
-                   concurrency_share=1, model_server=None):
+        def create(cls, config, options):   # options: ClientOptions (catalog, cache, concurrency share)
             return EchoClient(config.model)
 
 ``validate(config)`` (optional) refuses configs the backend cannot run. ``BackendConfig`` itself
@@ -33,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -41,6 +41,20 @@ if TYPE_CHECKING:
 
     from personasim.agents.wrappers import CacheMode
     from personasim.personas.catalog import TopicCatalog
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client is built in this process, beside what the config says: the topic catalog
+    (for the scripted backend), the response cache, how many processes split the backend's
+    ``max_concurrency`` (``concurrency_share``), and a shared ``ModelServer`` actor that holds a
+    transformers model (the engine starts one per GPU) to use instead of loading weights here."""
+
+    catalog: TopicCatalog | None = None
+    cache_path: str | Path | None = None
+    cache_mode: CacheMode = "readwrite"
+    concurrency_share: int = 1
+    model_server: Any | None = None
 
 
 class Backend:
@@ -58,16 +72,8 @@ class Backend:
         """Raise ``ValueError`` when ``config`` lacks what this backend needs."""
 
     @classmethod
-    def create(
-        cls,
-        config: Any,
-        catalog: TopicCatalog | None = None,
-        cache_path: str | Path | None = None,
-        cache_mode: CacheMode = "readwrite",
-        concurrency_share: int = 1,
-        model_server: Any | None = None,
-    ) -> ChatCompletionClient:
-        """The client (see ``personasim.agents.backends.create_client`` for the arguments)."""
+    def create(cls, config: Any, options: ClientOptions) -> ChatCompletionClient:
+        """The client for ``config``, built as ``options`` say (see ``ClientOptions``)."""
         raise NotImplementedError(f"backend {cls.name!r} does not implement create()")
 
 

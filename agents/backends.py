@@ -19,7 +19,7 @@ from typing import Any, Literal
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from personasim.agents.backend_registry import backend_class
+from personasim.agents.backend_registry import ClientOptions, backend_class
 from personasim.agents.wrappers import CacheMode
 from personasim.personas.catalog import TopicCatalog
 
@@ -81,6 +81,6 @@ def create_client(
     backend's ``max_concurrency``, so the server sees at most that many calls in flight.
     ``model_server``: a shared ``ModelServer`` actor that holds the transformers model (the
     engine starts one per GPU), used instead of loading the weights here."""
-    return backend_class(config.kind).create(
-        config, catalog, cache_path, cache_mode, concurrency_share, model_server,
-    )
+    options = ClientOptions(catalog=catalog, cache_path=cache_path, cache_mode=cache_mode,
+                            concurrency_share=concurrency_share, model_server=model_server)
+    return backend_class(config.kind).create(config, options)

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
 
-from personasim.agents.backend_registry import Backend, register_backend
-from personasim.agents.wrappers import CachedClient, CacheMode, ResilientClient, ResponseCache, RetryPolicy
+from personasim.agents.backend_registry import Backend, ClientOptions, register_backend
+from personasim.agents.wrappers import CachedClient, ResilientClient, ResponseCache, RetryPolicy
 
 if TYPE_CHECKING:
     from personasim.agents.backends import BackendConfig
-    from personasim.personas.catalog import TopicCatalog
 
 
 def _model_info(config: BackendConfig) -> ModelInfo:
@@ -37,15 +35,7 @@ class OpenAIBackend(Backend):
             raise ValueError("the openai backend needs `model` (the served model's name)")
 
     @classmethod
-    def create(
-        cls,
-        config: BackendConfig,
-        catalog: TopicCatalog | None = None,
-        cache_path: str | Path | None = None,
-        cache_mode: CacheMode = "readwrite",
-        concurrency_share: int = 1,
-        model_server: Any | None = None,
-    ) -> ChatCompletionClient:
+    def create(cls, config: BackendConfig, options: ClientOptions) -> ChatCompletionClient:
         from autogen_ext.models.openai import OpenAIChatCompletionClient
 
         api_key = "EMPTY"
@@ -62,9 +52,9 @@ class OpenAIBackend(Backend):
             model=config.model, base_url=config.base_url, api_key=api_key, model_info=_model_info(config),
             timeout=config.timeout_s, max_retries=0, **params,
         )
-        per_process = max(1, math.ceil(config.max_concurrency / max(1, concurrency_share)))
+        per_process = max(1, math.ceil(config.max_concurrency / max(1, options.concurrency_share)))
         client: ChatCompletionClient = ResilientClient(inner, per_process, RetryPolicy(max_retries=config.max_retries))
-        if cache_path is not None and cache_mode != "off":
-            client = CachedClient(client, ResponseCache(cache_path), cache_mode, "openai",
+        if options.cache_path is not None and options.cache_mode != "off":
+            client = CachedClient(client, ResponseCache(options.cache_path), options.cache_mode, "openai",
                                   f"{config.base_url}|{config.model}", params)
         return client

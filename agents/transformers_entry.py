@@ -10,17 +10,15 @@ that client and ``model_actor.RemoteModelClient``, and ``model_actor`` imports
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from autogen_core.models import ChatCompletionClient
 
-from personasim.agents.backend_registry import Backend, register_backend
-from personasim.agents.wrappers import CachedClient, CacheMode, ResponseCache
+from personasim.agents.backend_registry import Backend, ClientOptions, register_backend
+from personasim.agents.wrappers import CachedClient, ResponseCache
 
 if TYPE_CHECKING:
     from personasim.agents.backends import BackendConfig
-    from personasim.personas.catalog import TopicCatalog
 
 
 @register_backend("transformers")
@@ -33,21 +31,13 @@ class TransformersBackend(Backend):
             raise ValueError("the transformers backend needs `path` (a folder holding a saved causal LM)")
 
     @classmethod
-    def create(
-        cls,
-        config: BackendConfig,
-        catalog: TopicCatalog | None = None,
-        cache_path: str | Path | None = None,
-        cache_mode: CacheMode = "readwrite",
-        concurrency_share: int = 1,
-        model_server: Any | None = None,
-    ) -> ChatCompletionClient:
+    def create(cls, config: BackendConfig, options: ClientOptions) -> ChatCompletionClient:
         assert config.path is not None
         local: ChatCompletionClient
-        if model_server is not None:
+        if options.model_server is not None:
             from personasim.agents.model_actor import RemoteModelClient
 
-            local = RemoteModelClient(model_server)
+            local = RemoteModelClient(options.model_server)
         else:
             from personasim.agents.transformers_backend import TransformersChatCompletionClient
 
@@ -55,7 +45,8 @@ class TransformersBackend(Backend):
                 config.path, dtype=config.dtype, device=config.device, max_new_tokens=config.max_tokens,
                 temperature=config.temperature, seed=config.seed or 0, batch_size=config.batch_size,
             )
-        if cache_path is not None and cache_mode != "off":
+        if options.cache_path is not None and options.cache_mode != "off":
             params = {"temperature": config.temperature, "max_tokens": config.max_tokens, "seed": config.seed}
-            local = CachedClient(local, ResponseCache(cache_path), cache_mode, "transformers", config.path, params)
+            local = CachedClient(local, ResponseCache(options.cache_path), options.cache_mode, "transformers",
+                                 config.path, params)
         return local

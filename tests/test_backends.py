@@ -164,9 +164,8 @@ class _EchoBackend(Backend):
             raise ValueError("the echo-test backend needs `model`")
 
     @classmethod
-    def create(cls, config, catalog=None, cache_path=None, cache_mode="readwrite", concurrency_share=1,
-               model_server=None):
-        return _EchoClient(config.model, concurrency_share)
+    def create(cls, config, options):
+        return _EchoClient(config.model, options.concurrency_share)
 
 
 def test_a_registered_backend_is_accepted_and_built():

@@ -21,6 +21,7 @@ the options apart (equal lengths; no profile). The exact definitions are in docs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import duckdb
@@ -29,8 +30,11 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from personasim.analysis.profiles import load_profiles
-from personasim.analysis.questions import QUESTION_TYPES, load_questions
+from personasim.analysis.questions import QUESTION_TYPES
 from personasim.sim.rows import QuestionRow
+from personasim.sim.store import open_store
+from personasim.sim.store_read import read_questions
+from personasim.sim.store_runs import resolve_run
 
 BLIND_READERS = ("longest", "query_only", "persona_prior")
 
@@ -204,7 +208,7 @@ def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | N
     """Audit a stored run's questions with the blind readers; reads the store, writes nothing.
 
     ``embedder`` defaults to the offline MiniLM embedder (the one the embedding reader uses)."""
-    questions = load_questions(con, run_id)
+    questions = read_questions(con, run_id)
     if not questions:
         raise ValueError(
             f"run {run_id} has no questions; generate them with `personasim eval --run {run_id}` "
@@ -217,6 +221,13 @@ def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | N
     profiles = load_profiles(con, run_id)
     missing = sum(1 for q in questions if not profiles.get(q.persona_id))
     return summarise(run_id, audit_questions(questions, profiles, embedder), missing)
+
+
+def audit_store(db: str | Path, run_id: str | None = None, embedder: TextEncoder | None = None) -> AuditReport:
+    """``personasim audit`` as a function: audit a run of the store at ``db`` (the store's only run
+    unless ``run_id`` names one). The store is opened read-only: the audit writes nothing."""
+    with open_store(db) as store:
+        return audit(store.con, resolve_run(store, run_id), embedder)
 
 
 def audit_table(report: AuditReport) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from personasim.analysis.metrics import _backend_label, select_answers
+from personasim.analysis.metrics import backend_labels, select_answers
 
 __all__ = ["COMPARABLE", "compare", "mcnemar_exact", "paired_bootstrap_ci"]
 
@@ -80,8 +80,7 @@ def paired_bootstrap_ci(
 
 def _load(con: duckdb.DuckDBPyConnection, run_id: str | None) -> pd.DataFrame:
     frame = select_answers(con, run_id, _COLUMNS)
-    configs = dict(con.execute("SELECT run_id, config_json FROM runs").fetchall())
-    frame["backend"] = frame["run_id"].map({r: _backend_label(configs.get(r)) for r in frame["run_id"].unique()})
+    frame["backend"] = frame["run_id"].map(backend_labels(con, frame["run_id"].unique()))
     return frame
 
 

@@ -1,39 +1,41 @@
-"""Answer every question with every memory strategy's state at question time, and score it."""
+"""Evaluation: answer every question with every memory strategy's state at question time, and score it.
+
+``evaluate`` is ``personasim eval`` as a function: it scores memory strategies on a stored run.
+Evaluation is separate from simulation so a run can be scored again with another reader (an LLM,
+a local model) or on a subset of question types without simulating anything twice. Answers are
+written back to the store, replacing earlier answers of the same reader, so the store stays the
+single record a report is built from. The pieces are public too: ``answer_questions`` (the
+answering itself, on an open store), ``build_reader`` and ``score_by_strategy``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import json
+import time
 from collections.abc import Callable
-from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
 
 import duckdb
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from personasim.agents.backends import BackendConfig
 from personasim.agents.embedding import default_embedder
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
+from personasim.analysis.questions import QUESTION_TYPES, QuestionConfig, generate_questions
 from personasim.analysis.reader import Reader, ReaderAnswer
+from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
+from personasim.sim.store import StoreError, TrajectoryStore, open_store
+from personasim.sim.store_read import SnapshotRef, read_questions, read_snapshots, snapshot_strategies
+from personasim.sim.store_runs import read_run, resolve_run
+
+ReaderKind = Literal["embed", "llm", "loglik"]
 
 
-class _Snapshot(BaseModel):
-    snapshot_id: str
-    time: datetime
-    items: list[str]
-    tokens: int
-
-
-def load_snapshots(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[tuple[str, str], list[_Snapshot]]:
-    out: dict[tuple[str, str], list[_Snapshot]] = defaultdict(list)
-    for sid, persona, strategy, time, items, tokens in con.execute(
-        "SELECT snapshot_id, persona_id, strategy, time, items, tokens FROM memory_snapshots"
-        " WHERE run_id = ? ORDER BY time, snapshot_id",
-        [run_id],
-    ).fetchall():
-        out[(persona, strategy)].append(_Snapshot(snapshot_id=sid, time=time, items=items, tokens=tokens))
-    return out
-
+# -- answering ------------------------------------------------------------------------------------
 
 def answer_questions(
     con: duckdb.DuckDBPyConnection,
@@ -51,9 +53,9 @@ def answer_questions(
     strategy's own choice (``select_context``: everything, or top-k retrieval for rag). Readers
     that call a server (``answer_async``) answer ``concurrency`` questions at a time."""
     settings = settings or MemorySettings()
-    snapshots = load_snapshots(con, run_id)
+    snapshots = read_snapshots(con, run_id)
     embedder = getattr(reader, "embedder", None) or default_embedder()
-    work: list[tuple[QuestionRow, str, _Snapshot | None, list[str]]] = []
+    work: list[tuple[QuestionRow, str, SnapshotRef | None, list[str]]] = []
     for q in questions:
         for strategy in strategies:
             before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
@@ -66,7 +68,7 @@ def answer_questions(
     reader_key = reader.name if model_name is None else f"{reader.name}:{model_name}"
 
     def row(
-        q: QuestionRow, strategy: str, snap: _Snapshot | None, context: list[str], result: ReaderAnswer
+        q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str], result: ReaderAnswer
     ) -> AnswerRow:
         if on_answer:
             on_answer()
@@ -86,7 +88,7 @@ def answer_questions(
     async def run_all() -> list[AnswerRow]:
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(q: QuestionRow, strategy: str, snap: _Snapshot | None, context: list[str]) -> AnswerRow:
+        async def one(q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str]) -> AnswerRow:
             async with gate:
                 return row(q, strategy, snap, context, await answer_async(context, q.query, q.options))
 
@@ -109,3 +111,180 @@ def score_by_strategy(con: duckdb.DuckDBPyConnection, run_id: str) -> list[Strat
         [run_id],
     ).fetchall()
     return [StrategyScore(strategy=s, questions=n, accuracy=a, mean_context_tokens=t) for s, n, a, t in rows]
+
+
+# -- readers --------------------------------------------------------------------------------------
+
+class ReaderSpec(BaseModel):
+    """Which reader answers: the offline embedding reader, an LLM through any backend, or a local
+    transformers model scoring each option's log-likelihood."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ReaderKind = "embed"
+    backend: BackendConfig | None = Field(default=None, description="llm: the model that answers.")
+    model_path: str | None = Field(default=None, description="loglik: folder of a saved causal LM.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReaderSpec:
+        if self.kind == "llm" and self.backend is None:
+            raise ValueError("the llm reader needs a backend (e.g. --reader-model and --reader-base-url)")
+        if self.kind == "loglik" and not self.model_path:
+            raise ValueError("the loglik reader needs model_path (--reader-model-path), a folder of a saved causal LM")
+        return self
+
+
+def build_reader(spec: ReaderSpec, cache_path: str | Path | None = None) -> Any:
+    """The reader ``spec`` names; an LLM reader caches its responses in ``cache_path`` when given."""
+    if spec.kind == "embed":
+        from personasim.analysis.reader import EmbeddingReader
+
+        return EmbeddingReader(default_embedder())
+    if spec.kind == "llm":
+        from personasim.agents.backends import create_client
+        from personasim.analysis.llm_reader import LLMReader
+
+        assert spec.backend is not None
+        client = create_client(spec.backend, cache_path=cache_path, cache_mode="readwrite" if cache_path else "off")
+        return LLMReader(client, model_name=spec.backend.model)
+    from personasim.analysis.loglik_reader import LogLikelihoodReader
+
+    assert spec.model_path is not None
+    return LogLikelihoodReader(spec.model_path)
+
+
+# -- evaluating a stored run ----------------------------------------------------------------------
+
+class EvalSummary(BaseModel):
+    """What ``evaluate`` scored and how: the reader, strategies, question types and counts, and the
+    accuracy tables (``metrics.summary_tables`` as records) with the artifact audit beside them."""
+
+    run_id: str
+    db: str
+    reader: str
+    reader_model: str | None
+    strategies: list[str]
+    types: list[str]
+    questions: int
+    answers: int
+    chance: float
+    wall_seconds: float
+    tables: dict[str, list[dict[str, Any]]]
+    audit: dict[str, Any] | None = Field(
+        default=None,
+        description="The artifact audit of the scored questions (an AuditReport as a dict): the correct option's "
+        "length shares and the blind readers' accuracy per question type, the no-memory floor of every accuracy.",
+    )
+
+
+def evaluate(
+    db: str | Path,
+    run_id: str | None = None,
+    strategies: list[str] | None = None,
+    reader: ReaderSpec | None = None,
+    types: list[str] | None = None,
+    regenerate: bool = False,
+    n_boot: int = 1000,
+    show_progress: bool = False,
+) -> EvalSummary:
+    """Answer the run's questions with each strategy's memory and the reader; store and summarise.
+
+    Questions are generated when the run has none (or ``regenerate``); a run loaded from
+    PersonaMem-v2 keeps its own. Strategies default to those the run kept snapshots of."""
+    started = time.perf_counter()
+    reader = reader or ReaderSpec()
+    path = Path(db)
+    with open_store(path, write=True) as store:
+        run_id = resolve_run(store, run_id)
+        questions = _questions(store, run_id, regenerate)
+        questions = _filter_types(questions, types)
+        strategies = _strategies(store, run_id, strategies)
+        cache = str(path) + ".llmcache.sqlite" if reader.kind == "llm" else None
+        answering = build_reader(reader, cache)
+        with progress_bar(show_progress) as progress:
+            task = progress.add_task(f"answering ({answering.name})", total=len(questions) * len(strategies))
+            answers = answer_questions(
+                store.con, run_id, questions, strategies, answering, read_run(store, run_id).memory_settings,
+                on_answer=lambda: progress.advance(task),
+            )
+        store.replace_rows({"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in answers]}},
+                           [("answers", answers)])
+        tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
+        report = _audit(store, run_id, questions, answering) if questions else None
+    chance = sum(1.0 / len(q.options) for q in questions) / len(questions) if questions else 0.0
+    return EvalSummary(
+        run_id=run_id, db=str(path), reader=answering.name, reader_model=getattr(answering, "model_name", None),
+        strategies=strategies, types=sorted({q.question_type for q in questions}), questions=len(questions),
+        answers=len(answers), chance=chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
+        audit=report.model_dump() if report is not None else None,
+    )
+
+
+def _questions(store: TrajectoryStore, run_id: str, regenerate: bool) -> list[QuestionRow]:
+    questions = read_questions(store.con, run_id)
+    generated = all(q.source == "generated" for q in questions)
+    if questions and not regenerate:
+        return questions
+    if questions and not generated:
+        raise StoreError(f"run {run_id} was loaded from PersonaMem-v2; its questions are theirs, not regenerated")
+    fresh = generate_questions(store.con, run_id, read_run(store, run_id).seed, config=QuestionConfig())
+    store.replace_rows({"answers": {"run_id": run_id}, "questions": {"run_id": run_id}}, [("questions", fresh)])
+    return fresh
+
+
+def _filter_types(questions: list[QuestionRow], types: list[str] | None) -> list[QuestionRow]:
+    if not types:
+        return questions
+    present = {q.question_type for q in questions}
+    unknown = [t for t in types if t not in QUESTION_TYPES and t not in present]
+    if unknown:
+        known = ", ".join(sorted(set(QUESTION_TYPES) | present))
+        raise ValueError(f"unknown question type {', '.join(map(repr, unknown))}; choose from {known}")
+    chosen = [q for q in questions if q.question_type in types]
+    if not chosen:
+        raise ValueError(
+            f"the run has no questions of type {', '.join(types)}; it has {', '.join(sorted(present)) or 'none'}"
+        )
+    return chosen
+
+
+def _strategies(store: TrajectoryStore, run_id: str, wanted: list[str] | None) -> list[str]:
+    from personasim.agents.memory import check_memory_names
+
+    have = snapshot_strategies(store.con, run_id)
+    if not wanted:
+        if not have:
+            raise StoreError(f"run {run_id} kept no memory snapshots; re-run it with --memory")
+        return have
+    check_memory_names(wanted)
+    missing = [s for s in wanted if s not in have]
+    if missing:
+        raise StoreError(
+            f"run {run_id} kept no memory snapshots for {', '.join(missing)} (it has {', '.join(have) or 'none'}); "
+            f"simulate with --memory {','.join(wanted)} to evaluate them"
+        )
+    return wanted
+
+
+def _audit(store: TrajectoryStore, run_id: str, questions: list[QuestionRow], reader: Any) -> Any:
+    """The artifact audit of exactly the questions scored (after ``--types``), with the reader's
+    embedder when it has one (the same MiniLM otherwise)."""
+    from personasim.analysis.audit import audit_questions, summarise
+    from personasim.analysis.profiles import load_profiles
+
+    profiles = load_profiles(store.con, run_id)
+    embedder = getattr(reader, "embedder", None) or default_embedder()
+    missing = sum(1 for q in questions if not profiles.get(q.persona_id))
+    return summarise(run_id, audit_questions(questions, profiles, embedder), missing)
+
+
+def _tables(
+    store: TrajectoryStore, run_id: str, reader: Any, strategies: list[str], types: list[str], n_boot: int
+) -> dict[str, list[dict[str, Any]]]:
+    from personasim.analysis.metrics import summary_tables
+
+    where: dict[str, object] = {"reader": [reader.name], "strategy": strategies, "question_type": sorted(set(types))}
+    if getattr(reader, "model_name", None):
+        where["reader_model"] = [reader.model_name]
+    frames = summary_tables(store.con, run_id, where=where, n_boot=n_boot)
+    return {name: json.loads(frame.to_json(orient="records")) for name, frame in frames.items()}

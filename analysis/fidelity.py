@@ -16,8 +16,6 @@ docs/analysis.md (the calibration script is bench/calibrate_fidelity.py).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -28,6 +26,8 @@ from typing import Protocol
 import duckdb
 import numpy as np
 import pandas as pd
+
+from personasim.sim.store_runs import read_run
 
 __all__ = [
     "FIDELITY_THRESHOLD",
@@ -390,11 +390,7 @@ def privacy_leakage(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame
     ).fetchall():
         if value and len(value) >= _MIN_VALUE_LENGTH:
             values.setdefault(persona, []).append(value)
-    config = con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchone()
-    chatbot = "chatbot"
-    if config and config[0]:
-        with contextlib.suppress(ValueError, AttributeError):
-            chatbot = json.loads(config[0]).get("memory", {}).get("chatbot", chatbot)
+    chatbot = read_run(con, run_id).chatbot_memory or "chatbot"
     sources = {
         "memory": con.execute(
             "SELECT strategy, persona_id, text FROM memory_snapshots WHERE run_id = ?", [run_id]

@@ -22,13 +22,14 @@ Bootstrap choices, and why:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Literal
 
 import duckdb
 import numpy as np
 import pandas as pd
+
+from personasim.sim.store_runs import read_runs
 
 __all__ = [
     "ALLOWED_DIMENSIONS",
@@ -189,17 +190,10 @@ def token_bucket(tokens_since_reveal: Sequence[int] | pd.Series) -> pd.Categoric
     return _bucket(pd.Series(tokens_since_reveal), TOKEN_BUCKET_EDGES, TOKEN_BUCKET_LABELS)
 
 
-def _backend_label(config_json: str | None) -> str:
-    """``kind`` or ``kind:model`` of the run's chatbot backend; "external" for loaded benchmark runs."""
-    try:
-        config = json.loads(config_json) if config_json else {}
-    except (TypeError, ValueError):
-        config = {}
-    backend = config.get("chatbot_backend") if isinstance(config, dict) else None
-    if not isinstance(backend, dict) or not backend.get("kind"):
-        return "external"
-    model = backend.get("model")
-    return f"{backend['kind']}:{model}" if model else str(backend["kind"])
+def backend_labels(con: duckdb.DuckDBPyConnection, run_ids: Collection[str]) -> dict[str, str]:
+    """``kind:model`` of each run's chatbot backend; "external" for loaded benchmark runs."""
+    runs = {r.run_id: r for r in read_runs(con)}
+    return {run: runs[run].chatbot_label if run in runs else "external" for run in run_ids}
 
 
 def _check_dimensions(names: Collection[str], what: str) -> None:
@@ -262,9 +256,7 @@ def select_answers(con: duckdb.DuckDBPyConnection, run_id: str | None, columns: 
 
 def _add_derived(frame: pd.DataFrame, con: duckdb.DuckDBPyConnection, dimensions: Collection[str]) -> pd.DataFrame:
     if "backend" in dimensions:
-        configs = dict(con.execute("SELECT run_id, config_json FROM runs").fetchall())
-        labels = {run: _backend_label(configs.get(run)) for run in frame["run_id"].unique()}
-        frame["backend"] = frame["run_id"].map(labels).astype(object)
+        frame["backend"] = frame["run_id"].map(backend_labels(con, frame["run_id"].unique())).astype(object)
     if "sessions_since_reveal_bucket" in dimensions:
         frame["sessions_since_reveal_bucket"] = session_bucket(frame["sessions_since_reveal"])
     if "tokens_since_reveal_bucket" in dimensions:

@@ -34,51 +34,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from personasim.analysis.profiles import load_profiles
 from personasim.personas.catalog import Topic, TopicCatalog, load_topic_catalog
-from personasim.personas.models import DriftEvent, ForgetRequest, Person, Polarity, Preference
+from personasim.personas.models import Person, Polarity, Preference
 from personasim.personas.others import others_response, person_from_owner
 from personasim.personas.seeding import rng_for
 from personasim.personas.timeline import PersonaTimeline
 from personasim.sim.rows import QuestionRow
+from personasim.sim.store_read import read_timelines
 from personasim.worlds.scenarios import Scenario, ScenarioCatalog, load_scenario_catalog
 
 QUESTION_DELAY = timedelta(hours=1)
 
 
-def load_timelines(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, PersonaTimeline]:
-    """Rebuild every persona's timeline from the store alone (others' preferences apart: their ids name the owner)."""
-    prefs: dict[str, Preference] = {}
-    rows = con.execute(
-        "SELECT preference_id, persona_id, domain, topic, option, statement, polarity, strength, sensitive,"
-        " sensitivity, stereotype, valid_from, valid_to FROM preferences WHERE run_id = ? ORDER BY preference_id",
-        [run_id],
-    ).fetchall()
-    for r in rows:
-        prefs[r[0]] = Preference(
-            id=r[0], persona_id=r[1], domain=r[2], topic=r[3], option=r[4], statement=r[5],
-            polarity=Polarity(r[6]), strength=r[7], sensitive=r[8], sensitivity=r[9], stereotype=r[10],
-            valid_from=r[11], valid_to=r[12],
-        )
-    events: dict[str, list[DriftEvent]] = defaultdict(list)
-    for e in con.execute(
-        "SELECT event_id, persona_id, time, kind, cause, topic, old_preference_id, new_preference_id"
-        " FROM drift_events WHERE run_id = ? ORDER BY event_id",
-        [run_id],
-    ).fetchall():
-        events[e[1]].append(DriftEvent(
-            id=e[0], persona_id=e[1], time=e[2], kind=e[3], cause=e[4], topic=e[5],
-            old=prefs[e[6]] if e[6] else None, new=prefs[e[7]] if e[7] else None,
-        ))
-    forgets: dict[str, list[ForgetRequest]] = defaultdict(list)
-    for f in con.execute(
-        "SELECT request_id, persona_id, time, preference_id, topic FROM forget_requests WHERE run_id = ?"
-        " ORDER BY request_id",
-        [run_id],
-    ).fetchall():
-        forgets[f[1]].append(ForgetRequest(id=f[0], persona_id=f[1], time=f[2], preference_id=f[3], topic=f[4]))
-    by_persona: dict[str, list[Preference]] = defaultdict(list)
-    for p in prefs.values():
-        by_persona[p.persona_id].append(p)
-    return {pid: PersonaTimeline(ps, events.get(pid, []), forgets.get(pid, [])) for pid, ps in by_persona.items()}
 
 
 QUESTION_TYPES = (
@@ -282,7 +248,7 @@ class _RunFacts:
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, fractions: list[float]) -> _RunFacts:
         facts = cls()
-        facts.timelines = load_timelines(con, run_id)
+        facts.timelines = read_timelines(con, run_id)
         for persona_id, index, scenario_id, started_at, ended_at in con.execute(
             "SELECT persona_id, session_index, scenario_id, started_at, ended_at FROM sessions WHERE run_id = ?"
             " ORDER BY persona_id, session_index",
@@ -730,9 +696,3 @@ def _pick_distractors(
             taken.add(o)
     return chosen
 
-
-def load_questions(con: duckdb.DuckDBPyConnection, run_id: str) -> list[QuestionRow]:
-    """The run's stored questions, in id order, as the rows they were written from."""
-    cursor = con.execute("SELECT * FROM questions WHERE run_id = ? ORDER BY question_id", [run_id])
-    names = [d[0] for d in cursor.description]
-    return [QuestionRow.model_validate(dict(zip(names, r, strict=True))) for r in cursor.fetchall()]

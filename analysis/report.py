@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.analysis import plots
+from personasim.sim.store import open_store
+from personasim.sim.store_read import count_rows
+from personasim.sim.store_runs import read_run, resolve_run
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1080px;margin:2em auto;padding:0 1em;
@@ -90,9 +92,20 @@ def write_report(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: str | Pat
     return written
 
 
+def write_run_report(db: str | Path, out: str | Path, run_id: str | None = None, n_boot: int = 1000) -> list[Path]:
+    """``personasim report`` as a function: ``write_report`` for a run of the store at ``db`` (the
+    store's only run unless ``run_id`` names one), opened read-only. Returns the files written,
+    ``report.html`` and ``report.md`` first."""
+    out = Path(out)
+    with open_store(db) as store:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder")
+        return write_report(store.con, resolve_run(store, run_id), out, n_boot)
+
+
 # -- sections ---------------------------------------------------------------------------------
 def _answers(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    return con.execute("SELECT count(*) FROM answers WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    return count_rows(con, "answers", run_id)
 
 
 def _chance(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
@@ -167,7 +180,7 @@ def _try_audit(con: duckdb.DuckDBPyConnection, run_id: str) -> Any:
         from personasim.analysis.audit import audit
     except ImportError:
         return None
-    if not con.execute("SELECT count(*) FROM questions WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+    if not count_rows(con, "questions", run_id):
         return None
     return audit(con, run_id)
 
@@ -191,7 +204,7 @@ def _fidelity_section(con: duckdb.DuckDBPyConnection, run_id: str) -> Section:
     from personasim.analysis.fidelity import fidelity_summary, latency_to_learn
 
     section = Section(title="Memory fidelity over time")
-    if not con.execute("SELECT count(*) FROM memory_snapshots WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+    if not count_rows(con, "memory_snapshots", run_id):
         section.text = "The run kept no memory snapshots."
         return section
     summary = fidelity_summary(con, run_id)
@@ -218,7 +231,7 @@ def _drift_section(con: duckdb.DuckDBPyConnection, run_id: str) -> Section:
     )
 
     section = Section(title="How the simulated users change")
-    if not con.execute("SELECT count(*) FROM sessions WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+    if not count_rows(con, "sessions", run_id):
         section.text = "The run has no sessions."
         return section
     turnover, divergence = turnover_by_month(con, run_id), js_divergence(con, run_id)
@@ -248,19 +261,12 @@ def _privacy_section(con: duckdb.DuckDBPyConnection, run_id: str) -> Section:
 
 # -- rendering ---------------------------------------------------------------------------------
 def _run_meta(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    row = con.execute("SELECT seed, config_json, personasim_version, users, sessions_per_user, status FROM runs "
-                      "WHERE run_id = ?", [run_id]).fetchall()
-    if not row:
-        raise ValueError(f"the store has no run {run_id!r}")
-    seed, config_json, version, users, sessions, status = row[0]
-    counts = {table: con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
+    run = read_run(con, run_id)
+    counts = {table: count_rows(con, table, run_id)
               for table in ("sessions", "turns", "drift_events", "questions", "answers")}
-    try:
-        config = json.dumps(json.loads(config_json), indent=2)
-    except (TypeError, ValueError):
-        config = str(config_json)
-    return {"run_id": run_id, "seed": seed, "personasim_version": version, "users": users,
-            "sessions_per_user": sessions, "status": status, **counts, "config": config}
+    config = run.spec.config.model_dump_json(indent=2, exclude={"engine"})
+    return {"run_id": run_id, "seed": run.seed, "personasim_version": run.personasim_version, "users": run.users,
+            "sessions_per_user": run.sessions_per_user, "status": run.status, **counts, "config": config}
 
 
 def _round(frame: pd.DataFrame) -> pd.DataFrame:

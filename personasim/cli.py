@@ -1,4 +1,9 @@
-"""The ``personasim`` command line. Every command has a Python API twin in ``personasim.api``."""
+"""The ``personasim`` command line. Every command has a Python API twin, exported from ``personasim``
+(``run``, ``evaluate``, ``audit``, ``report``, ``export``, ``compare``, ``train``, ...).
+
+This module registers the commands of the ``cli_*`` modules and holds ``run``; the commands parse
+options, call their twin and print. What they share (the console, the one-line error, the audit
+table) is in ``personasim.terminal``: no ``cli_*`` module imports this one or another ``cli_*``."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from personasim.terminal import console, fail
 
 app = typer.Typer(
     help="Simulate users with evolving implicit personas talking to a chatbot with long-term memory, "
@@ -43,11 +50,6 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-
-
-def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command()
@@ -130,16 +132,14 @@ def run(
             )
             summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
     except (ConfigError, StoreError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     except KeyboardInterrupt:
-        _fail(f"interrupted; the sessions written so far are kept: continue with `personasim run --resume --db {db}`")
-        return
+        fail(f"interrupted; the sessions written so far are kept: continue with `personasim run --resume --db {db}`")
     _print_summary(summary)
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
-    console = Console()
+    out = console()
     overview = Table(title=f"personasim run {summary.run_id}", show_header=False)
     overview.add_column(style="bold")
     overview.add_column(justify="right")
@@ -150,7 +150,7 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     ] + [(label, value) for label, value in [
         ("failed sessions", summary.failed_sessions), ("actor restarts", summary.actor_restarts)] if value]:
         overview.add_row(label, str(value))
-    console.print(overview)
+    out.print(overview)
     scores = Table(title=f"accuracy per memory strategy (chance {summary.chance:.1%})")
     scores.add_column("strategy")
     scores.add_column("questions", justify="right")
@@ -158,7 +158,7 @@ def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
     scores.add_column("mean context tokens", justify="right")
     for s in summary.scores:
         scores.add_row(s.strategy, str(s.questions), f"{s.accuracy:.1%}", f"{s.mean_context_tokens:,.0f}")
-    console.print(scores)
+    out.print(scores)
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""``personasim compare``: is one strategy (reader, model, backend) really better than another?"""
+"""``personasim compare``: is one strategy (reader, model, backend) really better than another?
+
+The work is ``personasim.api.compare``."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from personasim.terminal import console, fail
 
 
 def compare_command(
@@ -22,20 +25,13 @@ def compare_command(
 ) -> None:
     """Pair the answers of a and b on the same questions: the difference with a paired bootstrap
     95% interval, an exact McNemar test, and whether it is significant."""
-    from personasim.analysis.compare import compare
-    from personasim.cli import _fail
-    from personasim.evaluation import resolve_run
-    from personasim.sim.store import StoreError, TrajectoryStore
+    from personasim.api import compare
+    from personasim.sim.store import StoreError
 
     try:
-        if not db.exists():
-            raise StoreError(f"store {db} does not exist; run `personasim run --db {db}` first")
-        with TrajectoryStore(db, read_only=True) as store:
-            run = None if by == "backend" and run_id is None else resolve_run(store, run_id)
-            table = compare(store.con, run, a, b, by=by, reader=reader, n_boot=bootstrap, per_type=per_type)
+        table = compare(db, a, b, run_id, by=by, reader=reader, per_type=per_type, n_boot=bootstrap)
     except (StoreError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     out = Table(title=f"{a} vs {b} (paired on the same questions)")
     for column in ("question type", "pairs", a, b, "difference [95% CI]", "McNemar p", "significant"):
         out.add_column(column, justify="left" if column == "question type" else "right")
@@ -43,6 +39,6 @@ def compare_command(
         out.add_row(str(row.get("question_type", "all")), str(row["n_pairs"]), f"{row['acc_a']:.1%}",
                     f"{row['acc_b']:.1%}", f"{row['diff'] * 100:+.1f} [{row['ci_low'] * 100:+.1f}, "
                     f"{row['ci_high'] * 100:+.1f}] pts", f"{row['p_value']:.3g}", "yes" if row["significant"] else "no")
-    console = Console()
-    console.print(out)
-    console.print(table.iloc[0]["verdict"])
+    printed = console()
+    printed.print(out)
+    printed.print(table.iloc[0]["verdict"])

@@ -1,4 +1,8 @@
-"""``personasim eval``: score memory strategies on a stored run or on PersonaMem-v2's own files."""
+"""``personasim eval`` and ``personasim export``: score memory strategies on a stored run or on
+PersonaMem-v2's own files, and write a run's benchmark in another tool's format.
+
+The work is ``personasim.analysis.evaluate.evaluate``, ``personasim.interop.personamem_v2.api`` and
+``personasim.api.export``; this module parses the options and prints."""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from personasim.terminal import console, fail, print_audit
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -51,8 +56,7 @@ def eval_command(
     from pydantic import ValidationError
 
     from personasim.agents.backends import BackendConfig
-    from personasim.cli import _fail
-    from personasim.evaluation import ReaderSpec, evaluate, evaluate_personamem_v2
+    from personasim.analysis.evaluate import ReaderSpec, evaluate
     from personasim.sim.config import describe_validation_error
     from personasim.sim.store import StoreError
 
@@ -67,10 +71,11 @@ def eval_command(
             kind=reader, backend=backend, model_path=str(reader_model_path) if reader_model_path else None
         )
     except ValidationError as exc:
-        _fail(f"invalid reader options: {describe_validation_error(exc)}")
-        return
+        fail(f"invalid reader options: {describe_validation_error(exc)}")
     try:
         if personamem_v2 is not None:
+            from personasim.interop.personamem_v2.api import evaluate_personamem_v2
+
             summary = evaluate_personamem_v2(
                 personamem_v2, db, _split(strategies), spec, _split(types), window=window, n_boot=bootstrap,
                 show_progress=not quiet,
@@ -81,8 +86,7 @@ def eval_command(
                 show_progress=not quiet,
             )
     except (StoreError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     print_eval_summary(summary)
     if json_out is not None:
         json_out.write_text(summary.model_dump_json(indent=2))
@@ -93,7 +97,7 @@ def _ci(row: dict[str, Any]) -> str:
 
 
 def print_eval_summary(summary: Any) -> None:
-    console = Console()
+    out = console()
     model = f" ({summary.reader_model})" if summary.reader_model else ""
     title = (f"run {summary.run_id}: {summary.questions} questions, reader {summary.reader}{model}, "
              f"chance {summary.chance:.1%}")
@@ -102,10 +106,9 @@ def print_eval_summary(summary: Any) -> None:
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for row in summary.tables["by_strategy"]:
         table.add_row(row["strategy"], str(row["answers"]), _ci(row), f"{row['mean_context_tokens']:,.0f}")
-    console.print(table)
+    out.print(table)
     if summary.audit is not None:  # every accuracy above is read against these no-memory floors
         from personasim.analysis.audit import AuditReport
-        from personasim.cli_audit import print_audit
 
         print_audit(AuditReport.model_validate(summary.audit))
     for name, dimension, caption in [
@@ -114,7 +117,7 @@ def print_eval_summary(summary: Any) -> None:
         ("by_session_distance", "sessions_since_reveal_bucket", "accuracy by sessions since the last reveal"),
         ("by_token_distance", "tokens_since_reveal_bucket", "accuracy by conversation tokens since the last reveal"),
     ]:
-        console.print(_pivot(summary.tables[name], dimension, summary.strategies, caption))
+        out.print(_pivot(summary.tables[name], dimension, summary.strategies, caption))
 
 
 def _pivot(rows: list[dict[str, Any]], dimension: str, strategies: list[str], caption: str) -> Table:
@@ -148,42 +151,13 @@ def export_command(
 ) -> None:
     """Write a run's benchmark in another tool's format: PersonaMem-v2's benchmark CSV and chat
     histories, or TRL datasets (Hugging Face DatasetDict + Parquet, split by user) for training."""
-    from personasim.cli import _fail
+    from personasim.api import export
     from personasim.sim.store import StoreError
 
-    formats = ("personamem-v2", "sft", "dpo", "kto", "grpo")
-    if format not in formats:
-        _fail(f"unknown --format {format!r}; choose from: {', '.join(formats)}")
-        return
     try:
-        if format == "personamem-v2":
-            written = export_benchmark(db, out, run_id, window)
-        else:
-            written = export_training(db, out, format, run_id, strategy=strategy, val_fraction=val_fraction,
-                                      max_context_tokens=max_context_tokens)
+        written = export(db, out, format, run_id, window=window, strategy=strategy, val_fraction=val_fraction,
+                         max_context_tokens=max_context_tokens)
     except (StoreError, ValueError) as exc:
-        _fail(str(exc))
-        return
-    Console().print(f"wrote {len(written)} files under {out}")
+        fail(str(exc))
+    console().print(f"wrote {len(written)} files under {out}")
 
-
-def export_training(db: Path, out: Path, fmt: str, run_id: str | None = None, **kwargs: Any) -> list[Path]:
-    from personasim.evaluation import resolve_run
-    from personasim.rl.datasets import export_training_data
-    from personasim.sim.store import StoreError, TrajectoryStore
-
-    if not Path(db).exists():
-        raise StoreError(f"store {db} does not exist; run `personasim run --db {db}` first")
-    with TrajectoryStore(db, read_only=True) as store:
-        return export_training_data(store.con, resolve_run(store, run_id), fmt, out, **kwargs)  # type: ignore[arg-type]
-
-
-def export_benchmark(db: Path, out: Path, run_id: str | None = None, window: str = "32k") -> list[Path]:
-    from personasim.analysis.pmv2_export import export_personamem_v2
-    from personasim.evaluation import resolve_run
-    from personasim.sim.store import StoreError, TrajectoryStore
-
-    if not Path(db).exists():
-        raise StoreError(f"store {db} does not exist; run `personasim run --db {db}` first")
-    with TrajectoryStore(db, read_only=True) as store:
-        return export_personamem_v2(store.con, resolve_run(store, run_id), out, window)

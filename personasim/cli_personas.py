@@ -10,13 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from personasim.terminal import fail
+
 personas_app = typer.Typer(help="Generate and inspect personas.", no_args_is_help=True)
 worlds_app = typer.Typer(help="Browse domains, topics and scenarios.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @personas_app.command("generate")
@@ -38,10 +35,9 @@ def generate(
     try:
         config = PopulationConfig(users=n, min_preferences=min_preferences, max_preferences=max_preferences)
     except ValueError as exc:
-        _fail(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc))
-        return
+        fail(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc))
     if not out.parent.is_dir():
-        _fail(f"cannot write {out}: directory {out.parent} does not exist")
+        fail(f"cannot write {out}: directory {out.parent} does not exist")
     builder = PopulationBuilder(config, seed)
     stats = {"preferences": 0, "drift_events": 0}
     started = time.perf_counter()
@@ -78,12 +74,11 @@ def show(
     try:
         personas = read_personas(file)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     wanted = persona_id
     match = [p for p in personas if p.id == wanted or (wanted.isdigit() and p.index == int(wanted))]
     if not match:
-        _fail(f"no persona {wanted!r} in {file} (ids run from {personas[0].id} to {personas[-1].id})")
+        fail(f"no persona {wanted!r} in {file} (ids run from {personas[0].id} to {personas[-1].id})")
     p = match[0]
     console = Console()
     d = p.demographics
@@ -115,7 +110,7 @@ def worlds_list(
         console.print(table)
         return
     if domain not in world.domains():
-        _fail(f"unknown domain {domain!r}; choose from {', '.join(world.domains())}")
+        fail(f"unknown domain {domain!r}; choose from {', '.join(world.domains())}")
     table = Table(title=f"topics in {domain}")
     table.add_column("topic")
     table.add_column("scenarios")
@@ -145,8 +140,7 @@ def worlds_show(item: Annotated[str, typer.Argument(help="A scenario id or a top
     try:
         topic = catalog.topic(item)
     except KeyError:
-        _fail(f"{item!r} is neither a scenario nor a topic; see `personasim worlds list`")
-        return
+        fail(f"{item!r} is neither a scenario nor a topic; see `personasim worlds list`")
     sens = f", sensitive: {topic.sensitivity}" if topic.sensitivity else ""
     console.print(f"[bold]{topic.id}[/] ({topic.domain}, {topic.kind}{sens}): {topic.name}")
     for o in topic.options:

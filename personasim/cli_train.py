@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from personasim.terminal import console, fail
 
 TRAINERS = ("sft", "dpo", "grpo")
 # What the summary table shows when the trainer logged it: the numbers a reader looks at first.
@@ -52,13 +53,11 @@ def train_command(
     multiple-choice reward); every logged metric goes to table training_metrics of the store."""
     from pydantic import ValidationError
 
-    from personasim.cli import _fail
     from personasim.sim.config import describe_validation_error
     from personasim.sim.store import StoreError
 
     if trainer not in TRAINERS:
-        _fail(f"unknown trainer {trainer!r}; choose from: {', '.join(TRAINERS)}")
-        return
+        fail(f"unknown trainer {trainer!r}; choose from: {', '.join(TRAINERS)}")
     options: dict[str, Any] = {
         "run_id": run_id, "strategy": strategy, "output_dir": str(out) if out else None, "max_steps": max_steps,
         "per_device_train_batch_size": batch_size, "learning_rate": lr, "max_length": max_length,
@@ -70,18 +69,16 @@ def train_command(
         config = TrainConfig(trainer=trainer, model_path=str(model), online=online,
                              **{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
-        _fail(describe_validation_error(exc).replace("Value error, ", ""))
-        return
+        fail(describe_validation_error(exc).replace("Value error, ", ""))
     try:
         summary = train(db, config, show_progress=not quiet)
     except (StoreError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     print_train_summary(summary, db)
 
 
 def print_train_summary(summary: Any, db: Path) -> None:
-    console = Console()
+    out = console()
     mode = "online " if summary.online else ""
     table = Table(title=f"{mode}{summary.trainer} on run {summary.run_id}")
     table.add_column("")
@@ -94,7 +91,7 @@ def print_train_summary(summary: Any, db: Path) -> None:
     table.add_row("wall seconds", f"{summary.wall_seconds:.1f}")
     table.add_row("model saved to", summary.output_dir)
     table.add_row("training id", summary.training_id)
-    console.print(table)
+    out.print(table)
     for note in summary.notes:
-        console.print(note)
-    console.print(f"metrics in table training_metrics of {db}")
+        out.print(note)
+    out.print(f"metrics in table training_metrics of {db}")

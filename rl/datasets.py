@@ -25,10 +25,11 @@ from personasim.agents.embedding import default_embedder
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.answer_parsing import letters
-from personasim.analysis.evaluate import load_snapshots
-from personasim.analysis.questions import load_questions
 from personasim.personas.seeding import derive_seed
 from personasim.sim.rows import QuestionRow
+from personasim.sim.store import open_store
+from personasim.sim.store_read import read_questions, read_snapshots
+from personasim.sim.store_runs import resolve_run
 
 TrainFormat = Literal["sft", "dpo", "kto", "grpo"]
 FORMATS: tuple[str, ...] = ("sft", "dpo", "kto", "grpo")
@@ -52,10 +53,10 @@ def build_examples(
         raise ValueError(f"unknown training format {fmt!r}; choose from {', '.join(FORMATS)}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    questions = load_questions(con, run_id)
+    questions = read_questions(con, run_id)
     if not questions:
         raise ValueError(f"run {run_id} has no questions; run `personasim eval --db ... --regenerate` first")
-    snapshots = load_snapshots(con, run_id)
+    snapshots = read_snapshots(con, run_id)
     if not any(s == strategy for _, s in snapshots):
         have = sorted({s for _, s in snapshots})
         raise ValueError(f"run {run_id} kept no memory snapshots for {strategy!r}; it has {', '.join(have)}")
@@ -87,6 +88,25 @@ def export_training_data(
         dataset.to_parquet(str(target))
         paths.append(target)
     return paths
+
+
+def export_training(
+    db: str | Path,
+    out: str | Path,
+    fmt: TrainFormat,
+    run_id: str | None = None,
+    strategy: str = "agentic",
+    val_fraction: float = 0.1,
+    max_context_tokens: int = 4000,
+) -> list[Path]:
+    """``personasim export --format sft|dpo|kto|grpo`` as a function: ``export_training_data`` for a
+    run of the store at ``db`` (the store's only run unless ``run_id`` names one), opened read-only.
+    Returns the files written: the ``DatasetDict`` folder, then one Parquet file per split."""
+    with open_store(db) as store:
+        return export_training_data(
+            store.con, resolve_run(store, run_id), fmt, out, strategy=strategy, val_fraction=val_fraction,
+            max_context_tokens=max_context_tokens,
+        )
 
 
 def _held_out(persona_id: str, seed: int, fraction: float) -> bool:

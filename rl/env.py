@@ -27,6 +27,7 @@ from personasim.rl.env_reward import RewardConfig
 from personasim.rl.env_worker import Action, EnvWorker, SlotResult
 from personasim.sim.config import RunConfig
 from personasim.sim.store import TrajectoryStore
+from personasim.sim.store_runs import RunStatus, set_run_status, start_run
 
 
 def _default_run() -> RunConfig:
@@ -215,9 +216,9 @@ class PersonaVectorEnv(gymnasium.vector.VectorEnv):
             open_sessions = self._workers.call("close_episodes", everyone)
             self.store.write_many([pair for part in open_sessions for batch in part for pair in batch.tables()])
             batches = self._workers.call("personas", everyone)
-            for table in ("personas", "preferences", "sensitive_facts"):
-                self.store.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [self.run_id])
-            self.store.write_many([pair for batch in batches for pair in batch.tables()])
+            self.store.replace_rows(
+                {table: {"run_id": self.run_id} for table in ("personas", "preferences", "sensitive_facts")},
+                [pair for batch in batches for pair in batch.tables()])
             self._workers.close()
         finally:
             self._close_store("completed")
@@ -272,25 +273,11 @@ class PersonaVectorEnv(gymnasium.vector.VectorEnv):
         return infos
 
     def _start_run(self, overwrite: bool) -> None:
-        from personasim import __version__
-        from personasim.api import _versions, world_data_hash
-        from personasim.sim.rows import RunRow
-        from personasim.sim.store import StoreError
+        start_run(self.store, self.run_id, self.config.run, overwrite=overwrite, described="same EnvConfig",
+                  replace_hint="pass overwrite=True to replace it, or set EnvConfig.label to start another")
 
-        if self.store.has_run(self.run_id):
-            if not overwrite:
-                raise StoreError(f"{self.store.path} already holds online run {self.run_id} (same EnvConfig); "
-                                 "pass overwrite=True to replace it, or set EnvConfig.label to start another")
-            self.store.delete_run(self.run_id)
-        run = self.config.run
-        self.store.write("runs", [RunRow(
-            run_id=self.run_id, seed=run.seed, config_json=run.model_dump_json(exclude={"engine"}),
-            personasim_version=__version__, world_data_hash=world_data_hash(), package_versions_json=_versions(),
-            users=run.population.users, sessions_per_user=run.schedule.sessions, status="running",
-        )])
-
-    def _close_store(self, status: str) -> None:
-        self.store.set_status(self.run_id, status)
+    def _close_store(self, status: RunStatus) -> None:
+        set_run_status(self.store, self.run_id, status)
         if self._owns_store:
             self.store.close()
 

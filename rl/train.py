@@ -112,12 +112,10 @@ def training_id(config: TrainConfig, run_id: str) -> str:
 
 def train(db: str | Path, config: TrainConfig, show_progress: bool = False) -> TrainSummary:
     """Train ``config.trainer`` on a run of the store at ``db``; log metrics to the store; save the model."""
-    from personasim.evaluation import resolve_run
-    from personasim.sim.store import StoreError, TrajectoryStore
+    from personasim.sim.store import open_store
+    from personasim.sim.store_runs import resolve_run
 
-    if not Path(db).exists():
-        raise StoreError(f"store {db} does not exist; run `personasim run --db {db}` first")
-    with TrajectoryStore(db) as store, _dataset_bars(show_progress):
+    with open_store(db, write=True) as store, _dataset_bars(show_progress):
         run_id = resolve_run(store, config.run_id)
         tid = training_id(config, run_id)
         output_dir = config.output_dir or str(Path(db).resolve().parent / tid)
@@ -165,7 +163,7 @@ def _train_online(store: TrajectoryStore, config: TrainConfig, run_id: str, tid:
                   show_progress: bool) -> TrainSummary:
     """GRPO on live simulated users: the environment (rl/online.py) supplies prompts and rewards."""
     from personasim.rl.online import OnlineGRPO
-    from personasim.sim.config import RunConfig
+    from personasim.sim.store_runs import read_run
 
     notes = []
     if config.max_steps <= 0:
@@ -176,8 +174,9 @@ def _train_online(store: TrajectoryStore, config: TrainConfig, run_id: str, tid:
         raise ValueError(
             f"online GRPO reads one generation batch ({prompts} prompts) ahead, so it needs at least {3 * prompts} "
             f"live conversations; raise --num-envs (now {config.num_envs}) or lower --batch-size")
-    (config_json,) = store.con.execute("SELECT config_json FROM runs WHERE run_id = ?", [run_id]).fetchone()
-    run_config = RunConfig.model_validate_json(config_json)
+    run_config = read_run(store, run_id).run_config
+    if run_config is None:
+        raise ValueError(f"run {run_id} was loaded from PersonaMem-v2 files; online GRPO needs a simulated run's users")
     online = OnlineGRPO.start(store, run_config, num_envs=config.num_envs, label=tid, users=config.env_users)
     try:
         splits = {"train": online.train_dataset()}
@@ -220,21 +219,12 @@ def _run(store: TrajectoryStore, config: TrainConfig, run_id: str, tid: str, out
 
 def _forget(store: TrajectoryStore, tid: str) -> None:
     """Drop an earlier training with this id: a re-run replaces it."""
-    store.con.execute("BEGIN TRANSACTION")
-    try:
-        for table in ("training_metrics", "training_runs"):
-            store.con.execute(f"DELETE FROM {table} WHERE training_id = ?", [tid])
-        store.con.execute("COMMIT")
-    except Exception:
-        store.con.execute("ROLLBACK")
-        raise
+    store.replace_rows({table: {"training_id": tid} for table in ("training_metrics", "training_runs")})
 
 
 def _finish(store: TrajectoryStore, row: TrainingRunRow, status: str, steps: int, wall: float) -> None:
-    store.con.execute(
-        "UPDATE training_runs SET status = ?, steps = ?, wall_seconds = ? WHERE run_id = ? AND training_id = ?",
-        [status, steps, round(wall, 3), row.run_id, row.training_id],
-    )
+    store.update_rows("training_runs", {"status": status, "steps": steps, "wall_seconds": round(wall, 3)},
+                      {"run_id": row.run_id, "training_id": row.training_id})
 
 
 def load_model(path: str, padding_left: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -3,14 +3,21 @@
 Rows arrive as pydantic models and are written as Arrow batches inside a transaction, so a batch
 is either all in or not at all. Primary keys on (run_id, row id) make a duplicate write an error
 instead of silent corruption.
+
+This module is the store layer's core: opening a store (the one existence check), transactions,
+replacing rows in one transaction and deleting a run. The run lifecycle lives in
+``sim/store_runs.py`` and the typed readers and views in ``sim/store_read.py``; nothing outside
+``sim/store*`` opens a transaction or writes ``runs``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -95,13 +102,55 @@ def arrow_schema(name: str) -> pa.Schema:
     return pa.schema([pa.field(c, t, nullable=n) for c, _, t, n in _column_types(model)])
 
 
+def missing_store_error(path: str | Path) -> StoreError:
+    """The one message for a store that is not there, naming the command that creates it."""
+    return StoreError(f"store {path} does not exist; run `personasim run --db {path}` first")
+
+
+def check_db_path(path: str | Path) -> None:
+    """Fail before anything is written if a store cannot be created at ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"--db {path} is a directory; give a file path such as {path / 'run.duckdb'}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise StoreError(f"cannot write --db {path}: directory {parent} does not exist; create it first")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".personasim-write-check-"):
+            pass
+    except OSError as exc:
+        raise StoreError(f"cannot write --db {path}: {exc.strerror or exc}; choose a writable location") from exc
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete a store file and its write-ahead log (a store this process created and must not leave behind)."""
+    for p in (Path(path), Path(str(path) + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+
+
+def open_store(path: str | Path, *, write: bool = False, create: bool = False) -> TrajectoryStore:
+    """Open a store: read-only by default; ``write`` for an existing store that gains rows; ``create``
+    for one that may not exist yet (the path is checked first, so a bad ``--db`` writes nothing).
+
+    Every command that reads a store goes through here, so a missing store always gets the same
+    message naming the command that creates it."""
+    path = Path(path)
+    if create:
+        check_db_path(path)
+        return TrajectoryStore(path)
+    if not path.exists():
+        raise missing_store_error(path)
+    return TrajectoryStore(path, read_only=not write)
+
+
 class TrajectoryStore:
     """A DuckDB file holding runs. Open it once per process; only one process may write."""
 
     def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
         if read_only and not self.path.exists():
-            raise StoreError(f"store {self.path} does not exist; run `personasim run --db {self.path}` first")
+            raise missing_store_error(self.path)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
@@ -119,10 +168,25 @@ class TrajectoryStore:
         if not read_only:
             self.create_schema()
 
-    def create_schema(self) -> None:
-        """Create missing tables; migrate an older store in place (one transaction)."""
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All of the block's writes land, or none do.
+
+        When COMMIT itself fails (a full disk, a write-protected file) DuckDB has already ended the
+        transaction, and a ROLLBACK would fail with "no transaction is active", hiding the cause:
+        the rollback's own error is dropped so the real one reaches the user."""
         self.con.execute("BEGIN TRANSACTION")
         try:
+            yield
+            self.con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
+
+    def create_schema(self) -> None:
+        """Create missing tables; migrate an older store in place (one transaction)."""
+        with self.transaction():
             self.con.execute("CREATE TABLE IF NOT EXISTS schema_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
             found = self.con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall()
             existing = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
@@ -140,10 +204,6 @@ class TrajectoryStore:
             self.con.execute(
                 "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
 
     def write(self, table: str, rows: Sequence[BaseModel]) -> int:
         if not rows:
@@ -159,26 +219,61 @@ class TrajectoryStore:
 
     def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel]]]) -> None:
         """Write several tables in one transaction: all rows land, or none do."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self.transaction():
             for table, rows in batches:
                 self.write(table, rows)
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
+
+    def replace_rows(
+        self, delete: Mapping[str, Mapping[str, object]], write: Iterable[tuple[str, Sequence[BaseModel]]] = ()
+    ) -> None:
+        """Delete rows, then write rows, in one transaction: a re-evaluation, a regenerated question
+        set or a rebuilt memory replaces what was there, or leaves it untouched.
+
+        ``delete`` maps a table to column filters, ANDed: a scalar is an equality, a list means
+        "any of these" (``{"answers": {"run_id": rid, "answer_id": ids}}``); ``{}`` deletes every row."""
+        with self.transaction():
+            for table, where in delete.items():
+                self._delete(table, where)
+            for table, rows in write:
+                self.write(table, rows)
+
+    def _delete(self, table: str, where: Mapping[str, object]) -> None:
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        columns = TABLES[table][0].model_fields
+        clauses, params = [], []
+        for column, value in where.items():
+            if column not in columns:
+                raise StoreError(f"table {table} has no column {column!r}")
+            if isinstance(value, list | tuple | set | frozenset):
+                clauses.append(f"list_contains(?, {column})")
+                params.append(list(value))
+            else:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        self.con.execute(f"DELETE FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else ""), params)
+
+    def update_rows(self, table: str, values: Mapping[str, object], where: Mapping[str, object]) -> None:
+        """``UPDATE table SET values WHERE where`` (equalities), for status columns that change in place."""
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        columns = TABLES[table][0].model_fields
+        unknown = [c for c in (*values, *where) if c not in columns]
+        if unknown:
+            raise StoreError(f"table {table} has no column {unknown[0]!r}")
+        sets = ", ".join(f"{c} = ?" for c in values)
+        conds = " AND ".join(f"{c} = ?" for c in where) or "true"
+        self.con.execute(f"UPDATE {table} SET {sets} WHERE {conds}", [*values.values(), *where.values()])
 
     def has_run(self, run_id: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
 
     def delete_run(self, run_id: str) -> None:
-        self.con.execute("BEGIN TRANSACTION")
-        for name in TABLES:
-            self.con.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
-        self.con.execute("COMMIT")
+        """Every row of the run, in every table, in one transaction."""
+        self.replace_rows({name: {"run_id": run_id} for name in TABLES})
 
     def set_status(self, run_id: str, status: str) -> None:
-        self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
+        self.update_rows("runs", {"status": status}, {"run_id": run_id})
 
     def ingest_parts(self, folder: str | Path) -> int:
         """Load the Parquet part files shards wrote (``<folder>/<table>/*.parquet``) in one
@@ -190,17 +285,12 @@ class TrajectoryStore:
         if not parts:
             return 0
         loaded = 0
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self.transaction():
             for name, files in parts.items():
                 listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
                 (n,) = self.con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchall()[0]
                 self.con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM read_parquet([{listed}])")
                 loaded += n
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
         for files in parts.values():
             for f in files:
                 f.unlink()

@@ -17,9 +17,9 @@ import pytest
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.analysis import evaluate as evaluate_module
 from personasim.analysis.evaluate import answer_questions
-from personasim.analysis.questions import load_questions
 from personasim.analysis.reader import ReaderAnswer
 from personasim.sim.rows import QuestionRow
+from personasim.sim.store_read import read_questions
 
 
 class _RecordingReader:
@@ -69,7 +69,7 @@ def _memory_states(con, run_id: str, questions: list[QuestionRow], strategies: l
 
 def test_questions_are_asked_at_three_checkpoints_each_before_the_next_session(store):
     con, run_id = store
-    questions = load_questions(con, run_id)
+    questions = read_questions(con, run_id)
     by_user: dict[str, set] = defaultdict(set)
     for q in questions:
         by_user[q.persona_id].add(q.asked_at)
@@ -120,7 +120,7 @@ def test_memory_is_built_once_per_session_and_answers_use_the_latest_before_the_
 
 def test_two_questions_for_one_user_at_one_time_receive_identical_memory(store, monkeypatch):
     con, run_id = store
-    questions = load_questions(con, run_id)
+    questions = read_questions(con, run_id)
     strategies = ["none", "full_history", "agentic"]
     states = _memory_states(con, run_id, questions, strategies, monkeypatch)
     groups: dict[tuple, list[str]] = defaultdict(list)
@@ -142,7 +142,7 @@ def test_two_questions_for_one_user_at_one_time_receive_identical_memory(store, 
 
 def test_changing_a_question_changes_nothing_in_the_memory(store, monkeypatch):
     con, run_id = store
-    questions = load_questions(con, run_id)[:60]
+    questions = read_questions(con, run_id)[:60]
     strategies = ["full_history", "agentic"]
     snapshots_before = con.execute(
         "SELECT * FROM memory_snapshots WHERE run_id = ? ORDER BY snapshot_id", [run_id]

@@ -114,7 +114,7 @@ def test_per_question_type(con):
 
 
 def test_compare_backends_across_runs(con):
-    row = compare(con, None, "openai:qwen", "scripted", by="backend", where={"strategy": "A"}).iloc[0]
+    row = compare(con, None, "openai:qwen", "scripted:scripted-v1", by="backend", where={"strategy": "A"}).iloc[0]
     assert row["n_pairs"] == 30 and row["acc_a"] == 1 and row["acc_b"] == pytest.approx(22 / 30)
     assert row["b_only"] == 0 and row["a_only"] == 8
 

@@ -68,7 +68,7 @@ def test_eval_restricts_to_the_requested_types_and_rejects_unknown_ones(run_copy
 
 def test_llm_reader_answers_through_a_server_and_unparseable_replies_score_wrong(run_copy):
     from personasim.agents.backends import BackendConfig
-    from personasim.evaluation import ReaderSpec, evaluate
+    from personasim.analysis.evaluate import ReaderSpec, evaluate
 
     with FakeOpenAIServer(reply=lambda prompt: "Final answer: \\boxed{b}") as server:
         spec = ReaderSpec(kind="llm", backend=BackendConfig(kind="openai", model="fake-b", base_url=server.base_url,
@@ -114,7 +114,7 @@ def test_loglik_reader_scores_each_option_by_its_mean_token_log_probability(tmp_
 
 
 def test_loglik_reader_evaluates_a_run(run_copy, tmp_path):
-    from personasim.evaluation import ReaderSpec, evaluate
+    from personasim.analysis.evaluate import ReaderSpec, evaluate
     from tests.tiny_models import build_tiny_causal_lm
 
     path = build_tiny_causal_lm(tmp_path / "tiny")
@@ -126,20 +126,20 @@ def test_loglik_reader_evaluates_a_run(run_copy, tmp_path):
 
 
 def test_export_writes_personamem_v2_files_that_load_back_with_the_same_questions(run_copy, tmp_path):
-    from personasim.analysis.questions import load_questions
-    from personasim.evaluation import evaluate_personamem_v2
+    from personasim.interop.personamem_v2.api import evaluate_personamem_v2
     from personasim.sim.store import TrajectoryStore
+    from personasim.sim.store_read import read_questions
 
     out = tmp_path / "pmv2"
     result = CliRunner().invoke(app, ["export", "--db", str(run_copy), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "benchmark" / "text" / "benchmark.csv").exists()
     with TrajectoryStore(run_copy, read_only=True) as store:
-        ours = load_questions(store.con, store.con.execute("SELECT run_id FROM runs").fetchall()[0][0])
+        ours = read_questions(store.con, store.con.execute("SELECT run_id FROM runs").fetchall()[0][0])
     summary = evaluate_personamem_v2(out, tmp_path / "back.duckdb", strategies=["none"], n_boot=20)
     assert summary.questions == len(ours)
     with TrajectoryStore(tmp_path / "back.duckdb", read_only=True) as store:
-        theirs = load_questions(store.con, summary.run_id)
+        theirs = read_questions(store.con, summary.run_id)
     assert sorted(q.options[q.correct_index] for q in theirs) == sorted(q.options[q.correct_index] for q in ours)
     assert sorted(q.query for q in theirs) == sorted(q.query for q in ours)
     assert sorted(q.question_type for q in theirs) == sorted(q.question_type for q in ours)

@@ -19,8 +19,8 @@ from personasim.analysis.questions import (
     CLOSING_SECOND,
     QuestionConfig,
     equalise_lengths,
-    load_questions,
 )
+from personasim.sim.store_read import read_questions
 
 
 def test_equalise_lengths_gives_every_option_the_same_length_with_a_neutral_closing():
@@ -50,7 +50,7 @@ def test_options_of_every_generated_question_have_the_same_length(small_run):
     _, db = small_run
     con = duckdb.connect(str(db), read_only=True)
     (run_id,) = con.execute("SELECT run_id FROM runs").fetchone()
-    questions = load_questions(con, run_id)
+    questions = read_questions(con, run_id)
     con.close()
     uneven = [q.question_id for q in questions if len({len(o) for o in q.options}) > 1]
     assert len(uneven) <= len(questions) // 50, uneven  # only where options are further apart than closings span

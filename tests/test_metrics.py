@@ -217,17 +217,17 @@ def test_cluster_bootstrap_primitive_single_cluster_is_a_point():
 
 
 def test_backend_from_run_config(tmp_path):
-    runs = {
-        "r1": {"chatbot_backend": {"kind": "openai", "model": "gpt-4o-mini"}},
-        "r2": {"chatbot_backend": {"kind": "scripted"}},
-        "r3": {"seed": 0},  # a loaded PersonaMem-v2 run
+    runs = {  # configs are validated on read, by the run id's kind
+        "run-1": {"chatbot_backend": {"kind": "openai", "model": "gpt-4o-mini"}},
+        "run-2": {"chatbot_backend": {"kind": "scripted"}},
+        "pmv2-3": {"source": "personamem_v2", "folder": "data", "window": "32k", "files": [], "strategies": []},
     }
-    items = _outcomes(1, 2, run_id="r1") + _outcomes(2, 2, run_id="r2") + _outcomes(0, 3, run_id="r3")
+    items = _outcomes(1, 2, run_id="run-1") + _outcomes(2, 2, run_id="run-2") + _outcomes(0, 3, run_id="pmv2-3")
     with _store(tmp_path, items, runs=runs) as store:
         table = accuracy_table(store.con, by=["backend"])
-        only = accuracy_table(store.con, by=["strategy"], where={"backend": "scripted"})
+        only = accuracy_table(store.con, by=["strategy"], where={"backend": "scripted:scripted-v1"})
     assert table[["backend", "answers", "accuracy"]].values.tolist() == [
-        ["external", 3, 0.0], ["openai:gpt-4o-mini", 2, 0.5], ["scripted", 2, 1.0]]
+        ["external", 3, 0.0], ["openai:gpt-4o-mini", 2, 0.5], ["scripted:scripted-v1", 2, 1.0]]
     assert only["answers"].tolist() == [2]
 
 

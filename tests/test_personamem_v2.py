@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from personasim.analysis.pmv2_export import export_personamem_v2
-from personasim.analysis.pmv2_format import PersonaMemFormatError, read_benchmark_csv, read_chat_history
-from personasim.analysis.pmv2_load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
-from personasim.analysis.questions import load_questions
+from personasim.interop.personamem_v2.export import export_personamem_v2
+from personasim.interop.personamem_v2.format import PersonaMemFormatError, read_benchmark_csv, read_chat_history
+from personasim.interop.personamem_v2.load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
 from personasim.sim.rows import PersonaRow, PreferenceRow, QuestionRow, RunRow, SessionRow, TurnRow
 from personasim.sim.store import StoreError, TrajectoryStore
+from personasim.sim.store_read import read_questions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "personamem_v2"
 MINI = Path(__file__).resolve().parent / "fixtures" / "personamem_v2" / "mini"
@@ -52,7 +52,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 def test_shared_sample_loads_seven_four_option_questions(tmp_path):
     with _store(tmp_path) as store:
         run_id = load_personamem_v2(SHARED, store, strategies=[])
-        questions = load_questions(store.con, run_id)
+        questions = read_questions(store.con, run_id)
         persona = store.con.execute("SELECT name, age, gender, occupation FROM personas").fetchall()
         first = store.con.execute(
             "SELECT role, text FROM turns WHERE run_id = ? ORDER BY session_index, turn_index LIMIT 1", [run_id]
@@ -82,15 +82,15 @@ def test_shared_sample_loads_seven_four_option_questions(tmp_path):
 @needs_shared
 def test_option_order_is_stable_across_loads_and_processes(tmp_path):
     with _store(tmp_path, "a.duckdb") as a, _store(tmp_path, "b.duckdb") as b:
-        first = {q.question_id: q.options for q in load_questions(a.con, load_personamem_v2(SHARED, a, strategies=[]))}
-        second = {q.question_id: q.options for q in load_questions(b.con, load_personamem_v2(SHARED, b, strategies=[]))}
+        first = {q.question_id: q.options for q in read_questions(a.con, load_personamem_v2(SHARED, a, strategies=[]))}
+        second = {q.question_id: q.options for q in read_questions(b.con, load_personamem_v2(SHARED, b, strategies=[]))}
     assert first == second
     code = (
         "import json, sys\nfrom pathlib import Path\nfrom personasim.sim.store import TrajectoryStore\n"
-        "from personasim.analysis.pmv2_load import load_personamem_v2\n"
-        "from personasim.analysis.questions import load_questions\n"
+        "from personasim.interop.personamem_v2.load import load_personamem_v2\n"
+        "from personasim.sim.store_read import read_questions\n"
         "s = TrajectoryStore(Path(sys.argv[2]))\nrid = load_personamem_v2(Path(sys.argv[1]), s, strategies=[])\n"
-        "print(json.dumps({q.question_id: q.options for q in load_questions(s.con, rid)}))\n"
+        "print(json.dumps({q.question_id: q.options for q in read_questions(s.con, rid)}))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "4242"}
     out = subprocess.run([sys.executable, "-c", code, str(SHARED), str(tmp_path / "c.duckdb")], env=env,
@@ -116,7 +116,7 @@ def test_loading_twice_needs_overwrite(tmp_path):
 def test_fixture_literals_booleans_nan_and_raw_persona(tmp_path):
     with _store(tmp_path) as store:
         run_id = load_personamem_v2(MINI, store, strategies=[])
-        qs = {q.question_id.rsplit("/", 1)[1]: q for q in load_questions(store.con, run_id)}
+        qs = {q.question_id.rsplit("/", 1)[1]: q for q in read_questions(store.con, run_id)}
         persona = store.con.execute("SELECT name, age, occupation, city, country FROM personas").fetchall()
         prefs = dict(store.con.execute("SELECT statement, valid_to IS NULL FROM preferences").fetchall())
         sensitive = store.con.execute("SELECT statement FROM preferences WHERE sensitivity = 'health'").fetchall()
@@ -168,7 +168,7 @@ def test_load_export_is_an_identity(tmp_path, folder):
     with _store(tmp_path) as store:
         run_id = load_personamem_v2(folder, store, strategies=[])
         written = export_personamem_v2(store.con, run_id, tmp_path / "out")
-        questions = [q.model_dump(exclude={"run_id"}) for q in load_questions(store.con, run_id)]
+        questions = [q.model_dump(exclude={"run_id"}) for q in read_questions(store.con, run_id)]
     relative = sorted(p.relative_to(tmp_path / "out").as_posix() for p in written)
     expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                       if p.is_file() and (p.suffix == ".csv" or "chat_history_32k" in p.parts))
@@ -187,7 +187,7 @@ def test_load_export_is_an_identity(tmp_path, folder):
         assert original.read_bytes() == exported.read_bytes(), f"{rel} differs byte-wise"
     with _store(tmp_path, "again.duckdb") as again:
         again_id = load_personamem_v2(tmp_path / "out", again, strategies=[])
-        assert [q.model_dump(exclude={"run_id"}) for q in load_questions(again.con, again_id)] == questions
+        assert [q.model_dump(exclude={"run_id"}) for q in read_questions(again.con, again_id)] == questions
     if not (folder / "data" / "raw_data").exists():  # raw persona files are read, never written
         assert again_id == run_id, "the same files give the same run"
 
@@ -268,7 +268,7 @@ def test_generated_run_exports_in_their_format_and_loads_back(tmp_path):
     store, run_id = _generated_store(tmp_path)
     with store:
         written = export_personamem_v2(store.con, run_id, tmp_path / "out")
-        originals = {q.question_id: q for q in load_questions(store.con, run_id)}
+        originals = {q.question_id: q for q in read_questions(store.con, run_id)}
     names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in written)
     assert names == ["benchmark/text/benchmark.csv", "data/chat_history_32k/chat_history_gen_run_1_persona0.json",
                      "data/chat_history_32k/chat_history_gen_run_1_persona1.json"]
@@ -295,7 +295,7 @@ def test_generated_run_exports_in_their_format_and_loads_back(tmp_path):
 
     with _store(tmp_path, "loaded.duckdb") as loaded:
         new_id = load_personamem_v2(tmp_path / "out", loaded, strategies=[])
-        questions = load_questions(loaded.con, new_id)
+        questions = read_questions(loaded.con, new_id)
         people = loaded.con.execute("SELECT user_index, name, age, city FROM personas ORDER BY 1").fetchall()
     assert people == [(0, "Ada Byrne", 34, "Leeds"), (1, "Marc Lenoir", 52, "Lyon")]
     assert len(questions) == 3
@@ -437,7 +437,7 @@ def test_evaluation_runs_unchanged_on_a_loaded_run(tmp_path):
         history = store.con.execute(
             "SELECT text, items FROM memory_snapshots WHERE snapshot_id = 'pmv2-persona3/s0000/mem/full_history'"
         ).fetchall()[0]
-        questions = load_questions(store.con, run_id)
+        questions = read_questions(store.con, run_id)
         answers = answer_questions(store.con, run_id, questions, ["none", "full_history"],
                                    EmbeddingReader(default_embedder()))
     assert defaults == [("agentic",), ("full_history",), ("none",)]

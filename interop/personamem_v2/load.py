@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import platform
 import re
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +33,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from personasim import __version__
-from personasim.agents.memory import MemorySettings, check_memory_names, create_memory, message_content
+from personasim.agents.memory import MemorySettings, check_memory_names
 from personasim.agents.tokens import count_tokens
-from personasim.analysis.pmv2_format import (
+from personasim.analysis.questions import QUESTION_TYPES
+from personasim.interop.personamem_v2.format import (
     BenchmarkFile,
     BenchmarkRow,
     ChatHistory,
@@ -49,31 +48,32 @@ from personasim.analysis.pmv2_format import (
     read_chat_history,
     read_raw_persona,
 )
-from personasim.analysis.questions import QUESTION_TYPES, load_questions
 from personasim.personas.seeding import rng_for
-from personasim.sim.ids import session_id, snapshot_id, turn_id
+from personasim.sim.ids import session_id, turn_id
 from personasim.sim.rows import (
     DriftEventRow,
     MemorySnapshotRow,
     PersonaRow,
     PreferenceRow,
     QuestionRow,
-    RunRow,
     SensitiveFactRow,
     SessionRow,
     SourceFileRow,
     TurnRow,
 )
+from personasim.sim.session import replay_into_memories
 from personasim.sim.store import StoreError, TrajectoryStore
+from personasim.sim.store_read import read_rows
+from personasim.sim.store_runs import PERSONAMEM_WINDOW_TOKENS, LoadedPersonaMemConfig, RunExistsError, start_run
 
-__all__ = ["build_memory_snapshots", "load_personamem_v2", "load_questions", "personamem_v2_run_id", "read_sources"]
+__all__ = ["build_memory_snapshots", "load_personamem_v2", "personamem_v2_run_id", "read_sources"]
 
 SOURCE = "personamem_v2"
 BASE_TIME = datetime(2025, 1, 1)
 MESSAGE_STEP = timedelta(minutes=1)
 QUESTION_DELAY = timedelta(hours=1)
 DEFAULT_STRATEGIES = ["none", "full_history", "agentic"]
-WINDOW_TOKENS = {"32k": 32_000, "128k": 128_000}
+WINDOW_TOKENS = PERSONAMEM_WINDOW_TOKENS
 T = TypeVar("T")
 _FORGET_PREFIX = re.compile(r"^\s*do not remember:\s*", re.IGNORECASE)
 
@@ -342,7 +342,11 @@ def _question(run_id: str, p: _Persona, stem: str, i: int, row: BenchmarkRow, as
 class LoadedRows(BaseModel):
     """Every row of one loaded run, by table, before anything is written."""
 
-    run: RunRow
+    run_id: str
+    config: LoadedPersonaMemConfig
+    users: int
+    sessions_per_user: int
+    world_hash: str
     tables: dict[str, list[Any]]
 
 
@@ -387,23 +391,11 @@ def build_rows(sources: SourceSet, strategies: list[str]) -> LoadedRows:
     tables["personas"] = [p.row() for p in personas.values()]
     tables["sessions"] = [s for p in personas.values() for s in p.sessions]
     tables["turns"] = [t for p in personas.values() for t in p.turns]
-    config = {"source": SOURCE, "folder": sources.folder.resolve().name, "window": sources.window,
-              "files": sorted({*sources.csvs, *sources.histories, *sources.raws}), "strategies": strategies}
-    run = RunRow(
-        run_id=run_id, seed=0, config_json=json.dumps(config), personasim_version=__version__,
-        world_data_hash=sources.digest, package_versions_json=_versions(), users=len(personas),
-        sessions_per_user=max((len(p.sessions) for p in personas.values()), default=0), status="completed",
-    )
-    return LoadedRows(run=run, tables=tables)
-
-
-def _versions() -> str:
-    import importlib.metadata as md
-
-    found = {"python": platform.python_version()}
-    for name in ("duckdb", "pydantic"):
-        found[name] = md.version(name)
-    return json.dumps(found, sort_keys=True)
+    config = LoadedPersonaMemConfig(
+        source=SOURCE, folder=sources.folder.resolve().name, window=sources.window,
+        files=sorted({*sources.csvs, *sources.histories, *sources.raws}), strategies=strategies)
+    return LoadedRows(run_id=run_id, config=config, users=len(personas), world_hash=sources.digest,
+                      sessions_per_user=max((len(p.sessions) for p in personas.values()), default=0), tables=tables)
 
 
 # -- memory snapshots ----------------------------------------------------------------------------
@@ -418,48 +410,20 @@ def _secret_values(value: str) -> list[str]:
     return [value]
 
 
-async def _feed(run_id: str, sessions: list[SessionRow], turns: list[TurnRow], secrets: dict[str, list[str]],
-                strategies: list[str], settings: MemorySettings) -> list[MemorySnapshotRow]:
-    """Each persona's sessions, in order, into fresh memories; one snapshot per session end.
+def _memory_rows(run_id: str, tables: dict[str, list[Any]], strategies: list[str],
+                 settings: MemorySettings) -> list[MemorySnapshotRow]:
+    """Each persona's sessions, in order, into fresh memories; one snapshot per session end (the
+    session runner's feeding, so loaded and simulated histories reach memories the same way).
 
     The system prompt is skipped, as the authors' own preprocessing does: it states the persona
     outright, which would make every memory trivially right."""
-    from personasim.agents.backends import BackendConfig, create_client
-    from personasim.personas.catalog import load_topic_catalog
-
-    client = create_client(BackendConfig(), load_topic_catalog())
-    by_session: dict[str, list[TurnRow]] = {}
-    for t in sorted(turns, key=lambda t: (t.session_id, t.turn_index)):
-        by_session.setdefault(t.session_id, []).append(t)
-    by_persona: dict[str, list[SessionRow]] = {}
-    for s in sorted(sessions, key=lambda s: (s.persona_id, s.session_index)):
-        by_persona.setdefault(s.persona_id, []).append(s)
-    rows = []
-    for pid, persona_sessions in by_persona.items():
-        memories = {n: create_memory(n, settings, client, redact_values=secrets.get(pid, [])) for n in strategies}
-        for s in persona_sessions:
-            for name, memory in memories.items():
-                for t in by_session.get(s.session_id, []):
-                    if t.role != "system":
-                        await memory.add(message_content(t.role, t.text, t.time))
-                await memory.end_session(s.ended_at)
-                snap = memory.snapshot()
-                rows.append(MemorySnapshotRow(
-                    run_id=run_id, snapshot_id=snapshot_id(pid, s.session_index, name), persona_id=pid,
-                    session_index=s.session_index, strategy=name, time=s.ended_at, text=snap.text, items=snap.items,
-                    tokens=snap.tokens,
-                ))
-    return rows
-
-
-def _memory_rows(run_id: str, tables: dict[str, list[Any]], strategies: list[str],
-                 settings: MemorySettings) -> list[MemorySnapshotRow]:
     if not strategies:
         return []
     secrets: dict[str, list[str]] = {}
     for f in tables.get("sensitive_facts", []):
         secrets.setdefault(f.persona_id, []).extend(_secret_values(f.value))
-    return _run_sync(_feed(run_id, tables["sessions"], tables["turns"], secrets, strategies, settings))
+    return _run_sync(replay_into_memories(run_id, tables["sessions"], tables["turns"], secrets, strategies,
+                                          settings))
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -481,24 +445,9 @@ def build_memory_snapshots(store: TrajectoryStore, run_id: str, strategies: list
     strategies = check_memory_names(list(DEFAULT_STRATEGIES if strategies is None else strategies))
     if not store.has_run(run_id):
         raise StoreError(f"{store.path} holds no run {run_id}; load it first")
-    con = store.con
-    sessions = [SessionRow(**dict(zip(SessionRow.model_fields, r, strict=True))) for r in con.execute(
-        f"SELECT {', '.join(SessionRow.model_fields)} FROM sessions WHERE run_id = ?", [run_id]).fetchall()]
-    turns = [TurnRow(**dict(zip(TurnRow.model_fields, r, strict=True))) for r in con.execute(
-        f"SELECT {', '.join(TurnRow.model_fields)} FROM turns WHERE run_id = ?", [run_id]).fetchall()]
-    facts = [SensitiveFactRow(run_id=run_id, persona_id=p, kind=k, value=v) for p, k, v in con.execute(
-        "SELECT persona_id, kind, value FROM sensitive_facts WHERE run_id = ?", [run_id]).fetchall()]
-    rows = _memory_rows(run_id, {"sessions": sessions, "turns": turns, "sensitive_facts": facts}, strategies,
-                        settings or MemorySettings())
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute("DELETE FROM memory_snapshots WHERE run_id = ? AND list_contains(?, strategy)",
-                    [run_id, strategies])
-        store.write("memory_snapshots", rows)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+    tables = {table: read_rows(store.con, table, run_id) for table in ("sessions", "turns", "sensitive_facts")}
+    rows = _memory_rows(run_id, tables, strategies, settings or MemorySettings())
+    store.replace_rows({"memory_snapshots": {"run_id": run_id, "strategy": strategies}}, [("memory_snapshots", rows)])
     return rows
 
 
@@ -521,18 +470,17 @@ def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k"
     sources = read_sources(Path(folder), window)
     run_id = f"pmv2-{sources.digest}"
     if store.has_run(run_id) and not overwrite:
-        raise StoreError(
+        raise RunExistsError(
             f"{store.path} already holds run {run_id} (loaded from the same files); pass overwrite=True "
             "(--overwrite) to replace it"
         )
     settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window])
     loaded = build_rows(sources, strategies)
     snapshots = _memory_rows(run_id, loaded.tables, strategies, settings)
-    if store.has_run(run_id):
-        store.delete_run(run_id)
     order = ["personas", "preferences", "drift_events", "sensitive_facts", "sessions", "turns", "questions",
              "source_files"]
-    store.write_many([("runs", [loaded.run]), *((t, loaded.tables[t]) for t in order),
-                      ("memory_snapshots", snapshots)])
+    start_run(store, run_id, loaded.config, overwrite=True, users=loaded.users,
+              sessions_per_user=loaded.sessions_per_user, world_hash=loaded.world_hash, status="completed",
+              rows=[*((t, loaded.tables[t]) for t in order), ("memory_snapshots", snapshots)])
     return run_id
 

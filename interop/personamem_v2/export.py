@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 
 from personasim.agents.tokens import count_tokens
-from personasim.analysis.pmv2_format import (
+from personasim.interop.personamem_v2.format import (
     RELEASED_COLUMNS,
     ChatHistory,
     ChatMessage,
@@ -32,10 +32,11 @@ from personasim.analysis.pmv2_format import (
     window_columns,
     write_benchmark_csv,
 )
-from personasim.analysis.pmv2_load import SOURCE, WINDOW_TOKENS
-from personasim.analysis.questions import load_questions
+from personasim.interop.personamem_v2.load import SOURCE, WINDOW_TOKENS
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import StoreError
+from personasim.sim.store_read import read_questions
+from personasim.sim.store_runs import run_status
 
 SYSTEM_PROMPT = (
     "You are an AI assistant helping a user with the following persona:\n\n{persona}\n\n"
@@ -49,7 +50,7 @@ def export_personamem_v2(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: P
     A run loaded from PersonaMem-v2 is reproduced as loaded (its own window); ``window`` applies
     to generated runs."""
     check_window(window)
-    if not con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
+    if run_status(con, run_id) is None:
         raise StoreError(f"the store holds no run {run_id}")
     out_dir = Path(out_dir)
     sources = con.execute(
@@ -69,7 +70,7 @@ def _messages(con: duckdb.DuckDBPyConnection, run_id: str, where: str, params: l
 
 def _export_loaded(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path,
                    sources: list[tuple[str, str, str]]) -> list[Path]:
-    questions = [q for q in load_questions(con, run_id) if q.source == SOURCE and q.source_json]
+    questions = [q for q in read_questions(con, run_id) if q.source == SOURCE and q.source_json]
     by_stem: dict[str, list[tuple[int, QuestionRow]]] = defaultdict(list)
     for q in questions:
         stem, index = q.question_id.rsplit("/", 2)[-2:]
@@ -158,7 +159,7 @@ def _export_generated(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path
         "SELECT preference_id, sensitive, sensitivity, stereotype, statement FROM preferences WHERE run_id = ?",
         [run_id]).fetchall()}
     by_persona: dict[str, list[QuestionRow]] = defaultdict(list)
-    for q in load_questions(con, run_id):
+    for q in read_questions(con, run_id):
         by_persona[q.persona_id].append(q)
     rows, written = [], []
     for pid in sorted(by_persona, key=lambda p: personas[p]["user_index"] if p in personas else -1):

@@ -1,0 +1,76 @@
+"""PersonaMem-v2 entry points on a store path: evaluate on its files, audit them, export a run to its format.
+
+These are ``personasim eval --personamem-v2``, ``personasim audit --personamem-v2`` and
+``personasim export --format personamem-v2`` as functions, beside the loader (``load``) and
+exporter (``export``) they wrap. Each loads a folder into a store once
+(keyed by the files' hash and the window); a later call reuses the loaded run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from personasim.analysis.audit import AuditReport, audit
+from personasim.analysis.evaluate import EvalSummary, ReaderSpec, evaluate
+from personasim.interop.personamem_v2.export import export_personamem_v2
+from personasim.interop.personamem_v2.load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
+from personasim.sim.store import StoreError, TrajectoryStore, open_store
+from personasim.sim.store_read import snapshot_strategies
+from personasim.sim.store_runs import read_run, resolve_run
+
+
+def _check_folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StoreError(f"--personamem-v2 {folder} is not a folder; pass the dataset root (holding benchmark.csv)")
+    return folder
+
+
+def _load_once(store: TrajectoryStore, folder: Path, window: str) -> str:
+    """The folder's run in ``store``, loaded (without memory snapshots) unless it is there already."""
+    run_id = personamem_v2_run_id(folder, window)
+    if not store.has_run(run_id):  # loaded once; later calls add strategies, readers or audits
+        load_personamem_v2(folder, store, window=window, strategies=[])
+    return run_id
+
+
+def evaluate_personamem_v2(
+    folder: str | Path,
+    db: str | Path,
+    strategies: list[str] | None = None,
+    reader: ReaderSpec | None = None,
+    types: list[str] | None = None,
+    window: str = "32k",
+    n_boot: int = 1000,
+    show_progress: bool = False,
+) -> EvalSummary:
+    """Load PersonaMem-v2 files into ``db`` (once), build each strategy's memory from the chat
+    histories, and evaluate exactly as for a generated run."""
+    folder = _check_folder(folder)
+    strategies = strategies or ["none", "full_history", "agentic"]
+    with open_store(db, create=True) as store:
+        run_id = _load_once(store, folder, window)
+        have = snapshot_strategies(store.con, run_id)
+        missing = [s for s in strategies if s not in have]
+        if missing:
+            build_memory_snapshots(store, run_id, missing, read_run(store, run_id).memory_settings)
+    return evaluate(db, run_id, strategies, reader, types, n_boot=n_boot, show_progress=show_progress)
+
+
+def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window: str = "32k") -> AuditReport:
+    """Load a PersonaMem-v2 folder into ``db`` (once, as ``evaluate_personamem_v2`` does) and audit
+    that run. Without ``db`` the files go into a temporary store that is removed afterwards."""
+    folder = _check_folder(folder)
+    if db is None:
+        with tempfile.TemporaryDirectory(prefix="personasim-audit-") as tmp:
+            return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window)
+    with open_store(db, create=True) as store:  # the audit needs no memory: no snapshots are built
+        return audit(store.con, _load_once(store, folder, window))
+
+
+def export_benchmark(db: str | Path, out: str | Path, run_id: str | None = None, window: str = "32k") -> list[Path]:
+    """Write a stored run's benchmark as PersonaMem-v2's files (benchmark CSV, chat histories) under
+    ``out``; returns the files written. The store is opened read-only."""
+    with open_store(db) as store:
+        return export_personamem_v2(store.con, resolve_run(store, run_id), Path(out), window)

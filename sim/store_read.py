@@ -1,0 +1,153 @@
+"""Typed readers and views over a store: what analysis and rl read, in one place.
+
+Readers return the shapes the writers wrote (pydantic rows, a persona's timeline, snapshots) or
+DataFrames/Arrow for bulk work, so a reader never decodes a column by position twice. Analysis
+whose job *is* a query stays SQL, over the views defined here (``define_views``): they name the
+joins every analysis repeats (an answer with its question, a revealing turn with its preference).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel
+
+from personasim.personas.models import DriftEvent, ForgetRequest, Polarity, Preference
+from personasim.personas.timeline import PersonaTimeline
+from personasim.sim.rows import TABLES, QuestionRow
+
+Row = TypeVar("Row", bound=BaseModel)
+
+VIEWS = {
+    # every answer beside the question it answers
+    "answered_questions": (
+        "SELECT a.*, q.question_type, q.asked_at, q.topic, q.reveal_mode AS question_reveal_mode,"
+        " q.sessions_since_reveal, q.tokens_since_reveal, q.who, q.source"
+        " FROM answers a JOIN questions q ON q.run_id = a.run_id AND q.question_id = a.question_id"
+    ),
+    # every user turn that revealed a preference, with the preference it revealed
+    "revealing_turns": (
+        "SELECT t.run_id, t.turn_id, t.session_id, t.persona_id, t.session_index, t.time, t.text, t.reveal_mode,"
+        " t.hint_kind, p.preference_id, p.topic, p.option, p.polarity, p.owner"
+        " FROM turns t JOIN preferences p ON p.run_id = t.run_id AND p.preference_id = t.revealed_preference_id"
+        " WHERE t.role = 'user'"
+    ),
+}
+
+
+def define_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the views as temporary ones: they work on read-only connections and never change the file."""
+    for name, sql in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+
+
+def read_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str, model: type[Row] | None = None,
+              order_by: str | None = None) -> list[Row]:
+    """A table's rows of one run as its pydantic row model, in key order (or ``order_by``)."""
+    row_model, key = TABLES[table]
+    model = model or row_model  # type: ignore[assignment]
+    fields = list(model.model_fields)  # type: ignore[union-attr]
+    cursor = con.execute(
+        f"SELECT {', '.join(fields)} FROM {table} WHERE run_id = ? ORDER BY {order_by or ', '.join(key)}", [run_id])
+    return [model.model_validate(dict(zip(fields, r, strict=True))) for r in cursor.fetchall()]  # type: ignore[union-attr]
+
+
+def read_frame(con: duckdb.DuckDBPyConnection, table: str, run_id: str, columns: Sequence[str] | None = None
+               ) -> pd.DataFrame:
+    """A table's rows of one run as a DataFrame (``columns``, default all)."""
+    if table not in TABLES and table not in VIEWS:
+        raise ValueError(f"unknown table or view {table!r}")
+    select = ", ".join(columns) if columns else "*"
+    return con.execute(f"SELECT {select} FROM {table} WHERE run_id = ?", [run_id]).df()
+
+
+def read_arrow(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pa.Table:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}")
+    return con.execute(f"SELECT * FROM {table} WHERE run_id = ?", [run_id]).fetch_arrow_table()
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> int:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}")
+    return con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
+
+
+# -- questions, snapshots, the timeline -----------------------------------------------------------
+
+def read_questions(con: duckdb.DuckDBPyConnection, run_id: str) -> list[QuestionRow]:
+    """The run's stored questions, in id order, as the rows they were written from."""
+    cursor = con.execute("SELECT * FROM questions WHERE run_id = ? ORDER BY question_id", [run_id])
+    names = [d[0] for d in cursor.description]
+    return [QuestionRow.model_validate(dict(zip(names, r, strict=True))) for r in cursor.fetchall()]
+
+
+class SnapshotRef(BaseModel):
+    """A memory's state at one session end: what an answer at a later time may use."""
+
+    snapshot_id: str
+    time: datetime
+    items: list[str]
+    tokens: int
+
+
+def read_snapshots(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[tuple[str, str], list[SnapshotRef]]:
+    """Each (persona, strategy)'s snapshots in time order."""
+    out: dict[tuple[str, str], list[SnapshotRef]] = defaultdict(list)
+    for sid, persona, strategy, time, items, tokens in con.execute(
+        "SELECT snapshot_id, persona_id, strategy, time, items, tokens FROM memory_snapshots"
+        " WHERE run_id = ? ORDER BY time, snapshot_id",
+        [run_id],
+    ).fetchall():
+        out[(persona, strategy)].append(SnapshotRef(snapshot_id=sid, time=time, items=items, tokens=tokens))
+    return out
+
+
+def snapshot_strategies(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    rows = con.execute(
+        "SELECT DISTINCT strategy FROM memory_snapshots WHERE run_id = ? ORDER BY strategy", [run_id]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def read_timelines(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, PersonaTimeline]:
+    """Every persona's timeline (preferences with validity, drift, forget requests), from the store alone."""
+    prefs: dict[str, Preference] = {}
+    rows = con.execute(
+        "SELECT preference_id, persona_id, domain, topic, option, statement, polarity, strength, sensitive,"
+        " sensitivity, stereotype, valid_from, valid_to FROM preferences WHERE run_id = ? ORDER BY preference_id",
+        [run_id],
+    ).fetchall()
+    for r in rows:
+        prefs[r[0]] = Preference(
+            id=r[0], persona_id=r[1], domain=r[2], topic=r[3], option=r[4], statement=r[5],
+            polarity=Polarity(r[6]), strength=r[7], sensitive=r[8], sensitivity=r[9], stereotype=r[10],
+            valid_from=r[11], valid_to=r[12],
+        )
+    events: dict[str, list[DriftEvent]] = defaultdict(list)
+    for e in con.execute(
+        "SELECT event_id, persona_id, time, kind, cause, topic, old_preference_id, new_preference_id"
+        " FROM drift_events WHERE run_id = ? ORDER BY event_id",
+        [run_id],
+    ).fetchall():
+        events[e[1]].append(DriftEvent(
+            id=e[0], persona_id=e[1], time=e[2], kind=e[3], cause=e[4], topic=e[5],
+            old=prefs[e[6]] if e[6] else None, new=prefs[e[7]] if e[7] else None,
+        ))
+    forgets: dict[str, list[ForgetRequest]] = defaultdict(list)
+    for f in con.execute(
+        "SELECT request_id, persona_id, time, preference_id, topic FROM forget_requests WHERE run_id = ?"
+        " ORDER BY request_id",
+        [run_id],
+    ).fetchall():
+        forgets[f[1]].append(ForgetRequest(id=f[0], persona_id=f[1], time=f[2], preference_id=f[3], topic=f[4]))
+    by_persona: dict[str, list[Preference]] = defaultdict(list)
+    for p in prefs.values():
+        by_persona[p.persona_id].append(p)
+    return {pid: PersonaTimeline(ps, events.get(pid, []), forgets.get(pid, [])) for pid, ps in by_persona.items()}

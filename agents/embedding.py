@@ -57,6 +57,12 @@ class Embedder:
                 self._cache.popitem(last=False)
         return np.stack([found[t] for t in texts])
 
+    def clear_cache(self) -> None:
+        """Forget every cached embedding. A text's vector depends (by about 1e-6) on the batch it
+        was first embedded in, so a process that embedded other texts before gets scores that
+        differ in the last digits; clearing makes a run's floats independent of what came before."""
+        self._cache.clear()
+
     @property
     def dimension(self) -> int:
         return int(self.model.get_sentence_embedding_dimension() or 384)

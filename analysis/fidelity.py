@@ -27,6 +27,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from personasim.sim.store_read import define_views
 from personasim.sim.store_runs import read_run
 
 __all__ = [
@@ -146,9 +147,10 @@ def _load_truth(con: duckdb.DuckDBPyConnection, run_id: str) -> _Truth:
         key_of[pid] = key
         statement_of.setdefault(key, statement)
         personas.setdefault(persona, _Persona()).intervals.setdefault(key, []).append((valid_from, valid_to))
+    define_views(con)
     for persona, time, session_index, pid, text, mode in con.execute(
-        "SELECT persona_id, time, session_index, revealed_preference_id, text, reveal_mode FROM turns"
-        " WHERE run_id = ? AND role = 'user' AND revealed_preference_id IS NOT NULL ORDER BY time, turn_id",
+        "SELECT persona_id, time, session_index, preference_id, text, reveal_mode FROM revealing_turns"
+        " WHERE run_id = ? ORDER BY time, turn_id",
         [run_id],
     ).fetchall():
         if pid in key_of:

@@ -70,7 +70,10 @@ def read_frame(con: duckdb.DuckDBPyConnection, table: str, run_id: str, columns:
 def read_arrow(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pa.Table:
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
-    return con.execute(f"SELECT * FROM {table} WHERE run_id = ?", [run_id]).fetch_arrow_table()
+    result = con.execute(f"SELECT * FROM {table} WHERE run_id = ?", [run_id])
+    # DuckDB 2 names it to_arrow_table; 1.x (still admitted by pyproject) fetch_arrow_table
+    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    return fetch()
 
 
 def count_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> int:

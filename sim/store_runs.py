@@ -271,7 +271,3 @@ def finish_run(store: TrajectoryStore, run_id: str) -> None:
 def interrupt_run(store: TrajectoryStore, run_id: str) -> None:
     """A run that stopped on an error keeps its rows; ``personasim run --resume`` continues it."""
     set_run_status(store, run_id, "interrupted")
-
-
-def fail_run(store: TrajectoryStore, run_id: str) -> None:
-    set_run_status(store, run_id, "failed")

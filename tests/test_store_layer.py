@@ -11,7 +11,7 @@ import pytest
 from personasim.sim.config import RunConfig
 from personasim.sim.rows import QuestionRow, SessionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
-from personasim.sim.store_read import count_rows, define_views, read_questions, read_rows
+from personasim.sim.store_read import count_rows, define_views, read_arrow, read_frame, read_questions, read_rows
 from personasim.sim.store_runs import (
     LoadedPersonaMemConfig,
     LoadedRun,
@@ -173,6 +173,11 @@ def test_views_and_typed_readers(tmp_path):
         start_run(store, "run-a", RunConfig())
         store.write("sessions", [_session("run-a", 1), _session("run-a", 0)])
         assert [s.session_index for s in read_rows(store.con, "sessions", "run-a")] == [0, 1]
+        assert sorted(read_frame(store.con, "sessions", "run-a", ["session_index"])["session_index"]) == [0, 1]
+        assert read_arrow(store.con, "sessions", "run-a").num_rows == 2
+        with pytest.raises(ValueError, match="unknown table"):
+            read_arrow(store.con, "nonsense", "run-a")
     with open_store(tmp_path / "s.duckdb") as store:
         define_views(store.con)  # temporary views: fine on a read-only connection
         assert store.con.execute("SELECT count(*) FROM answered_questions").fetchall() == [(0,)]
+        assert store.con.execute("SELECT count(*) FROM revealing_turns").fetchall() == [(0,)]

@@ -70,9 +70,9 @@ def read_frame(con: duckdb.DuckDBPyConnection, table: str, run_id: str, columns:
 def read_arrow(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pa.Table:
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
-    result = con.execute(f"SELECT * FROM {table} WHERE run_id = ?", [run_id])
-    # DuckDB 2 names it to_arrow_table; 1.x (still admitted by pyproject) fetch_arrow_table
-    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+    relation = con.sql(f"SELECT * FROM {table} WHERE run_id = $run_id", params={"run_id": run_id})
+    # DuckDB 2 names it to_arrow_table; 1.x (still admitted by pyproject) arrow
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
     return fetch()
 
 

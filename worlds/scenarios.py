@@ -8,8 +8,12 @@ from functools import cache, cached_property
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TaskKind = Literal["draft", "plan", "options", "explanation", "translation", "troubleshooting", "decision", "question"]
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 
 
 class Scenario(BaseModel):
@@ -23,6 +27,19 @@ class Scenario(BaseModel):
     topics: list[str] = Field(min_length=1)
     intents: list[str] = Field(min_length=1, description="Neutral opening requests that reveal nothing.")
     lead: str = Field(description="Neutral assistant opening, identical for every preference.")
+    task: TaskKind = Field(
+        default="plan",
+        description="What the user wants made: a draft, a plan, options with reasons, an explanation ...",
+    )
+    details: list[str] = Field(
+        default_factory=list,
+        description="Task details the user adds (dates, numbers, constraints); they reveal no preference.",
+    )
+    points: list[str] = Field(
+        default_factory=list,
+        description="Substantive sentences a helpful assistant says about this task, true for any user.",
+    )
+    follow_ups: list[str] = Field(default_factory=list, description="Questions the user asks as the task goes on.")
 
 
 class ScenarioFile(BaseModel):

@@ -6,6 +6,7 @@ ever downloaded. Embeddings are cached by text: readers embed the same memory li
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
@@ -34,6 +35,7 @@ class Embedder:
 
         hf_logging.disable_progress_bar()
         self.model = SentenceTransformer(str(path), device=device)
+        self.model_path = path
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -56,6 +58,38 @@ class Embedder:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return np.stack([found[t] for t in texts])
+
+    def encode_stored(self, texts: list[str]) -> np.ndarray:
+        """``encode``, kept on disk for fixed text sets a process needs whole (the topic index's
+        twelve thousand descriptors: 20 s of MiniLM on two cores, 3 minutes on a busy machine),
+        so each machine embeds them once rather than every process and every Ray actor.
+
+        The file is named by a hash of the model and the texts, so a changed catalog or model is
+        a new file; it is written whole under a temporary name, then renamed (safe for actors
+        starting together). The folder is ``$PERSONASIM_CACHE_DIR`` or ``~/.cache/personasim``."""
+        key = hashlib.blake2b(digest_size=12)
+        key.update(str(self.model_path).encode())
+        for text in texts:
+            key.update(text.encode())
+            key.update(b"\0")
+        folder = Path(os.environ.get("PERSONASIM_CACHE_DIR") or Path.home() / ".cache" / "personasim")
+        path = folder / f"embeddings-{key.hexdigest()}.npy"
+        try:
+            vectors = np.load(path)
+            if vectors.shape == (len(texts), self.dimension):
+                return vectors
+        except (OSError, ValueError):
+            pass
+        vectors = np.asarray(self.encode(texts), dtype=np.float32)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(partial, "wb") as out:
+                np.save(out, vectors)
+            os.replace(partial, path)
+        except OSError:  # a read-only home: embed again next time, nothing else changes
+            pass
+        return vectors
 
     def clear_cache(self) -> None:
         """Forget every cached embedding. A text's vector depends (by about 1e-6) on the batch it

@@ -7,6 +7,7 @@ extraction is rule-based (``rules.py``): it never sees the ground truth, only th
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from personasim.agents.memory.base import MemorySettings, PersonaMemory, top_k_b
 from personasim.agents.memory.registry import register_memory
 from personasim.agents.memory.rules import personal_sentences
 from personasim.agents.tokens import truncate_to_tokens
+
+_USER_LINE = re.compile(r"^\[[^\]]*\] user: ")
 
 
 class _MessageLog(PersonaMemory):
@@ -44,6 +47,18 @@ class _MessageLog(PersonaMemory):
 
     def items(self) -> list[str]:
         return self._visible()[1]
+
+    def forget(self, subject: str) -> set[int]:
+        """The user's messages about ``subject`` go; the assistant's replies stay. They are the
+        assistant's words, not what the user told it, and classifying them sentence by sentence
+        would cost a 32k-token history about a minute per request (they are 80-400 tokens each)."""
+        items = self.items()
+        said = [i for i, line in enumerate(items) if _USER_LINE.match(line)]
+        mask = self.forget_mask([items[i] for i in said], subject)
+        doomed = {i for i, gone in zip(said, mask, strict=True) if gone}
+        if doomed:
+            self.drop(doomed)
+        return doomed
 
     def drop(self, indices: set[int]) -> None:
         offset, _ = self._visible()
@@ -279,9 +294,10 @@ class AgenticMemory(PersonaMemory):
 
     def forget(self, subject: str) -> set[int]:
         # what is still pending (this session) is forgotten too, before it reaches the rewrite
+        # by the same rule as the notes (similar to the subject, or about its catalog topic)
         if self._pending:
-            sims = self.embedder.encode(self._pending) @ self.embedder.encode([subject])[0]
-            self._pending = [p for p, s in zip(self._pending, sims, strict=True) if s < self.settings.forget_threshold]
+            doomed = self.forget_mask(self._pending, subject)
+            self._pending = [p for p, gone in zip(self._pending, doomed, strict=True) if not gone]
         return super().forget(subject)
 
     async def clear(self) -> None:

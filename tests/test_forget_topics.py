@@ -1,0 +1,138 @@
+"""Forgetting by topic: a note that implies a preference without naming its topic is forgotten too.
+
+The descriptor vectors of the topic index take ~20 s to build on two CPU threads, once per process;
+the ``index`` fixture builds them once for this module (in its setup, not inside one test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+
+from personasim.agents import ScriptedChatCompletionClient
+from personasim.agents.embedding import default_embedder
+from personasim.agents.memory import MemorySettings, create_memory, message_content
+from personasim.agents.memory.base import forget_subject
+from personasim.agents.memory.topics import TopicIndex, item_text, sentences, topic_descriptors, topic_index
+from personasim.personas.catalog import load_topic_catalog
+
+T0 = datetime(2025, 3, 1, 9)
+# an implicit note about drinks (sparkling water) that names neither "drinks" nor any option keyword
+LIME = ("Unlike my friends, I'd do almost anything rather than be stuck adding lime and cucumber slices to a tall "
+        "glass of chilled bubbly mineral water.")
+# one written here, not taken from the catalog's hint bank
+FIZZY = "Every evening I pour myself something fizzy with a squeeze of lemon and lots of ice."
+RUST = "I spent Sunday fixing a bug in my Rust side project."  # programming languages
+HIKE = "I keep a paper diary of every hike I do in the Alps."  # time in nature, outdoor hobbies
+FORGET_DRINKS = "Please forget what I told you about my drinks."
+REQUESTS = ("Please forget my preference about {topic}.", "Please forget what I told you about my {topic}.")
+
+
+@pytest.fixture(scope="module")
+def index() -> TopicIndex:
+    built = topic_index(default_embedder())
+    built.sentence_scores(["warm-up"])  # the descriptor vectors, once for the module
+    return built
+
+
+def _memory(name: str, **settings):
+    return create_memory(name, MemorySettings(**settings), ScriptedChatCompletionClient())
+
+
+def _run(memory, sessions: list[list[tuple[str, str]]], close_last: bool = True):
+    async def run():
+        for k, session in enumerate(sessions):
+            t = T0 + timedelta(days=7 * k)
+            for role, text in session:
+                await memory.add(message_content(role, text, t))
+            if close_last or k < len(sessions) - 1:
+                await memory.end_session(t + timedelta(minutes=10))
+
+    asyncio.run(run())
+    return memory
+
+
+def test_item_text_strips_date_tags_and_role_prefixes():
+    assert item_text("[2025-01-06] I love tea.") == "I love tea."
+    assert item_text("[since 2025-01-06] I love tea.") == "I love tea."
+    assert item_text("[2025-01-06T09:00] user: I love tea.") == "I love tea."
+    assert item_text("[2025-01-06T09:00] assistant: Try oolong.") == "Try oolong."
+    assert item_text("I love tea.") == "I love tea."
+    assert sentences("Can you help? I love tea. Thanks!") == ["Can you help?", "I love tea.", "Thanks!"]
+
+
+def test_descriptors_never_use_the_hint_bank():
+    catalog = load_topic_catalog()
+    for topic in catalog.topics:
+        described = set(topic_descriptors(catalog, topic.id))
+        for option in topic.options:
+            assert not described & set(option.cues), topic.id
+            for polarity in ("likes",) if topic.likes_only else ("likes", "dislikes"):
+                hints = {h.text for h in catalog.hints(topic.id, option.id, polarity)}  # type: ignore[arg-type]
+                assert not described & hints, topic.id
+
+
+@pytest.mark.parametrize("request_template", REQUESTS)
+def test_every_topic_name_resolves_to_its_topic(request_template):
+    catalog = load_topic_catalog()
+    resolver = TopicIndex(catalog, embedder=None)  # by name: no vector is needed (nor an embedder)
+    for topic in catalog.topics:
+        match = resolver.resolve(forget_subject(request_template.format(topic=topic.name)))
+        assert match.topics == (topic.id,), (topic.name, match)
+        assert match.how == "name"
+
+
+def test_subjects_that_are_not_a_topic_name(index):
+    assert index.resolve("my drink preferences").topics == ("drinks",)
+    assert index.resolve("my workouts").topics == ("workout_schedule", "workout_setting", "workout_type")
+    assert "drinks" in index.resolve("coffee").topics
+    assert index.resolve("spicy food").topics == ("spice_tolerance",)
+    assert index.resolve("the weather on Mars").topics == ()
+
+
+def test_classifier_finds_the_topic_of_notes_that_never_name_it(index):
+    settings = MemorySettings()
+    k, margin = settings.forget_topic_k, settings.forget_topic_margin
+    picnic = f"[2025-01-06T09:00] user: Can you help me plan a picnic for Saturday? {LIME} What should I pack?"
+    assert index.about([LIME, FIZZY, picnic, RUST, HIKE], ["drinks"], k, margin) == [True, True, True, False, False]
+    assert index.about([RUST], ["programming_language"], k, margin) == [True]
+    assert index.about([LIME], ["drinks"], 0, margin) == [False]
+
+
+def test_topic_index_is_built_once_per_embedder(index):
+    assert topic_index(default_embedder()) is index
+
+
+@pytest.mark.parametrize("name", ["fact_list", "temporal", "agentic"])
+def test_forgetting_a_topic_drops_implicit_notes_and_keeps_the_rest(name, index):
+    memory = _run(_memory(name), [[("user", LIME), ("user", RUST)], [("user", FIZZY), ("user", HIKE)],
+                                  [("user", FORGET_DRINKS)]])
+    text = memory.snapshot().text
+    assert "cucumber" not in text and "fizzy" not in text, f"{name} kept an implicit note about drinks"
+    assert "Rust side project" in text and "hike" in text, f"{name} forgot more than drinks"
+    assert "Please forget" not in text
+
+
+def test_without_the_topic_rule_the_implicit_note_survives(index):
+    """The note is far from the word "drinks": similarity to the request alone never reached it."""
+    memory = _run(_memory("fact_list", forget_topic_k=0), [[("user", LIME)], [("user", FORGET_DRINKS)]])
+    assert "cucumber" in memory.snapshot().text
+
+
+def test_agentic_memory_forgets_what_is_still_pending(index):
+    """Said and asked to forget within one session: the note never reaches the rewrite."""
+    memory = _run(_memory("agentic"), [[("user", RUST), ("user", LIME), ("assistant", "Noted."),
+                                        ("user", FORGET_DRINKS)]])
+    text = memory.snapshot().text
+    assert "cucumber" not in text and "Rust side project" in text
+
+
+def test_raw_messages_are_forgotten_when_one_sentence_is_about_the_topic(index):
+    picnic = f"Can you help me plan a picnic for Saturday? {LIME} What should I pack?"
+    memory = _run(_memory("full_history"), [[("user", picnic), ("assistant", "Sure."), ("user", RUST)],
+                                            [("user", FORGET_DRINKS)]])
+    text = memory.snapshot().text
+    assert "cucumber" not in text and "picnic" not in text
+    assert "Rust side project" in text

@@ -46,11 +46,16 @@ __all__ = [
 ]
 
 # Distance buckets: each edge is the inclusive lower bound of its label; -1 (never revealed) is "n/a".
-# Roughly doubling widths, because recall decays with distance on a log scale, not a linear one.
+# Roughly doubling widths, because recall decays with distance on a log scale, not a linear one. The
+# token buckets double from 4k up to 128k so that both of PersonaMem-v2's windows are resolved: its
+# 32k histories put the median reveal ~19k tokens before the question, its 128k ones ~64k (see
+# analysis/distance.py), and a bucket spanning 16k-64k would lump the two regimes together.
 SESSION_BUCKET_EDGES: tuple[int, ...] = (0, 1, 2, 4, 8)
 SESSION_BUCKET_LABELS: tuple[str, ...] = ("0", "1", "2-3", "4-7", "8+")
-TOKEN_BUCKET_EDGES: tuple[int, ...] = (0, 1_000, 4_000, 16_000, 64_000)
-TOKEN_BUCKET_LABELS: tuple[str, ...] = ("<1k", "1k-4k", "4k-16k", "16k-64k", "64k+")
+TOKEN_BUCKET_EDGES: tuple[int, ...] = (0, 1_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000)
+TOKEN_BUCKET_LABELS: tuple[str, ...] = (
+    "<1k", "1k-4k", "4k-8k", "8k-16k", "16k-32k", "32k-64k", "64k-128k", "128k+",
+)
 NOT_REVEALED = "n/a"
 
 # Stored columns a table can be grouped or filtered by, and the SQL expression that reads each.
@@ -186,7 +191,7 @@ def session_bucket(sessions_since_reveal: Sequence[int] | pd.Series) -> pd.Categ
 
 
 def token_bucket(tokens_since_reveal: Sequence[int] | pd.Series) -> pd.Categorical:
-    """Bucket labels ("<1k" ... "64k+", "n/a") for conversation tokens since the last reveal."""
+    """Bucket labels ("<1k" ... "128k+", "n/a") for conversation tokens since the last reveal."""
     return _bucket(pd.Series(tokens_since_reveal), TOKEN_BUCKET_EDGES, TOKEN_BUCKET_LABELS)
 
 

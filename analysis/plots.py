@@ -81,6 +81,48 @@ def accuracy_by_type(by_type: pd.DataFrame, chance: float | None = None) -> Figu
     return fig
 
 
+def accuracy_vs_distance(by_distance: pd.DataFrame, chance: float | None = None) -> Figure:
+    """Accuracy against the distance from the reveal to the question (token buckets), one line per
+    strategy, with 95% interval bars; each strategy's points are nudged sideways so bars do not hide
+    each other. ``by_distance``: ``distance.accuracy_by_distance(con, run)``. The buckets are its
+    ordered categorical's order (only those with answers are drawn), so the axis reads near to far."""
+    column = "tokens_since_reveal_bucket"
+    fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    buckets = by_distance[column]
+    if isinstance(buckets.dtype, pd.CategoricalDtype):
+        present = set(buckets.astype(str))
+        labels = [str(c) for c in buckets.cat.categories if str(c) in present]
+    else:
+        labels = list(dict.fromkeys(buckets.astype(str)))
+    position = {label: i for i, label in enumerate(labels)}
+    strategies = list(dict.fromkeys(by_distance["strategy"]))
+    colours = _colour(strategies)
+    step = 0.3 / max(1, len(strategies))
+    for i, strategy in enumerate(strategies):
+        part = by_distance[by_distance["strategy"] == strategy]
+        x = np.array([position[str(b)] for b in part[column]], dtype=float) + (i - (len(strategies) - 1) / 2) * step
+        accuracy = part["accuracy"].to_numpy(dtype=float)
+        err = np.vstack([accuracy - part["ci_low"].to_numpy(dtype=float),
+                         part["ci_high"].to_numpy(dtype=float) - accuracy])
+        ax.errorbar(x, accuracy, yerr=err, fmt="o-", capsize=3, markersize=4, linewidth=1,
+                    color=colours[strategy], label=strategy)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance {chance:.0%}")
+    if not labels:
+        ax.text(0.5, 0.5, "no answered question with a reveal", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set_xlim(-0.5, max(1, len(labels)) - 0.5)  # a bucket's strategies stay side by side, not at the edges
+    ax.set_xlabel("conversation tokens from the last reveal to the question")
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_title("Accuracy vs distance from the reveal, by memory strategy (95% intervals)")
+    if strategies or chance is not None:
+        ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def fidelity_over_time(summary: pd.DataFrame) -> Figure:
     """Recall, precision, staleness and tokens of each strategy's memory, session by session.
     ``summary``: ``fidelity_summary(con, run)``."""

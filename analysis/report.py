@@ -67,6 +67,7 @@ def build_report(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int = 1000
     meta = _run_meta(con, run_id)
     sections = [
         _accuracy_section(con, run_id, n_boot),
+        _distance_section(con, run_id, n_boot),
         _comparison_section(con, run_id),
         _audit_section(con, run_id),
         _fidelity_section(con, run_id),
@@ -144,6 +145,41 @@ def _accuracy_section(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int) 
     section.figures.append(("accuracy_vs_tokens", plots.png_bytes(
         plots.accuracy_vs_tokens(by_strategy, chance, _blind_accuracy(con, run_id)))))
     section.figures.append(("accuracy_by_type", plots.png_bytes(plots.accuracy_by_type(by_type, chance))))
+    return section
+
+
+def _distance_section(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int) -> Section:
+    """The reveal-to-question distances beside PersonaMem-v2's, and accuracy against them: a memory
+    is only tested on what it must carry as far as the questions sit from their reveals."""
+    from personasim.analysis.distance import (
+        PERSONAMEM_V2_DISTANCES,
+        accuracy_by_distance,
+        distance_distribution,
+        distance_vs_personamem_v2,
+    )
+
+    section = Section(title="Distance from the reveal to the question")
+    if not count_rows(con, "questions", run_id):
+        section.text = "The run has no questions, so no distances."
+        return section
+    distribution = distance_distribution(con, run_id)
+    overall = distribution.iloc[-1]
+    reference = "; ".join(f"{window} {ref['median']:,} (p25 {ref['p25']:,}, p75 {ref['p75']:,})"
+                          for window, ref in PERSONAMEM_V2_DISTANCES.items())
+    if overall["n"]:
+        section.text = (f"Conversation tokens between the last reveal of a preference and the question about it: "
+                        f"median **{overall['median']:,.0f}** (p25 {overall['p25']:,.0f}, p75 {overall['p75']:,.0f}) "
+                        f"over {overall['n']:,} questions with a reveal. PersonaMem-v2's medians: {reference}.")
+    else:
+        section.text = f"No question of the run has a reveal before it. PersonaMem-v2's medians: {reference}."
+    section.tables.append(("Distance (tokens) by question type", _tokens(distribution)))
+    section.tables.append(("Distance quantiles vs PersonaMem-v2", _tokens(distance_vs_personamem_v2(distribution))))
+    if not _answers(con, run_id):
+        return section
+    by_distance = accuracy_by_distance(con, run_id, n_boot=n_boot, where={"reader": _main_reader(con, run_id)})
+    section.tables.append(("Accuracy by distance bucket × strategy (95% bootstrap CI)", _percent(by_distance)))
+    section.figures.append(("accuracy_vs_distance", plots.png_bytes(
+        plots.accuracy_vs_distance(by_distance, _chance(con, run_id)))))
     return section
 
 
@@ -271,6 +307,15 @@ def _run_meta(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 
 def _round(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.round(3)
+
+
+def _tokens(frame: pd.DataFrame) -> pd.DataFrame:
+    """Token counts as whole numbers (a quantile may interpolate), missing ones blank."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].round(0).astype("Int64")
+    return out
 
 
 def _percent(frame: pd.DataFrame, skip: tuple[str, ...] = ()) -> pd.DataFrame:

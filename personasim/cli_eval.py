@@ -88,6 +88,7 @@ def eval_command(
     except (StoreError, ValueError) as exc:
         fail(str(exc))
     print_eval_summary(summary)
+    print_distance_distribution(Path(summary.db), summary.run_id, summary.types)
     if json_out is not None:
         json_out.write_text(summary.model_dump_json(indent=2))
 
@@ -118,6 +119,31 @@ def print_eval_summary(summary: Any) -> None:
         ("by_token_distance", "tokens_since_reveal_bucket", "accuracy by conversation tokens since the last reveal"),
     ]:
         out.print(_pivot(summary.tables[name], dimension, summary.strategies, caption))
+
+
+def _tokens(value: float) -> str:
+    return "" if value != value else f"{value:,.0f}"  # NaN: no question of the type has a reveal
+
+
+def print_distance_distribution(db: Path, run_id: str, types: list[str] | None = None) -> None:
+    """The run's reveal-to-question distances (``analysis.distance.distance_distribution``) per
+    question type, with PersonaMem-v2's published quantiles for its 32k and 128k windows beneath,
+    so a run's horizon can be read against the seed benchmark's."""
+    from personasim.analysis.distance import PERSONAMEM_V2_DISTANCES, distance_distribution
+    from personasim.sim.store import open_store
+
+    with open_store(db) as store:
+        distribution = distance_distribution(store.con, run_id, types)
+    table = Table(title="conversation tokens from the last reveal to the question (distance)")
+    for column in ("question type", "n", "not revealed", "p25", "median", "p75", "p95"):
+        table.add_column(column, justify="left" if column == "question type" else "right")
+    for i, row in enumerate(distribution.itertuples(index=False)):
+        table.add_row(row.question_type, f"{row.n:,}", f"{row.not_revealed:,}", _tokens(row.p25),
+                      _tokens(row.median), _tokens(row.p75), _tokens(row.p95),
+                      end_section=i >= len(distribution) - 2)
+    for window, ref in PERSONAMEM_V2_DISTANCES.items():
+        table.add_row(f"PersonaMem-v2 {window}", "", "", *[f"{ref[k]:,}" for k in ("p25", "median", "p75")], "")
+    console().print(table)
 
 
 def _pivot(rows: list[dict[str, Any]], dimension: str, strategies: list[str], caption: str) -> Table:

@@ -106,9 +106,11 @@ def test_grouping_by_question_type_and_filtering(tmp_path):
 def test_distance_buckets():
     sessions = [0, 1, 2, 3, 4, 5, 7, 8, 30, -1]
     assert list(session_bucket(sessions)) == ["0", "1", "2-3", "2-3", "4-7", "4-7", "4-7", "8+", "8+", "n/a"]
-    tokens = [0, 500, 999, 1_000, 3_999, 4_000, 20_000, 64_000, 10**6, -1]
-    assert list(token_bucket(tokens)) == ["<1k", "<1k", "<1k", "1k-4k", "1k-4k", "4k-16k", "16k-64k", "64k+",
-                                          "64k+", "n/a"]
+    tokens = [0, 500, 999, 1_000, 3_999, 4_000, 7_999, 8_000, 16_000, 20_000, 32_000, 64_000, 127_999, 128_000,
+              10**6, -1]
+    assert list(token_bucket(tokens)) == ["<1k", "<1k", "<1k", "1k-4k", "1k-4k", "4k-8k", "4k-8k", "8k-16k",
+                                          "16k-32k", "16k-32k", "32k-64k", "64k-128k", "64k-128k", "128k+",
+                                          "128k+", "n/a"]
     assert len(metrics.SESSION_BUCKET_EDGES) == len(metrics.SESSION_BUCKET_LABELS)
     assert len(metrics.TOKEN_BUCKET_EDGES) == len(metrics.TOKEN_BUCKET_LABELS)
 
@@ -122,7 +124,8 @@ def test_bucket_dimensions_in_a_table_sort_by_distance(tmp_path):
         near = accuracy_table(store.con, "r1", where={"tokens_since_reveal_bucket": "<1k"})
     assert by_session["sessions_since_reveal_bucket"].astype(str).tolist() == ["0", "1", "4-7", "8+", "n/a"]
     assert by_session["answers"].tolist() == [2, 1, 1, 1, 1]
-    assert by_tokens["tokens_since_reveal_bucket"].astype(str).tolist() == ["<1k", "1k-4k", "16k-64k", "64k+", "n/a"]
+    assert by_tokens["tokens_since_reveal_bucket"].astype(str).tolist() == [
+        "<1k", "1k-4k", "16k-32k", "64k-128k", "n/a"]
     assert near["answers"].tolist() == [2]
 
 
@@ -273,6 +276,6 @@ def test_summary_tables(tmp_path):
     assert list(tables["by_strategy"].columns[:2]) == ["strategy", "reader"]
     assert list(tables["by_backend"].columns[:2]) == ["backend", "strategy"]
     assert tables["by_session_distance"]["sessions_since_reveal_bucket"].astype(str).tolist() == ["4-7", "0"]
-    assert tables["by_token_distance"]["tokens_since_reveal_bucket"].astype(str).tolist() == ["16k-64k", "<1k"]
+    assert tables["by_token_distance"]["tokens_since_reveal_bucket"].astype(str).tolist() == ["16k-32k", "<1k"]
     assert all(t["answers"].sum() == 6 for t in tables.values())
     assert empty.empty and list(empty.columns)[0] == "strategy"

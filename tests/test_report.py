@@ -17,8 +17,9 @@ from personasim.cli import app
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SECTIONS = ["Accuracy and token cost", "Is the difference real?", "No-memory floor", "Memory fidelity over time",
-            "How the simulated users change", "Privacy leakage", "Run configuration"]
+SECTIONS = ["Accuracy and token cost", "Distance from the reveal to the question", "Is the difference real?",
+            "No-memory floor", "Memory fidelity over time", "How the simulated users change", "Privacy leakage",
+            "Run configuration"]
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,11 @@ def test_report_renders_in_headless_chromium_with_every_plot_and_table(report_di
     assert body, "chromium rendered the page"
     figures = int(re.search(r'data-figures-rendered="(\d+)"', body.group(0)).group(1))
     tables = int(re.search(r'data-tables="(\d+)"', body.group(0)).group(1))
-    assert figures == 4, "every embedded PNG decoded in the browser"
+    assert figures == 5, "every embedded PNG decoded in the browser"
     assert tables >= 7
     assert sorted(p.name for p in (report_dir / "figures").iterdir()) == [
-        "accuracy_by_type.png", "accuracy_vs_tokens.png", "drift_curves.png", "fidelity_over_time.png"]
+        "accuracy_by_type.png", "accuracy_vs_distance.png", "accuracy_vs_tokens.png", "drift_curves.png",
+        "fidelity_over_time.png"]
 
 
 def test_report_numbers_are_the_metric_functions_numbers(report_dir, small_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from autogen_agentchat.agents import AssistantAgent
@@ -25,6 +26,7 @@ class TurnRecord(BaseModel):
     completion_tokens: int | None = None
     reveal: RevealPlan | None = None
     forget: ForgetPlan | None = None
+    filler: bool = False
 
 
 async def speak(agent: AssistantAgent, incoming: list[BaseChatMessage]) -> tuple[str, int | None, int | None]:
@@ -58,6 +60,17 @@ class Conversation:
     def plan_done(self) -> bool:
         """Every planned user turn has been spoken: the user has nothing left to say."""
         return self.user_turns >= len(self.plans)
+
+    def insert_filler(self, exchanges: Sequence[tuple[str, str]]) -> None:
+        """Unrelated (user, assistant) exchanges written beforehand (PersonaMem-v2's padding): they
+        lengthen the history every memory sees, but neither agent of the session speaks them."""
+        for user_text, assistant_text in exchanges:
+            for role, text in (("user", user_text), ("assistant", assistant_text)):
+                self.records.append(TurnRecord(
+                    index=len(self.records), role=role, text=text, time=self.time, tokens=count_tokens(text),
+                    filler=True,
+                ))
+                self.time += self.step
 
     async def user_speaks(self, reply: str | None = None, prefix: str | None = None) -> TurnRecord:
         """The user's next planned turn, answering the chatbot's ``reply`` (None: it opens the session).

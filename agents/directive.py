@@ -70,6 +70,19 @@ class UserTurnDirective(BaseModel):
     scenario_id: str
     intent: str
     turns: list[UserTurnPlan]
+    likes: list[str] = Field(
+        default_factory=list,
+        description="`topic/option` the user likes now on the scenario's topics: how the user reacts when the "
+        "chatbot tailors its answer to one (a stale memory gets a visibly lukewarm reaction).",
+    )
+
+
+class ChatbotReplyDirective(BaseModel):
+    """How long the scripted chatbot's replies are (an LLM chatbot is only asked to be substantive)."""
+
+    task: Literal["chatbot_reply"] = "chatbot_reply"
+    min_tokens: int = 80
+    max_tokens: int = 400
 
 
 class MemoryRewriteDirective(BaseModel):
@@ -93,7 +106,9 @@ class FactExtractionDirective(BaseModel):
     task: Literal["fact_extraction"] = "fact_extraction"
 
 
-AnyDirective = UserTurnDirective | MemoryRewriteDirective | ProbeDirective | FactExtractionDirective
+AnyDirective = (
+    UserTurnDirective | MemoryRewriteDirective | ProbeDirective | FactExtractionDirective | ChatbotReplyDirective
+)
 Directive = Annotated[AnyDirective, Field(discriminator="task")]
 _ADAPTER: TypeAdapter[AnyDirective] = TypeAdapter(Directive)
 

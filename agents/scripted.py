@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from personasim.agents.directive import (
     MEMORY_HEADER,
     TRANSCRIPT_HEADER,
+    ChatbotReplyDirective,
     FactExtractionDirective,
     MemoryRewriteDirective,
     ProbeDirective,
@@ -39,11 +40,12 @@ from personasim.agents.directive import (
     find_directive,
 )
 from personasim.agents.memory.rules import personal_sentences, rewrite_notes
-from personasim.agents.recommendations import RECOMMENDATION_LEAD, mentioned_options
+from personasim.agents.replies import ReplyComposer, memory_lines_of, user_reaction
 from personasim.agents.tokens import count_tokens
 from personasim.personas.catalog import HINT_KINDS, TopicCatalog, load_topic_catalog
 from personasim.personas.others import others_hints, others_statements
 from personasim.personas.seeding import rng_for
+from personasim.worlds.scenarios import Scenario
 
 FOLLOW_UPS = (
     "What would you suggest?",
@@ -68,27 +70,27 @@ CLOSINGS = (
     "Perfect, that's all I needed.",
     "Thanks! I'll think it over.",
 )
-ACKNOWLEDGEMENTS = (
-    "Thanks for the context.",
-    "Good question.",
-    "Happy to help with that.",
-    "That makes sense.",
-    "Got it.",
-    "Sure thing.",
-)
-ASSISTANT_BODIES = (
-    "A good way to start is to list what matters most to you and pick one or two options to try first.",
-    "I'd suggest keeping it simple at first and adjusting after you see how it fits your week.",
-    "Try a small experiment this week, then we can refine it based on how it goes.",
-    "Here are a few directions: compare the options side by side and choose the one that feels easiest.",
-    "It usually helps to plan a little ahead and leave some room for changes.",
-    "One approach is to set a clear goal, then pick the option that gets you there with the least friction.",
-)
-MEMORY_NOTES = (
-    "I'll keep in mind what you've told me before.",
-    "Based on what I remember from our earlier chats, this should suit you.",
-    "Given what you mentioned previously, I've tailored this a bit.",
-)
+
+class _TaskTalk:
+    """A session's task details and follow-up questions, shuffled once per session so a long
+    session does not repeat itself before it has used them all."""
+
+    def __init__(self, details: list[str], follow_ups: list[str]) -> None:
+        self.details = details
+        self.follow_ups = follow_ups
+
+    def question(self, turn: int, rng: random.Random) -> str:
+        if self.follow_ups:
+            return self.follow_ups[turn % len(self.follow_ups)]
+        return rng.choice(FOLLOW_UPS)
+
+    def detail_or_question(self, turn: int, rng: random.Random) -> str:
+        """Odd turns add a detail, even ones ask; each cycles through its list (the first detail
+        went with the opening request)."""
+        if turn % 2 and len(self.details) > 1:
+            return self.details[1 + (turn // 2) % (len(self.details) - 1)]
+        return self.question(turn, rng)
+
 
 SCRIPTED_MODEL_INFO = ModelInfo(
     vision=False,
@@ -110,6 +112,7 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
 
     def __init__(self, catalog: TopicCatalog | None = None, model: str = "scripted-v1") -> None:
         self._catalog = catalog or load_topic_catalog()
+        self._replies = ReplyComposer(self._catalog)
         self.model = model
         self._last_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
@@ -138,7 +141,8 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
             content = (" ".join(directive.held_statements)
                        or f"I don't have a strong preference about {directive.topic_name}.")
         else:
-            content = self._assistant_reply(messages)
+            reply_directive = directive if isinstance(directive, ChatbotReplyDirective) else None
+            content = self._assistant_reply(messages, reply_directive)
         usage = RequestUsage(
             prompt_tokens=sum(count_tokens(_text(m)) for m in messages),
             completion_tokens=count_tokens(content),
@@ -190,12 +194,21 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
 
     # -- the three parts ------------------------------------------------------------------
     def _user_turn(self, directive: UserTurnDirective, messages: Sequence[LLMMessage]) -> str:
+        """The planned turn: a reveal (or a forget request) when the plan says so, woven into the
+        task: the request that opens it, details and follow-up questions in between, a reaction to
+        a reply tailored to one of the task's topics, and a closing at the end."""
         turn = sum(1 for m in messages if isinstance(m, AssistantMessage))
         rng = rng_for(directive.seed, "user-turn", turn)
         plan = directive.turns[turn] if turn < len(directive.turns) else None
         if plan is not None and plan.forget is not None:
             return rng.choice(FORGET_REQUESTS).format(topic=plan.forget.topic_name)
+        scenario = self._scenario(directive.scenario_id)
         parts: list[str] = []
+        last_reply = next((_text(m) for m in reversed(messages) if isinstance(m, UserMessage)), "") if turn else ""
+        if scenario is not None and last_reply:
+            reaction = user_reaction(last_reply, directive.likes, scenario.topics, self._catalog, rng)
+            if reaction:
+                parts.append(reaction)
         reveal = plan.reveal if plan is not None else None
         if reveal is not None and reveal.person is not None:
             parts.append(self._about_someone_else(reveal, rng))
@@ -209,13 +222,32 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
         if plan is not None and plan.mention is not None:
             phrase = SENSITIVE_PHRASES.get(plan.mention.kind, plan.mention.kind.replace("_", " "))
             parts.append(f"By the way, my {phrase} is {plan.mention.value}.")
+        talk = self._task_talk(directive, scenario)
         if turn == 0:
             parts.append(directive.intent)
-        elif reveal is not None:
-            parts.append(rng.choice(FOLLOW_UPS))
-        else:
+            if talk.details:
+                parts.append(talk.details[0])
+        elif turn == len(directive.turns) - 1 and turn > 0 and reveal is None:
             parts.append(rng.choice(CLOSINGS))
+        elif reveal is not None:
+            parts.append(talk.question(turn, rng))
+        else:
+            parts.append(talk.detail_or_question(turn, rng))
         return " ".join(parts)
+
+    def _scenario(self, scenario_id: str) -> Scenario | None:
+        try:
+            return self._replies.scenarios.scenario(scenario_id)
+        except KeyError:  # a scenario of another world pack: no task detail to add
+            return None
+
+    def _task_talk(self, directive: UserTurnDirective, scenario: Scenario | None) -> _TaskTalk:
+        rng = rng_for(directive.seed, "task-talk")
+        details = list(scenario.details) if scenario else []
+        follow_ups = list(scenario.follow_ups) if scenario else []
+        rng.shuffle(details)
+        rng.shuffle(follow_ups)
+        return _TaskTalk(details, follow_ups)
 
     def _about_someone_else(self, reveal: RevealPlan, rng: random.Random) -> str:
         """A sentence about a person in the user's life: their preference stated, or hinted at
@@ -229,21 +261,17 @@ class ScriptedChatCompletionClient(ChatCompletionClient):
                 return rng.choice(hints)
         return rng.choice(others_statements(self._catalog, person, reveal.topic, reveal.option))
 
-    def _assistant_reply(self, messages: Sequence[LLMMessage]) -> str:
-        last_user = next((_text(m) for m in reversed(messages) if isinstance(m, UserMessage)), "")
-        rng = rng_for(0, "assistant", last_user)
-        parts = [rng.choice(ACKNOWLEDGEMENTS), rng.choice(ASSISTANT_BODIES)]
-        has_memory = sum(1 for m in messages if isinstance(m, SystemMessage)) > 1
-        if has_memory:
-            parts.append(rng.choice(MEMORY_NOTES))
-        # Like a real assistant, it sometimes suggests something next to what the user named,
-        # which is how the chatbot's own behaviour can move a user (exposure drift).
-        named = mentioned_options(last_user, self._catalog)
-        if named and rng.random() < 0.5:
-            topic_id, option_id = named[0]
-            others = [o for o in self._catalog.topic(topic_id).options if o.id != option_id]
-            parts.append(f"{RECOMMENDATION_LEAD} {rng.choice(others).label}.")
-        return " ".join(parts)
+    def _assistant_reply(self, messages: Sequence[LLMMessage], directive: ChatbotReplyDirective | None) -> str:
+        """A substantive reply to the session's task (``agents/replies.py``), tailored by the memory
+        the chatbot was handed (system messages after the first)."""
+        directive = directive or ChatbotReplyDirective()
+        systems = [_text(m) for m in messages if isinstance(m, SystemMessage)]
+        conversation = [
+            ("user" if isinstance(m, UserMessage) else "assistant", _text(m))
+            for m in messages if isinstance(m, UserMessage | AssistantMessage)
+        ]
+        return self._replies.compose(
+            conversation, memory_lines_of(systems[1:]), directive.min_tokens, directive.max_tokens)
 
     def _rewrite_memory(self, directive: MemoryRewriteDirective, messages: Sequence[LLMMessage]) -> str:
         request = next((_text(m) for m in messages if isinstance(m, UserMessage)), "")

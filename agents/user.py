@@ -12,7 +12,7 @@ from typing import Literal
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from personasim.agents.directive import (
     ForgetPlan,
@@ -30,11 +30,36 @@ from personasim.personas.seeding import rng_for
 from personasim.personas.timeline import PersonaTimeline
 from personasim.worlds.scenarios import Scenario, ScenarioCatalog
 
+MAX_USER_TURNS = 60
+
 
 class DialogueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_turns: int = Field(default=3, ge=1, le=20, description="User messages per session.")
+    user_turns: int = Field(
+        default=3, ge=1, le=MAX_USER_TURNS,
+        description="User messages per session (set per session instead by history_tokens).",
+    )
+    reveal_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="Share of user turns that reveal a preference (the user's or someone else's). 1 = any turn may "
+        "(the short, dense default); below 1 a session reveals about reveal_rate x turns, never in adjacent turns "
+        "and at most once per topic, woven into the task's other turns.",
+    )
+    history_tokens: int | None = Field(
+        default=None, ge=200,
+        description="Target length in tokens of every user's whole history by the last session (filler included): "
+        "each session's number of user turns is set from the tokens still to go. None: user_turns per session.",
+    )
+    filler: float = Field(
+        default=0.0, ge=0.0, le=0.9,
+        description="Share of the history that is unrelated material (maths, coding and general questions), as "
+        "PersonaMem-v2 pads its 128k histories; pre-written exchanges inserted at the start of sessions, stored "
+        "as filler turns.",
+    )
+    reply_tokens: tuple[int, int] = Field(
+        default=(80, 400), description="Length range in tokens of the scripted chatbot's replies (min, max)."
+    )
     implicit_share: float = Field(
         default=0.8, ge=0.0, le=1.0, description="Share of reveals that are implicit hints."
     )
@@ -69,6 +94,20 @@ class DialogueConfig(BaseModel):
     )
 
 
+    @field_validator("reply_tokens")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 10 <= low <= high:
+            raise ValueError(f"reply_tokens is a range (min, max) with 10 <= min <= max; got {list(value)}")
+        return value
+
+    @property
+    def sparse(self) -> bool:
+        """Reveals are rationed (reveal_rate < 1): spread out, one per topic per session."""
+        return self.reveal_rate < 1.0
+
+
 class SessionPlan(BaseModel):
     scenario: Scenario
     directive: UserTurnDirective
@@ -84,46 +123,55 @@ def plan_session(
     config: DialogueConfig,
     rng: random.Random,
     seed: int,
+    user_turns: int | None = None,
 ) -> SessionPlan:
-    """Pick a scenario around a preference worth revealing, and which turn reveals what."""
+    """Pick a scenario around a preference worth revealing, and which turn reveals what.
+
+    ``user_turns`` overrides ``config.user_turns`` (a history-length target sets it per session).
+    A preference the user asked to forget is not revealed again: a forget request stays answered."""
+    n = user_turns or config.user_turns
+    forgotten = {f.preference_id for f in persona.forget_requests}
     held = PersonaTimeline.of(persona).at(t)
     held = [p for p in held if scenarios.scenarios_for(p.topic)]
+    candidates = [p for p in held if p.id not in forgotten] or held
     if not held:
         raise ValueError(f"persona {persona.id} holds no preference that any scenario touches")
-    weights = [4.0 if revealed_counts.get(p.id, 0) == 0 else 1.0 for p in held]
-    focus = rng.choices(held, weights=weights)[0]
+    weights = [4.0 if revealed_counts.get(p.id, 0) == 0 else 1.0 for p in candidates]
+    focus = rng.choices(candidates, weights=weights)[0]
     scenario = rng.choice(scenarios.scenarios_for(focus.topic))
-    in_scenario = [p for p in held if p.topic in scenario.topics and p.id != focus.id]
+    in_scenario = [p for p in candidates if p.topic in scenario.topics and p.id != focus.id]
     rng.shuffle(in_scenario)
-    reveals: list[Preference] = [focus, *in_scenario][: config.user_turns]
-    others = [p for p in held if p.topic not in scenario.topics]
-    if others and len(reveals) < config.user_turns and rng.random() < config.passing_mention_probability:
+    slots = list(range(n))
+    if config.sparse:  # rationed and spread out, one per topic: never two on one topic within a turn or two
+        slots = _spread_slots(n, _stochastic_round(config.reveal_rate * n, rng), rng)
+        in_scenario = _one_per_topic(in_scenario, {focus.topic})
+    reveals: list[Preference] = [focus, *in_scenario][: len(slots)]
+    others = [p for p in candidates if p.topic not in scenario.topics]
+    if config.sparse and len(reveals) < len(slots):  # a long session's other reveals come up in passing
+        rng.shuffle(others)
+        reveals += _one_per_topic(others, {p.topic for p in reveals})[: len(slots) - len(reveals)]
+    elif others and len(reveals) < len(slots) and rng.random() < config.passing_mention_probability:
         reveals.append(rng.choice(others))
     forget: Preference | None = None
-    forgotten = {f.preference_id for f in persona.forget_requests}
     revealed_before = [
         p for p in held if revealed_counts.get(p.id, 0) > 0 and p.id not in forgotten and p not in reveals
     ]
-    if config.user_turns > 1 and revealed_before and rng.random() < config.forget_probability:
+    if n > 1 and revealed_before and rng.random() < config.forget_probability:
         forget = rng.choice(revealed_before)
-        reveals = reveals[: config.user_turns - 1]
-    turns = []
-    for i in range(config.user_turns):
-        if i >= len(reveals):
-            turns.append(UserTurnPlan())
-            continue
-        pref = reveals[i]
+        if slots and slots[-1] == n - 1:  # the last turn asks to forget
+            slots = slots[:-1]
+        reveals = reveals[: len(slots)]
+    turns = [UserTurnPlan() for _ in range(n)]
+    for i, pref in zip(slots, reveals, strict=False):
         implicit = rng.random() < config.implicit_share
-        turns.append(
-            UserTurnPlan(
-                reveal=RevealPlan(
-                    preference_id=pref.id,
-                    topic=pref.topic,
-                    option=pref.option,
-                    polarity=pref.polarity.value,
-                    mode="implicit" if implicit else "explicit",
-                    hint_kind=rng.choice(HINT_KINDS) if implicit else None,
-                )
+        turns[i] = UserTurnPlan(
+            reveal=RevealPlan(
+                preference_id=pref.id,
+                topic=pref.topic,
+                option=pref.option,
+                polarity=pref.polarity.value,
+                mode="implicit" if implicit else "explicit",
+                hint_kind=rng.choice(HINT_KINDS) if implicit else None,
             )
         )
     if forget is not None:
@@ -136,8 +184,31 @@ def plan_session(
         turns[0] = turns[0].model_copy(update={"mention": SensitiveMention(kind=kind, value=values[kind])})
     intent = rng.choice(scenario.intents)
     turns = _reveal_someone_else(persona, t, scenario, turns, revealed_counts, scenarios, catalog, config, seed)
-    directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=intent, turns=turns)
+    likes = sorted(f"{p.topic}/{p.option}" for p in held if p.topic in scenario.topics and p.polarity == "likes")
+    directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=intent, turns=turns, likes=likes)
     return SessionPlan(scenario=scenario, directive=directive, time=t)
+
+
+def _one_per_topic(prefs: list[Preference], taken: set[str]) -> list[Preference]:
+    out = []
+    for p in prefs:
+        if p.topic not in taken:
+            taken.add(p.topic)
+            out.append(p)
+    return out
+
+
+def _stochastic_round(x: float, rng: random.Random) -> int:
+    """``x`` rounded down or up with the odds that keep its mean: 1.3 reveals are 1 or 2, 2 seven times in ten."""
+    whole = int(x)
+    return whole + (1 if rng.random() < x - whole else 0)
+
+
+def _spread_slots(n: int, k: int, rng: random.Random) -> list[int]:
+    """``k`` of ``n`` turn positions, no two adjacent (at most ceil(n / 2) of them), uniformly among such sets."""
+    k = min(k, (n + 1) // 2)
+    picks = sorted(rng.sample(range(n - k + 1), k))
+    return [p + i for i, p in enumerate(picks)]
 
 
 def _reveal_someone_else(
@@ -151,12 +222,16 @@ def _reveal_someone_else(
     made: a session without such a turn is exactly what it was before people existed. The turn
     is a free one (no reveal) if there is one, else the last turn that reveals something of the
     user's besides the session's focus; never the first turn, nor a request to forget."""
-    if config.user_turns < 2 or not persona.people or config.others_mention_probability <= 0:
+    if (len(turns) < 2 and not config.sparse) or not persona.people or config.others_mention_probability <= 0:
         return turns
     rng = rng_for(seed, "others-plan")
     if rng.random() >= config.others_mention_probability:
         return turns
-    slot = _free_turn(turns)
+    if config.sparse:  # rationed reveals: one of them is about someone else instead, the rate unchanged
+        revealing = [i for i, turn in enumerate(turns) if turn.reveal is not None]
+        slot = rng.choice(revealing) if revealing else None
+    else:
+        slot = _free_turn(turns)
     held = [p for p in PersonaTimeline.of(persona).others_at(t) if scenarios.scenarios_for(p.topic)]
     if slot is None or not held:
         return turns
@@ -203,7 +278,8 @@ def user_system_prompt(persona: Persona, plan: SessionPlan, catalog: TopicCatalo
         if turn.mention is not None:
             lines.append(f"Message {i}: mention in passing that your {turn.mention.kind} is {turn.mention.value}.")
         if turn.reveal is None:
-            lines.append(f"Message {i}: react to the assistant's answer; reveal nothing new.")
+            lines.append(f"Message {i}: carry the task on: react to the assistant's answer, add a detail or ask a "
+                         "follow-up question; reveal nothing about your tastes.")
             continue
         if turn.reveal.person is not None:
             lines.append(f"Message {i}: {_about_someone_else(turn.reveal, catalog)}")

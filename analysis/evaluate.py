@@ -30,7 +30,7 @@ from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
 from personasim.sim.store_read import SnapshotRef, read_questions, read_snapshots, snapshot_strategies
-from personasim.sim.store_runs import read_run, resolve_run
+from personasim.sim.store_runs import SimulatedRun, read_run, resolve_run
 
 ReaderKind = Literal["embed", "llm", "loglik"]
 
@@ -227,7 +227,9 @@ def _questions(store: TrajectoryStore, run_id: str, regenerate: bool) -> list[Qu
         return questions
     if questions and not generated:
         raise StoreError(f"run {run_id} was loaded from PersonaMem-v2; its questions are theirs, not regenerated")
-    fresh = generate_questions(store.con, run_id, read_run(store, run_id).seed, config=QuestionConfig())
+    stored = read_run(store, run_id)
+    config = stored.spec.config.questions if isinstance(stored.spec, SimulatedRun) else QuestionConfig()
+    fresh = generate_questions(store.con, run_id, stored.seed, config=config)
     store.replace_rows({"answers": {"run_id": run_id}, "questions": {"run_id": run_id}}, [("questions", fresh)])
     return fresh
 

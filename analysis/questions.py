@@ -30,7 +30,6 @@ from functools import cache
 from typing import Any, NamedTuple
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from personasim.analysis.profiles import load_profiles
 from personasim.personas.catalog import Topic, TopicCatalog, load_topic_catalog
@@ -38,6 +37,7 @@ from personasim.personas.models import Person, Polarity, Preference
 from personasim.personas.others import others_response, person_from_owner
 from personasim.personas.seeding import rng_for
 from personasim.personas.timeline import PersonaTimeline
+from personasim.sim.question_config import QUESTION_TYPES, QuestionConfig  # noqa: F401 - re-exported here
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store_read import read_timelines
 from personasim.worlds.scenarios import Scenario, ScenarioCatalog, load_scenario_catalog
@@ -47,16 +47,6 @@ QUESTION_DELAY = timedelta(hours=1)
 
 
 
-QUESTION_TYPES = (
-    "explicit_recall",
-    "implicit_inference",
-    "updated_preference",
-    "generalisation",
-    "sensitive_info",
-    "forget_compliance",
-    "abstention",
-    "others_preference",
-)
 
 #: How the exposing distractor of a ``sensitive_info`` question names what it should only use.
 EXPOSING_TEMPLATE = "Since you mentioned {label}, {detail}"
@@ -91,51 +81,6 @@ OTHERS_QUERY_TEMPLATES = (
     "I'm asking on behalf of my {who} rather than myself. {intent}",
     "This one is for my {who}: {intent_lower}",
 )
-
-
-class QuestionConfig(BaseModel):
-    """Which questions to ask. Per-user counts bound the types that could otherwise ask about everything."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    types: list[str] = Field(default_factory=lambda: list(QUESTION_TYPES))
-    generalisation_per_user: int = Field(
-        default=2, ge=0, description="Questions per user that move a revealed preference to a scenario never discussed."
-    )
-    abstention_per_user: int = Field(
-        default=1, ge=0, description="Questions per user about a topic never discussed (generic reply correct)."
-    )
-    max_options: int = Field(default=4, ge=2, le=8)
-    balance_profile: bool = Field(
-        default=True,
-        description="Pick distractors about as plausible for the user's demographic profile as the correct reply "
-        "(MiniLM), so the stereotype baseline (the audit's persona_prior reader) gains nothing.",
-    )
-    checkpoints: list[float] = Field(
-        default_factory=lambda: [1 / 3, 2 / 3, 1.0],
-        description="When each user is asked, as fractions of their sessions: a checkpoint f asks an hour after "
-        "session ceil(f * n) of n (so 1/3, 2/3, 1 with 6 sessions: after sessions 2, 4 and 6), from what happened "
-        "before it only. Checkpoints that fall after the same session are asked once.",
-    )
-
-    @field_validator("checkpoints")
-    @classmethod
-    def _fractions(cls, checkpoints: list[float]) -> list[float]:
-        if not checkpoints:
-            raise ValueError("checkpoints needs at least one fraction of the schedule, e.g. [0.33, 0.67, 1.0]")
-        bad = [c for c in checkpoints if not 0 < c <= 1]
-        if bad:
-            raise ValueError(f"checkpoints are fractions of a user's sessions in (0, 1]; got {bad}")
-        return sorted(set(checkpoints))
-
-    @field_validator("types")
-    @classmethod
-    def _known_types(cls, types: list[str]) -> list[str]:
-        unknown = [t for t in types if t not in QUESTION_TYPES]
-        if unknown:
-            listed = ", ".join(map(repr, unknown))
-            raise ValueError(f"unknown question type {listed}; choose from {', '.join(QUESTION_TYPES)}")
-        return types
 
 
 def generate_questions(
@@ -405,9 +350,26 @@ def _user_questions(
         questions.append(ask(qtype, pref, topic.id, entries, stale, _pref_type(pref)))
         if stale is None:
             generalisable.append(pref)
+    if config.max_per_checkpoint is not None and len(questions) > config.max_per_checkpoint:
+        questions = _capped(questions, config.max_per_checkpoint, rng_for(seed, "cap", user.question_id()))
     questions += _generalisation_questions(user, generalisable, run_id, seed, catalog, scenarios, config)
     questions += _abstention_questions(user, run_id, seed, catalog, scenarios, config)
     return questions
+
+
+#: Kept first when a checkpoint's questions are capped: what drift and forgetting ask is rare, and the point.
+_KEPT_FIRST = ("updated_preference", "forget_compliance")
+
+
+def _capped(questions: list[QuestionRow], cap: int, rng: random.Random) -> list[QuestionRow]:
+    """``cap`` of a checkpoint's questions: updated-preference and forget questions first (at random
+    among them if even those are too many), then the others at random; in their original order."""
+    first = [i for i, q in enumerate(questions) if q.question_type in _KEPT_FIRST]
+    rest = [i for i, q in enumerate(questions) if q.question_type not in _KEPT_FIRST]
+    rng.shuffle(first)
+    rng.shuffle(rest)
+    keep = set((first + rest)[:cap])
+    return [q for i, q in enumerate(questions) if i in keep]
 
 
 def _others_questions(

@@ -7,12 +7,15 @@ newest of them, and picks the option those lines support most.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
 from personasim.agents.embedding import Embedder
+
+_ASSISTANT_LINE = re.compile(r"^(\s*\[[^\]]*\]\s*)*assistant\s*:", re.IGNORECASE)
 
 
 class ReaderAnswer(BaseModel):
@@ -47,7 +50,12 @@ class EmbeddingReader:
         The floor is what keeps the reader from over-personalising: a memory full of other topics
         must not pull the answer towards one personalised option. Its default (0.3, cosine of the
         best memory line to the best option) is calibrated on the scripted backend's default run,
-        where it separates abstention questions from the rest with AUC 0.92 (see docs/benchmark.md)."""
+        where it separates abstention questions from the rest with AUC 0.92 (see docs/benchmark.md).
+
+        It reads what the user said: the assistant's own past replies in a raw history (full_history,
+        sliding_window, rag) are skipped. They are long (80-400 tokens each, ten times a user turn's
+        embedding cost) and say only what the chatbot guessed, stale or not; an LLM reader gets them."""
+        context_items = [item for item in context_items if not _ASSISTANT_LINE.match(item)]
         opts = self.embedder.encode(options)
         items = self.embedder.encode(context_items) if context_items else None
         if items is None or float((items @ opts.T).max()) < self.relevance_floor:

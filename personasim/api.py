@@ -225,7 +225,7 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
             counts = run_simulation(
                 config, store, on_sessions=lambda n: progress.advance(sim_task, n), resume=resume
             )
-            questions = generate_questions(store.con, run_id, config.seed)
+            questions = generate_questions(store.con, run_id, config.seed, config=config.questions)
             store.write_many([("questions", questions)])
             eval_task = progress.add_task("answering questions", total=len(questions) * len(config.memory.strategies))
             reader = EmbeddingReader(default_embedder())

@@ -64,6 +64,15 @@ def run(
     chatbot_memory: Annotated[
         str | None, typer.Option(help="Strategy the live chatbot uses in sessions (default agentic).")
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Shipped settings to start from: pmv2-32k or pmv2-128k (PersonaMem-v2's shapes); "
+                     "--config and flags override them."),
+    ] = None,
+    history_tokens: Annotated[
+        int | None,
+        typer.Option(help="Make every user's history reach this many tokens by the last session (e.g. 32000)."),
+    ] = None,
     db: Annotated[Path, typer.Option(help="DuckDB store file to write.")] = Path("personasim.duckdb"),
     config: Annotated[
         Path | None, typer.Option("--config", help="JSON, TOML or YAML run config; flags override it.")
@@ -99,7 +108,8 @@ def run(
     from personasim.sim.store import StoreError
 
     run_settings = {"users": users, "sessions": sessions, "seed": seed, "memory": memory,
-                    "chatbot_memory": chatbot_memory, "config": config, "overwrite": overwrite or None}
+                    "chatbot_memory": chatbot_memory, "config": config, "overwrite": overwrite or None,
+                    "preset": preset, "history_tokens": history_tokens}
     try:
         if resume:
             given = [f"--{k.replace('_', '-')}" for k, v in run_settings.items() if v is not None]
@@ -118,17 +128,21 @@ def run(
                 when = datetime.fromisoformat(at)
             except ValueError as exc:
                 raise ConfigError(f"--at {at!r} is not a date-time; use ISO format, e.g. 2025-02-01T00:00") from exc
+            if preset is not None:
+                raise ConfigError("--preset does not apply with --fork-from: a fork starts from its source's config")
             cfg = fork_config(
                 fork_from, when, run_id, config, users=users, sessions=sessions, seed=seed, memory=memory,
-                chatbot_memory=chatbot_memory, actors=actors, address=address, cache=cache,
+                chatbot_memory=chatbot_memory, history_tokens=history_tokens, actors=actors, address=address,
+                cache=cache,
             )
             summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
         else:
             if at is not None:
                 raise ConfigError("--at only applies with --fork-from")
             cfg = build_config(
-                config, users=users, sessions=sessions, seed=seed, memory=memory, chatbot_memory=chatbot_memory,
-                actors=actors, address=address, cache=cache,
+                config, preset=preset, users=users, sessions=sessions, seed=seed, memory=memory,
+                chatbot_memory=chatbot_memory, history_tokens=history_tokens, actors=actors, address=address,
+                cache=cache,
             )
             summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
     except (ConfigError, StoreError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,35 @@ class ConfigError(ValueError):
     """A run config that cannot be used; the message names the setting and what is wrong."""
 
 
+def preset_names() -> list[str]:
+    """The presets shipped with the package (``personasim/presets/*.yaml``)."""
+    folder = resources.files("personasim").joinpath("presets")
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A shipped preset's settings, e.g. ``pmv2-32k`` (PersonaMem-v2's 32k shape)."""
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; choose from: {', '.join(names)}")
+    path = resources.files("personasim").joinpath("presets", f"{name}.yaml")
+    with resources.as_file(path) as file:
+        return load_config_file(file)
+
+
 def build_config(
-    config_file: str | Path | None = None, base: dict[str, Any] | None = None, **overrides: Any
+    config_file: str | Path | None = None, base: dict[str, Any] | None = None, preset: str | None = None,
+    **overrides: Any,
 ) -> RunConfig:
-    """Defaults (or ``base``, e.g. a fork's source config), then ``config_file``, then the non-None
-    ``overrides``.
+    """Defaults (or ``base``, e.g. a fork's source config), then ``preset``, then ``config_file``,
+    then the non-None ``overrides``.
 
     Overrides use the command line's names: users, sessions, seed, memory (list or comma string),
-    chatbot_memory, actors, address.
+    chatbot_memory, history_tokens, actors, address.
     """
     try:
-        data: dict[str, Any] = _merge(base or {}, load_config_file(config_file) if config_file else {})
+        data: dict[str, Any] = _merge(base or {}, load_preset(preset) if preset else {})
+        data = _merge(data, load_config_file(config_file) if config_file else {})
     except ConfigFileError as exc:
         raise ConfigError(str(exc)) from exc
     paths = {
@@ -33,6 +52,7 @@ def build_config(
         "seed": ("seed",),
         "memory": ("memory", "strategies"),
         "chatbot_memory": ("memory", "chatbot"),
+        "history_tokens": ("dialogue", "history_tokens"),
         "actors": ("engine", "num_actors"),
         "address": ("engine", "address"),
         "cache": ("engine", "cache"),

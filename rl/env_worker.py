@@ -164,7 +164,8 @@ class EnvWorker:
     def _messages(self, episode: _Episode) -> list[dict[str, str]]:
         """What the chatbot would see: its memory (selected for the latest message), then the session."""
         session = episode.session
-        return chatbot_messages(session.live_memory, [(r.role, r.text) for r in session.records])
+        return chatbot_messages(session.live_memory, [(r.role, r.text) for r in session.records],
+                                session.dialogue.reply_tokens)
 
     def _info(self, episode: _Episode) -> dict[str, Any]:
         plan = episode.session.plan

@@ -18,6 +18,7 @@ from personasim.agents.memory.registry import check_memory_names, load_plugins
 from personasim.agents.user import DialogueConfig
 from personasim.personas.drift import DriftConfig
 from personasim.personas.generator import PopulationConfig
+from personasim.sim.question_config import QuestionConfig
 from personasim.worlds.schedule import ScheduleConfig
 
 
@@ -126,6 +127,7 @@ class RunConfig(BaseModel):
     user_backend: BackendConfig = Field(default_factory=BackendConfig)
     chatbot_backend: BackendConfig = Field(default_factory=BackendConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    questions: QuestionConfig = Field(default_factory=QuestionConfig, description="The benchmark's questions.")
     fork: ForkSpec | None = Field(default=None, description="Branch off another run at a simulated time.")
 
     @model_validator(mode="after")

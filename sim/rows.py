@@ -127,6 +127,7 @@ class TurnRow(BaseModel):
     leak_similarity: float | None
     leaked: bool | None
     content_json: str | None = None
+    filler: bool = False
 
 
 class MemorySnapshotRow(BaseModel):

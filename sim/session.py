@@ -35,7 +35,15 @@ from personasim.agents.memory import (
     message_content,
 )
 from personasim.agents.recommendations import accepts, mentioned_options, recommended_options
-from personasim.agents.user import SessionPlan, build_user_agent, plan_session, user_system_prompt
+from personasim.agents.tokens import count_tokens
+from personasim.agents.user import (
+    MAX_USER_TURNS,
+    DialogueConfig,
+    SessionPlan,
+    build_user_agent,
+    plan_session,
+    user_system_prompt,
+)
 from personasim.personas.models import DriftEvent, ForgetRequest, Persona
 from personasim.personas.population import PopulationBuilder
 from personasim.personas.seeding import derive_seed, rng_for
@@ -50,8 +58,12 @@ from personasim.sim.rows import (
     SessionRow,
     TurnRow,
 )
+from personasim.worlds.filler import filler_exchanges
 from personasim.worlds.scenarios import load_scenario_catalog
 from personasim.worlds.schedule import session_times
+
+#: What a user turn costs before a user has spoken (the scripted user's turns average about 30 tokens).
+PRIOR_USER_TURN_TOKENS = 30
 
 __all__ = [
     "PreparedSession",
@@ -166,6 +178,7 @@ class PreparedSession:
     chatbot_client: Any
     live_memory: PersonaMemory
     conversation: Conversation
+    dialogue: DialogueConfig
 
     @property
     def records(self) -> list[TurnRecord]:
@@ -204,6 +217,9 @@ class SimulatedUser:
         self.source_live_memory = source_live_memory  # a fork: the source run's chatbot memory, before T
         self.revealed: dict[str, int] = {}
         self.last_end: datetime | None = None
+        self.history_tokens = 0  # every turn so far, filler included: what a history-length target counts
+        self.dialogue_tokens = 0  # the user's and the chatbot's own turns (no filler) ...
+        self.dialogue_exchanges = 0  # ... and how many user turns they came in: tokens per exchange
 
     # -- a whole session with an AutoGen chatbot -----------------------------------------------
     async def run(self, k: int, replay: bool = False, failed_before: bool = False) -> SessionBatch:
@@ -231,22 +247,49 @@ class SimulatedUser:
             )
         shared = cfg.fork is not None and start < cfg.fork.at  # a fork's shared history: the source drives
         driver = cfg.fork.source if shared and cfg.fork else cfg
+        user_turns, filler_tokens = self._session_shape(k, driver.dialogue)
         plan = plan_session(
             persona, start, self.revealed, ctx.scenarios, ctx.catalog, driver.dialogue,
             rng_for(cfg.seed, "plan", persona.index, k), derive_seed(cfg.seed, "dialogue", persona.index, k),
+            user_turns=user_turns,
         )
         user_client = ctx.source_user_client if shared else ctx.user_client
         user_agent = build_user_agent(user_client, user_system_prompt(persona, plan, ctx.catalog))
+        conversation = Conversation(user_agent, plan.directive.turns, start, cfg.schedule.minutes_per_turn)
+        if filler_tokens > 0:
+            filler = filler_exchanges(rng_for(cfg.seed, "filler", persona.index, k), filler_tokens, count_tokens)
+            conversation.insert_filler([(f.user, f.assistant) for f in filler])
         return PreparedSession(
             index=k, plan=plan, start=start, drift_events=drift_events, user_client=user_client,
             chatbot_client=ctx.source_chatbot_client if shared else ctx.chatbot_client,
             live_memory=self.source_live_memory if shared and self.source_live_memory else self.live_memory,
-            conversation=Conversation(user_agent, plan.directive.turns, start, cfg.schedule.minutes_per_turn),
+            conversation=conversation, dialogue=driver.dialogue,
         )
+
+    def _session_shape(self, k: int, dialogue: DialogueConfig) -> tuple[int, int]:
+        """(user turns, filler tokens) of session ``k``.
+
+        Without a history target, ``user_turns`` turns and filler in proportion. With one, the
+        tokens still to go are shared evenly over the sessions left, filler takes its share, and
+        the turns are what the rest buys at this user's tokens per exchange so far (the reply
+        range's middle before the first session): a session that ran long is made up for by the
+        next ones, so the last session lands on the target within about one exchange."""
+        low, high = dialogue.reply_tokens
+        per_exchange = (self.dialogue_tokens / self.dialogue_exchanges if self.dialogue_exchanges
+                        else PRIOR_USER_TURN_TOKENS + (low + high) / 2)
+        if dialogue.history_tokens is None:
+            turns = dialogue.user_turns
+            conversation = turns * per_exchange
+            return turns, round(conversation * dialogue.filler / (1 - dialogue.filler))
+        remaining = max(dialogue.history_tokens - self.history_tokens, 0)
+        budget = remaining / (len(self.times) - k)
+        filler = round(budget * dialogue.filler)
+        turns = round((budget - filler) / per_exchange)
+        return min(max(turns, 1), MAX_USER_TURNS), filler
 
     async def converse(self, session: PreparedSession) -> list[TurnRecord]:
         """Every planned turn, answered by an AutoGen chatbot that knows the user only by its memory."""
-        chatbot = build_chatbot(session.chatbot_client, session.live_memory)
+        chatbot = build_chatbot(session.chatbot_client, session.live_memory, session.dialogue.reply_tokens)
         return await session.conversation.with_chatbot(chatbot)
 
     # -- a session driven by an external policy, step by step ----------------------------------
@@ -296,6 +339,10 @@ class SimulatedUser:
                 targets.append(live)
         await feed_memories(targets, records, end)
         self.last_end = end
+        spoken = [r for r in records if not r.filler]
+        self.history_tokens += sum(r.tokens for r in records)
+        self.dialogue_tokens += sum(r.tokens for r in spoken)
+        self.dialogue_exchanges += sum(1 for r in spoken if r.role == "user")
         probes = await self._probe(k, end) if probe else []
         sid = session_id(persona.id, k)
         return SessionBatch(
@@ -378,7 +425,7 @@ def turn_row(run_id: str, persona_id: str, k: int, r: TurnRecord) -> TurnRow:
         reveal_mode=r.reveal.mode if r.reveal else None,
         hint_kind=r.reveal.hint_kind if r.reveal else None,
         forget_preference_id=r.forget.preference_id if r.forget else None,
-        leak_similarity=None, leaked=None,
+        leak_similarity=None, leaked=None, filler=r.filler,
     )
 
 

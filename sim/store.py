@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed.
@@ -60,6 +60,7 @@ MIGRATIONS: dict[int, list[str]] = {
     6: ["ALTER TABLE sessions ADD COLUMN IF NOT EXISTS error VARCHAR"],
     7: [],  # new tables env_steps, rewards, training_runs, training_metrics only
     8: ["ALTER TABLE preferences ADD COLUMN IF NOT EXISTS owner VARCHAR DEFAULT 'self'"],
+    9: ["ALTER TABLE turns ADD COLUMN IF NOT EXISTS filler BOOLEAN DEFAULT false"],
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}

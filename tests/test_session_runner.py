@@ -6,7 +6,7 @@ import asyncio
 
 from autogen_core.models import SystemMessage
 
-from personasim.agents.chatbot import CHATBOT_SYSTEM_PROMPT, build_chatbot, chatbot_messages, memory_prompt
+from personasim.agents.chatbot import build_chatbot, chatbot_messages, chatbot_system_prompt, memory_prompt
 from personasim.agents.conversation import speak
 from personasim.agents.scripted import ScriptedChatCompletionClient
 from personasim.config import build_config
@@ -77,11 +77,11 @@ def test_the_chatbot_and_a_policy_are_told_the_same_memory():
     remembered = memory_prompt(user.live_memory.context_text(question))
     assert remembered.startswith("What you remember about this user:\n")
     systems = [m.content for m in seen if isinstance(m, SystemMessage)]
-    assert systems == [CHATBOT_SYSTEM_PROMPT, remembered]
+    assert systems == [chatbot_system_prompt(), remembered]
     observation = chatbot_messages(user.live_memory, [("user", question)])
-    assert observation[0] == {"role": "system", "content": f"{CHATBOT_SYSTEM_PROMPT}\n\n{remembered}"}
+    assert observation[0] == {"role": "system", "content": f"{chatbot_system_prompt()}\n\n{remembered}"}
     assert observation[1:] == [{"role": "user", "content": question}]
-    assert chatbot_messages(None, [("user", question)])[0]["content"] == CHATBOT_SYSTEM_PROMPT
+    assert chatbot_messages(None, [("user", question)])[0]["content"] == chatbot_system_prompt()
 
 
 def test_a_stored_history_replayed_into_memories_gives_the_runs_snapshots():

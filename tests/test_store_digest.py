@@ -29,44 +29,48 @@ MINI = Path(__file__).resolve().parent / "fixtures" / "personamem_v2" / "mini"
 
 MACHINE_COLUMNS = {"runs": {"package_versions_json"}}
 
-EXPECTED: dict[str, dict[str, str]] = {  # recorded on main 4cd6fcd, before issue 15's refactor
+# Recorded on main 4cd6fcd before issue 15's refactor (which kept them); re-recorded for issue 16, an
+# intended change of output: the scripted chatbot composes task replies (agents/replies.py), user turns
+# carry task talk and reactions, new config fields change every run id, forgetting works by topic, and
+# `turns` gains the `filler` column (the only change in the loaded store).
+EXPECTED: dict[str, dict[str, str]] = {
     "simulated": {
-        "answers": "1050:1e34c305d202844b",
+        "answers": "1056:5c01257213e8157e",
         "consistency_probes": "0:cccd8ea1107ad6ef",
-        "drift_events": "26:1a0ab48847ea87b7",
+        "drift_events": "25:825fd82cad814c4d",
         "env_steps": "0:76dda627c00a87de",
-        "forget_requests": "6:8a14872badab9f87",
-        "memory_snapshots": "216:96d622e27626d7ba",
-        "personas": "12:8021d23101e16776",
-        "preferences": "462:e589355ad586d2b8",
-        "questions": "350:4def8dba260aacb9",
+        "forget_requests": "6:5e807d994687279d",
+        "memory_snapshots": "216:549c0efdcf1562d9",
+        "personas": "12:b91e7897a9dbc684",
+        "preferences": "461:227e49c6cafaf0f6",
+        "questions": "352:43d982424f82d303",
         "rewards": "0:149be79a664d43a2",
-        "runs": "1:cb18905ccbc091b6",
-        "sensitive_facts": "104:c412bba5fa21c34f",
-        "sessions": "72:a3fbd8f6e1610bc1",
+        "runs": "1:272fc44e98c931cb",
+        "sensitive_facts": "104:e2b73a0aa52ef9f4",
+        "sessions": "72:2a81f31a142f594a",
         "source_files": "0:c9f1e6776cbc732c",
         "training_metrics": "0:bb708472f1b51926",
         "training_runs": "0:9c1921f9b14cf70b",
-        "turns": "432:7aa5b10b13f1e8f6",
+        "turns": "432:2fd0ea16e79cc3b5",
     },
     "online": {
         "answers": "0:c305445a7bf9eb1b",
         "consistency_probes": "0:cccd8ea1107ad6ef",
-        "drift_events": "3:846c907eb726c0ac",
-        "env_steps": "24:68cf6f3d6484c2b9",
+        "drift_events": "3:98661a9dd9b7939f",
+        "env_steps": "24:4575108d874b385e",
         "forget_requests": "0:8b5f444ce912a06f",
-        "memory_snapshots": "30:dcf5414f5fcb2aa7",
-        "personas": "4:eeac65be35bd41df",
-        "preferences": "153:8153a247d11b316c",
+        "memory_snapshots": "30:bc5d207b03bb9993",
+        "personas": "4:acb1d9922b54c5bd",
+        "preferences": "153:82bc5b996d19f118",
         "questions": "0:bbd75df83a75adfe",
-        "rewards": "96:8be3d3ee1dddf9ad",
-        "runs": "1:7b75feed040e008a",
-        "sensitive_facts": "37:09ea4f6fe375af4a",
-        "sessions": "10:9486f3b1fe03a612",
+        "rewards": "96:c6e20f6fd752efe1",
+        "runs": "1:0d723e9574c03ac3",
+        "sensitive_facts": "37:906c8febe56f8a51",
+        "sessions": "10:72e8c044876e4733",
         "source_files": "0:c9f1e6776cbc732c",
         "training_metrics": "0:bb708472f1b51926",
         "training_runs": "0:9c1921f9b14cf70b",
-        "turns": "50:d3b90966d1f874e4",
+        "turns": "50:03d65d856a874b8c",
     },
     "loaded": {
         "answers": "0:c305445a7bf9eb1b",
@@ -85,7 +89,7 @@ EXPECTED: dict[str, dict[str, str]] = {  # recorded on main 4cd6fcd, before issu
         "source_files": "3:66cee70a3ade14c6",
         "training_metrics": "0:bb708472f1b51926",
         "training_runs": "0:9c1921f9b14cf70b",
-        "turns": "20:a3195e6bccfb7a2e",
+        "turns": "20:df5089eb7157389f",
     },
 }
 

@@ -88,7 +88,7 @@ class ReplyShape(BaseModel):
 
 
 class UpdateShape(BaseModel):
-    """Per user: own preferences revealed, and how many of them changed or were asked to be forgotten.
+    """Per user: own preferences revealed (topics), and how many of them changed or were asked to be forgotten.
 
     Means and minimums are over users; a share is undefined (left out) for a user who revealed
     none of their own preferences."""
@@ -224,20 +224,24 @@ def _replies(con: duckdb.DuckDBPyConnection, run_id: str) -> ReplyShape:
 
 
 def _updates(con: duckdb.DuckDBPyConnection, run_id: str, users: list[str]) -> UpdateShape:
-    """Own revealed preferences per user, and the shares updated and asked to be forgotten."""
+    """Own revealed preferences per user (one per topic: an update makes a new version of the same
+    preference, which is revealed in turn), and the shares of them that changed after a reveal
+    (another option or polarity, or dropped) or were asked to be forgotten."""
     frame = con.execute(
         "WITH revealed AS ("
-        "  SELECT DISTINCT t.persona_id, t.revealed_preference_id AS pid, p.option, p.polarity"
+        "  SELECT DISTINCT t.persona_id, t.revealed_preference_id AS pid, p.topic, p.option, p.polarity"
         "  FROM turns t JOIN preferences p ON p.run_id = t.run_id AND p.preference_id = t.revealed_preference_id"
-        "  WHERE t.run_id = $1 AND t.role = 'user' AND NOT coalesce(t.filler, false) AND p.owner = 'self')"
-        " SELECT r.persona_id, r.pid,"
+        "  WHERE t.run_id = $1 AND t.role = 'user' AND NOT coalesce(t.filler, false) AND p.owner = 'self'),"
+        " versions AS (SELECT r.persona_id, r.topic,"
         "  EXISTS (SELECT 1 FROM drift_events d LEFT JOIN preferences n"
         "          ON n.run_id = d.run_id AND n.preference_id = d.new_preference_id"
         "          WHERE d.run_id = $1 AND d.old_preference_id = r.pid"
         "          AND (d.new_preference_id IS NULL OR n.option IS DISTINCT FROM r.option"
         "               OR n.polarity IS DISTINCT FROM r.polarity)) AS updated,"
         "  EXISTS (SELECT 1 FROM forget_requests f WHERE f.run_id = $1 AND f.preference_id = r.pid) AS forgotten"
-        " FROM revealed r", [run_id]).df()
+        " FROM revealed r)"
+        " SELECT persona_id, topic, bool_or(updated) AS updated, bool_or(forgotten) AS forgotten"
+        " FROM versions GROUP BY persona_id, topic", [run_id]).df()
     grouped = frame.groupby("persona_id")
     revealed = grouped.size().reindex(users, fill_value=0)
     updated = grouped["updated"].mean()  # users with no own reveal are absent: their share is undefined

@@ -14,7 +14,8 @@ generation, the embedding reader over the preset's strategies), then measures fr
   process (``SessionContext(cfg).user(0)``, ``await user.run(k)`` for every session k), then the
   persona and each memory are sized with a recursive ``sys.getsizeof`` over ``gc.get_referents``
   that skips what the process shares between users (everything reachable from the
-  ``SessionContext`` and the embedding model: catalogs, clients and their caches, settings);
+  ``SessionContext``, the embedding model and the topic index: catalogs, clients and their caches,
+  settings, the topic descriptors' vectors);
 * ``analysis.horizon.horizon_shape`` (history length against its target, reveal rate, reply
   variety, filler, updates and forget requests, scenarios, questions);
 * the reveal-to-question distances beside PersonaMem-v2's, accuracy by strategy, by question type
@@ -90,6 +91,7 @@ def deep_size(roots: Iterable[object], shared: set[int]) -> int:
 def held_per_user(config: Any) -> dict[str, Any]:
     """User 0's whole schedule in this process, then what it holds at the horizon (see the docstring)."""
     from personasim.agents.embedding import default_embedder
+    from personasim.agents.memory import topics
     from personasim.sim.session import SessionContext
 
     started = time.perf_counter()
@@ -102,12 +104,12 @@ def held_per_user(config: Any) -> dict[str, Any]:
 
     asyncio.run(schedule())
     gc.collect()
-    shared = set(_walk([ctx, default_embedder()], set()))
+    shared = set(_walk([ctx, default_embedder(), topics._indexes], set()))
     shared.discard(id(user))  # a user is never shared; the context does not point at one, but be sure
     memories = dict(user.memories)
     return {
-        "method": "recursive sys.getsizeof over gc.get_referents, without what the SessionContext and the "
-                  "embedder reach (shared by every user of a process)",
+        "method": "recursive sys.getsizeof over gc.get_referents, without what the SessionContext, the "
+                  "embedder and the topic index reach (shared by every user of a process)",
         "user_index": 0,
         "sessions": len(user.times),
         "history_tokens": user.history_tokens,

@@ -183,7 +183,10 @@ def test_updates_and_forget_requests_per_user_match_the_tables(stored):
     forgotten_ids = set(_table(con, "forget_requests", run_id)["preference_id"])
     user = turns[(turns["role"] == "user") & ~turns["filler"] & turns["revealed_preference_id"].notna()]
     own = user[prefs.loc[user["revealed_preference_id"], "owner"].to_numpy() == "self"]
-    revealed_by_user = own.groupby("persona_id")["revealed_preference_id"].apply(lambda s: sorted(set(s)))
+    own = own.assign(topic=prefs.loc[own["revealed_preference_id"], "topic"].to_numpy())
+    # one preference per topic: versions of it (before and after an update) count together
+    revealed_by_user = own.groupby("persona_id").apply(
+        lambda g: [sorted(set(v)) for _, v in g.groupby("topic")["revealed_preference_id"]])
 
     def updated(pid: str) -> bool:
         for new in drift.loc[drift["old_preference_id"] == pid, "new_preference_id"]:
@@ -194,8 +197,8 @@ def test_updates_and_forget_requests_per_user_match_the_tables(stored):
 
     assert len(revealed_by_user), "no user revealed an own preference: the shares below would be vacuous"
     counts = [len(revealed_by_user.get(u, [])) for u in _users(con, run_id)]
-    updated_shares = [np.mean([updated(p) for p in ids]) for ids in revealed_by_user]
-    forgotten_shares = [np.mean([p in forgotten_ids for p in ids]) for ids in revealed_by_user]
+    updated_shares = [np.mean([any(updated(p) for p in v) for v in topics]) for topics in revealed_by_user]
+    forgotten_shares = [np.mean([any(p in forgotten_ids for p in v) for v in topics]) for topics in revealed_by_user]
     got = horizon_shape(con, run_id).updates
     assert got.revealed_mean == pytest.approx(np.mean(counts))
     assert got.revealed_min == min(counts)

@@ -130,6 +130,13 @@ class CodingTask(BaseModel):
         return self
 
 
+def _require_unique_ids(ids: list[str], what: str) -> None:
+    """Ids name an exchange in tests and bug reports, so two entries may not share one."""
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"duplicate {what} ids: {dupes}")
+
+
 class CodingBank(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,10 +145,7 @@ class CodingBank(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> CodingBank:
-        ids = [t.id for t in self.tasks]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate coding task ids: {dupes}")
+        _require_unique_ids([t.id for t in self.tasks], "coding task")
         return self
 
 
@@ -164,10 +168,7 @@ class GeneralBank(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> GeneralBank:
-        ids = [i.id for i in self.items]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"duplicate general item ids: {dupes}")
+        _require_unique_ids([i.id for i in self.items], "general item")
         return self
 
 

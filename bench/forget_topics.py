@@ -145,7 +145,7 @@ def main() -> None:
 
     from personasim.agents.embedding import default_embedder
     from personasim.agents.memory.base import MemorySettings, forget_subject
-    from personasim.agents.memory.topics import TopicIndex, item_text, sentences, topic_hits
+    from personasim.agents.memory.topics import TopicIndex, item_sentences, topic_hits
     from personasim.personas.catalog import HINT_KINDS, load_topic_catalog
     from personasim.worlds.scenarios import load_scenario_catalog
 
@@ -172,12 +172,7 @@ def main() -> None:
     rows = _hints(args.quick)
     topic_of = np.asarray([r[0] for r in rows])
     texts = [r[4] for r in rows]
-    sentence_rows: list[int] = []
-    sentence_texts: list[str] = []
-    for i, text in enumerate(texts):
-        for s in sentences(item_text(text)):
-            sentence_rows.append(i)
-            sentence_texts.append(s)
+    sentence_rows, sentence_texts = item_sentences(texts)
     unique = sorted(set(texts) | set(sentence_texts))
     print(f"{len(rows)} hints, {len(sentence_texts)} sentences, {len(unique)} distinct texts", flush=True)
     t1 = time.perf_counter()

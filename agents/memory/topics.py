@@ -258,18 +258,25 @@ class TopicIndex:
         columns = [self._position[t] for t in topics if t in self._position]
         if not items or not columns or k <= 0:
             return [False] * len(items)
-        owner: list[int] = []
-        texts: list[str] = []
-        for i, item in enumerate(items):
-            for sentence in sentences(item_text(item)):
-                texts.append(sentence)
-                owner.append(i)
+        owner, texts = item_sentences(items)
         scores = self.sentence_scores(texts)
         hits = topic_hits(scores, columns, k, margin)
         out = [False] * len(items)
         for i, hit in zip(owner, hits, strict=True):
             out[i] = out[i] or bool(hit)
         return out
+
+
+def item_sentences(items: list[str]) -> tuple[list[int], list[str]]:
+    """Every sentence of every item (date tags and role prefixes stripped), with its item's index:
+    a note is about a topic when any one of its sentences is, so sentences are classified alone."""
+    owner: list[int] = []
+    texts: list[str] = []
+    for i, item in enumerate(items):
+        for sentence in sentences(item_text(item)):
+            texts.append(sentence)
+            owner.append(i)
+    return owner, texts
 
 
 def topic_descriptors(catalog: TopicCatalog, topic_id: str, advice: bool = True) -> list[str]:

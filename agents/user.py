@@ -87,6 +87,11 @@ class DialogueConfig(BaseModel):
         default=0.05, ge=0.0, le=1.0,
         description="Chance a session ends with a request to forget something revealed earlier.",
     )
+    forget_share: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Floor on the share of the user's revealed own preferences (by topic) asked to be forgotten: "
+        "a session below it ends with a forget request whatever forget_probability says. 0 = off.",
+    )
     others_mention_probability: float = Field(
         default=0.3, ge=0.0, le=1.0,
         description="Chance a session has a turn revealing what someone in the user's life likes "
@@ -156,7 +161,11 @@ def plan_session(
     revealed_before = [
         p for p in held if revealed_counts.get(p.id, 0) > 0 and p.id not in forgotten and p not in reveals
     ]
-    if n > 1 and revealed_before and rng.random() < config.forget_probability:
+    if n > 1 and revealed_before and (rng.random() < config.forget_probability
+                                      or _below_forget_share(persona, revealed_counts, config.forget_share)):
+        if config.forget_share > 0:  # catching up: a topic not forgotten yet, so the share grows
+            asked = {f.topic for f in persona.forget_requests}
+            revealed_before = [p for p in revealed_before if p.topic not in asked] or revealed_before
         forget = rng.choice(revealed_before)
         if slots and slots[-1] == n - 1:  # the last turn asks to forget
             slots = slots[:-1]
@@ -187,6 +196,15 @@ def plan_session(
     likes = sorted(f"{p.topic}/{p.option}" for p in held if p.topic in scenario.topics and p.polarity == "likes")
     directive = UserTurnDirective(seed=seed, scenario_id=scenario.id, intent=intent, turns=turns, likes=likes)
     return SessionPlan(scenario=scenario, directive=directive, time=t)
+
+
+def _below_forget_share(persona: Persona, revealed_counts: dict[str, int], share: float) -> bool:
+    """Fewer of the user's revealed own topics asked to be forgotten than ``share`` of them."""
+    if share <= 0:
+        return False
+    topics = {p.topic for p in persona.preferences if revealed_counts.get(p.id, 0) > 0 and p.is_own}
+    asked = {f.topic for f in persona.forget_requests} & topics
+    return len(asked) < share * len(topics)
 
 
 def _one_per_topic(prefs: list[Preference], taken: set[str]) -> list[Preference]:

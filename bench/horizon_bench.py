@@ -52,6 +52,17 @@ MAX_REPLY_SHARE = 0.005
 MIN_WITHIN_TARGET = 1.0
 MIN_FORGET_COMPLIANCE = 0.9
 FORGET_STRATEGIES = ("fact_list", "temporal", "agentic")
+# the preset's shape (point 4): judged only on a run at the preset's own horizon (its sessions and
+# history length, not overridden) of at least SHAPE_MIN_USERS users; scenarios in use need more users
+SHAPE_MIN_USERS = 20
+SCENARIO_MIN_USERS = 100
+MIN_UPDATED_SHARE = 0.5
+MIN_FORGOTTEN_SHARE = 0.2
+QUESTIONS_PER_USER = (20.0, 30.0)
+MIN_CHECKPOINTS = 3
+MIN_TYPE_SHARE = 0.1
+OTHERS_SHARE = (0.25, 0.45)
+MIN_SCENARIOS = 300
 TARGETS = {
     "wall_seconds": f"<= {WALL_TARGET[2]:.0f} s for {WALL_TARGET[0]} at up to {WALL_TARGET[1]} users",
     "reveal_rate": f"<= {MAX_REVEAL_RATE}",
@@ -59,6 +70,15 @@ TARGETS = {
     "top_reply_share": f"<= {MAX_REPLY_SHARE} (a reply that occurs once passes)",
     "within_history_target": f"{MIN_WITHIN_TARGET:.0%} of users within 10% of dialogue.history_tokens",
     "forget_compliance": f">= {MIN_FORGET_COMPLIANCE} for {', '.join(FORGET_STRATEGIES)} (mean over sessions)",
+    "updated_share_min": f">= {MIN_UPDATED_SHARE} of each user's revealed own preferences updated (preset scale)",
+    "forgotten_share_min": f">= {MIN_FORGOTTEN_SHARE} of each user's revealed own preferences asked to be "
+                           "forgotten (preset scale)",
+    "questions_per_user": f"{QUESTIONS_PER_USER[0]:.0f} to {QUESTIONS_PER_USER[1]:.0f} (about 25; preset scale)",
+    "checkpoints_per_user_min": f">= {MIN_CHECKPOINTS} (preset scale)",
+    "updated_question_share": f">= {MIN_TYPE_SHARE} of the questions (preset scale)",
+    "forget_question_share": f">= {MIN_TYPE_SHARE} of the questions (preset scale)",
+    "others_reveal_share": f"{OTHERS_SHARE[0]} to {OTHERS_SHARE[1]} of reveals (about a third; preset scale)",
+    "scenarios": f">= {MIN_SCENARIOS} in use (preset scale, {SCENARIO_MIN_USERS}+ users)",
 }
 
 # objects whose referents are code and modules, not a user's data: never walked into
@@ -221,7 +241,39 @@ def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
             value = result["forget_compliance"].get(strategy, {}).get("mean")
             out.append(_check(f"forget_compliance[{strategy}]", value, TARGETS["forget_compliance"],
                               None if value is None else value >= MIN_FORGET_COMPLIANCE))
-    return out
+    return out + _shape_checks(result)
+
+
+def _shape_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Point 4's shape: per-user update and forget shares, questions, others' reveals, scenarios.
+
+    A run that overrides the preset's horizon, or is too small for per-user figures to mean much,
+    gets n/a: a 4-session test run cannot update half of what it reveals."""
+    shape = result["horizon"]
+    at_scale = result.get("preset_scale", False) and result["users"] >= SHAPE_MIN_USERS
+    updates, questions = shape.get("updates", {}), shape.get("questions", {})
+
+    def judged(name: str, value: float | None, ok: bool, enough: bool = True) -> dict[str, Any]:
+        return _check(name, value, TARGETS[name], ok if at_scale and enough and value is not None else None)
+
+    updated, forgotten = updates.get("updated_share_min"), updates.get("forgotten_share_min")
+    per_user, points = questions.get("per_user_mean"), questions.get("checkpoints_per_user_min")
+    types = questions.get("type_shares", {})
+    others, scenarios = shape["reveals"].get("others_share"), shape.get("scenarios")
+    low, high = QUESTIONS_PER_USER
+    return [
+        judged("updated_share_min", updated, updated is not None and updated >= MIN_UPDATED_SHARE),
+        judged("forgotten_share_min", forgotten, forgotten is not None and forgotten >= MIN_FORGOTTEN_SHARE),
+        judged("questions_per_user", per_user, per_user is not None and low <= per_user <= high),
+        judged("checkpoints_per_user_min", points, points is not None and points >= MIN_CHECKPOINTS),
+        judged("updated_question_share", types.get("updated_preference", 0.0),
+               types.get("updated_preference", 0.0) >= MIN_TYPE_SHARE),
+        judged("forget_question_share", types.get("forget_compliance", 0.0),
+               types.get("forget_compliance", 0.0) >= MIN_TYPE_SHARE),
+        judged("others_reveal_share", others, others is not None and OTHERS_SHARE[0] <= others <= OTHERS_SHARE[1]),
+        judged("scenarios", scenarios, scenarios is not None and scenarios >= MIN_SCENARIOS,
+               enough=result["users"] >= SCENARIO_MIN_USERS),
+    ]
 
 
 def _fmt(value: Any) -> str:
@@ -309,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "preset": args.preset, "users": args.users, "sessions_per_user": config.schedule.sessions,
         "history_tokens_target": config.dialogue.history_tokens, "filler": config.dialogue.filler,
+        "preset_scale": args.sessions is None and args.history_tokens is None,
         "seed": args.seed, "strategies": list(config.memory.strategies), "run_id": summary.run_id,
         "db": str(db) if args.keep_db else None,
         "sessions": summary.sessions, "turns": summary.turns, "questions": summary.questions,

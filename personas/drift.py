@@ -13,7 +13,9 @@ Models: life events (a change that cascades through the correlation graph), grad
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +51,10 @@ class DriftConfig(BaseModel):
     fade_below: float = Field(default=0.1, ge=0, le=1, description="A preference this weak is dropped.")
     seasonal: bool = Field(default=True, description="Swap seasonal preferences at season boundaries.")
     exposure: float = Field(default=0.3, ge=0, le=1, description="Chance an accepted recommendation is adopted.")
+    revealed_update_share: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Floor on the share of the user's revealed own preferences (by topic) that change after "
+        "their reveal; between sessions, drift catches up with it. 0 = off: only the random models update.")
     causes: list[str] = Field(default_factory=lambda: list(DEFAULT_CAUSES), min_length=1)
 
 
@@ -186,6 +192,59 @@ class TopicSwapDrift(DriftModel):
             events += self.editor.replace(persona, old, key, self._instant(start, end, rng), "topic_swap",
                                           rng.choice(self.config.causes), strength=rng.uniform(0.4, 1.0))
         return events
+
+
+class RevealedUpdateDrift(DriftModel):
+    """Planned updates: keep the share of revealed own preferences that changed at a floor.
+
+    The random models change what a user holds whether or not the user ever mentioned it, so how
+    many *revealed* preferences change is left to chance: a 20-preference user who revealed ten
+    may see two of them change, and a benchmark of memory under drift then has nothing to ask that
+    user about drift. This model catches up between sessions: when fewer than
+    ``revealed_update_share`` of the topics revealed so far have changed since their reveal, it
+    changes enough of the others (a liked option swapped for another, else a reversal, else the
+    preference dropped), preferring topics the user has not asked to forget."""
+
+    def __init__(self, editor: PreferenceEditor, config: DriftConfig) -> None:
+        super().__init__(editor, config)
+        self.revealed: Collection[str] = ()  # preference ids revealed so far; the pipeline sets it
+
+    def apply_between(self, persona, start, end, rng):  # type: ignore[no-untyped-def]
+        share = self.config.revealed_update_share
+        if share <= 0 or not self.revealed:
+            return []
+        revealed = [p for p in persona.preferences if p.id in self.revealed and p.is_own]
+        topics = {p.topic for p in revealed}
+        updated = {e.old.topic for e in persona.drift_events if e.old is not None and e.old.id in self.revealed
+                   and (e.new is None or e.new.option != e.old.option or e.new.polarity != e.old.polarity)}
+        needed = math.ceil(share * len(topics) - 1e-9) - len(updated & topics)
+        if needed <= 0:
+            return []
+        forgotten = {f.topic for f in persona.forget_requests}
+        held = sorted((p for p in self.editor.held(persona) if p.id in self.revealed and p.topic not in updated),
+                      key=lambda p: p.id)
+        rng.shuffle(held)
+        held.sort(key=lambda p: p.topic in forgotten)  # stable: forgotten topics last
+        events: list[DriftEvent] = []
+        for old in held[:needed]:
+            if old.valid_to is None:
+                events += self._update(persona, old, self._instant(start, end, rng), rng)
+        return events
+
+    def _update(self, persona: Persona, old: Preference, t: datetime, rng: random.Random) -> list[DriftEvent]:
+        topic = self.editor.catalog.topic(old.topic)
+        blocked = set().union(*(self.editor.graph.excluded(p.key) for p in self.editor.held(persona) if p is not old))
+        taken = {p.option for p in self.editor.held(persona) if p.topic == old.topic}
+        swaps = [node(old.topic, o.id, old.polarity.value) for o in topic.options if o.id not in taken]
+        swaps = [k for k in swaps if k not in blocked]
+        cause = rng.choice(self.config.causes)
+        if swaps:
+            return self.editor.replace(persona, old, rng.choice(swaps), t, "topic_swap", cause,
+                                       strength=rng.uniform(0.4, 1.0))
+        flipped = node(old.topic, old.option, "dislikes" if old.polarity == "likes" else "likes")
+        if not (topic.exclusive or topic.likes_only) and flipped not in blocked:
+            return self.editor.replace(persona, old, flipped, t, "reversal", cause)
+        return self.editor.replace(persona, old, None, t, "gradual", "interest faded over time")
 
 
 class ReversalDrift(DriftModel):
@@ -356,12 +415,22 @@ class DriftPipeline:
             ReversalDrift(self.editor, config),
             GradualDrift(self.editor, config),
         ]
+        self.planned: RevealedUpdateDrift | None = None
+        if config.revealed_update_share > 0:  # off by default: adding a model re-slices every gap's times
+            self.planned = RevealedUpdateDrift(self.editor, config)
+            self.models.append(self.planned)
         self.exposure = ExposureDrift(self.editor, config)
 
-    def apply_between(self, persona: Persona, start: datetime, end: datetime, rng: random.Random) -> list[DriftEvent]:
-        """Each model acts in its own slice of the gap, in order, so intervals never overlap."""
+    def apply_between(self, persona: Persona, start: datetime, end: datetime, rng: random.Random,
+                      revealed: Collection[str] = ()) -> list[DriftEvent]:
+        """Each model acts in its own slice of the gap, in order, so intervals never overlap.
+
+        ``revealed``: the preference ids the user has revealed so far (planned updates keep a share
+        of them changing; the random models ignore it)."""
         if end <= start:
             return []
+        if self.planned is not None:
+            self.planned.revealed = revealed
         events: list[DriftEvent] = []
         slice_ = (end - start) / len(self.models)
         months = (end - start) / timedelta(days=30)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from personasim.rl.env_reward import RewardConfig
 from personasim.rl.env_worker import Action, EnvWorker, SlotResult
-from personasim.sim.config import RunConfig
+from personasim.sim.config import RunConfig, later_fields_at_default
 from personasim.sim.store import TrajectoryStore
 from personasim.sim.store_runs import RunStatus, set_run_status, start_run
 
@@ -46,7 +46,7 @@ class EnvConfig(BaseModel):
 
     @property
     def run_id(self) -> str:
-        identity = self.model_dump_json(exclude={"run": {"engine"}})
+        identity = self.model_dump_json(exclude={"run": {"engine": True, **later_fields_at_default(self.run)}})
         return "env-" + hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
 
 

@@ -7,7 +7,7 @@ import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -147,8 +147,31 @@ class RunConfig(BaseModel):
     @property
     def run_id(self) -> str:
         """Deterministic: the same config and seed give the same id (and the same rows)."""
-        identity = self.model_dump_json(exclude={"engine"})
+        identity = self.model_dump_json(exclude={"engine": True, **later_fields_at_default(self)})
         return "run-" + hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
+
+
+#: Settings added after run ids were first derived from the config: part of a run's identity only
+#: when set away from their default, so adding an option renames no run that does not use it (a
+#: stored run keeps resuming and forking under its id, and a default run's rows stay the same).
+LATER_FIELDS: dict[str, tuple[str, ...]] = {
+    "dialogue": ("forget_share",),
+    "drift": ("revealed_update_share",),
+}
+
+
+def later_fields_at_default(config: RunConfig) -> dict[str, Any]:
+    exclude: dict[str, Any] = {}
+    for section, names in LATER_FIELDS.items():
+        part = getattr(config, section)
+        at_default = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
+        if at_default:
+            exclude[section] = at_default
+    if config.fork is not None:
+        source = later_fields_at_default(config.fork.source)
+        if source:
+            exclude["fork"] = {"source": source}
+    return exclude
 
 
 ForkSpec.model_rebuild()

@@ -243,7 +243,7 @@ class SimulatedUser:
         drift_events: list[DriftEvent] = []
         if self.last_end is not None:
             drift_events = ctx.drift.apply_between(
-                persona, self.last_end, start, rng_for(cfg.seed, "drift", persona.index, k)
+                persona, self.last_end, start, rng_for(cfg.seed, "drift", persona.index, k), self.revealed
             )
         shared = cfg.fork is not None and start < cfg.fork.at  # a fork's shared history: the source drives
         driver = cfg.fork.source if shared and cfg.fork else cfg

@@ -305,13 +305,17 @@ def test_bench_accuracy_and_distance_tables(bench_run, stored):
 def _result(**shape_changes) -> dict:
     """A passing result, as the bench writes it, with the parts ``checks`` reads."""
     shape = {
-        "reveals": {"reveal_rate": 0.15},
+        "reveals": {"reveal_rate": 0.15, "others_share": 0.33},
         "replies": {"distinct_share": 0.99, "top_reply_count": 3, "top_reply_share": 0.001},
         "history": {"within_target_share": 1.0},
+        "updates": {"updated_share_min": 0.55, "forgotten_share_min": 0.25},
+        "questions": {"per_user_mean": 25.0, "checkpoints_per_user_min": 4,
+                      "type_shares": {"updated_preference": 0.18, "forget_compliance": 0.2}},
     }
     for part, values in shape_changes.items():
         shape[part] = {**shape[part], **values}
-    return {"preset": "pmv2-32k", "users": 200, "wall": {"run_seconds": 1200.0}, "horizon": shape,
+    shape["scenarios"] = 320
+    return {"preset": "pmv2-32k", "users": 200, "preset_scale": True, "wall": {"run_seconds": 1200.0}, "horizon": shape,
             "strategies": ["none", "agentic", "fact_list"],
             "forget_compliance": {"agentic": {"mean": 0.95}, "fact_list": {"mean": None}}}
 
@@ -322,9 +326,23 @@ def _verdicts(result: dict) -> dict[str, bool | None]:
 
 def test_checks_pass_fail_and_not_measured():
     verdicts = _verdicts(_result())
+    shape_checks = {"updated_share_min", "forgotten_share_min", "questions_per_user", "checkpoints_per_user_min",
+                    "updated_question_share", "forget_question_share", "others_reveal_share", "scenarios"}
     assert verdicts == {"wall_seconds": True, "reveal_rate": True, "distinct_replies": True, "top_reply_share": True,
                         "within_history_target": True, "forget_compliance[agentic]": True,
-                        "forget_compliance[fact_list]": None}
+                        "forget_compliance[fact_list]": None, **{name: True for name in shape_checks}}
+    off_shape = _result(updates={"updated_share_min": 0.4, "forgotten_share_min": 0.1},
+                        questions={"per_user_mean": 12.0, "checkpoints_per_user_min": 2,
+                                   "type_shares": {"updated_preference": 0.05}},
+                        reveals={"others_share": 0.6})
+    off_shape["horizon"]["scenarios"] = 120
+    assert {n for n, v in _verdicts(off_shape).items() if v is False} == shape_checks
+    overridden = _result()
+    overridden["preset_scale"] = False  # --sessions or --history-tokens: the shape is not the preset's
+    assert all(_verdicts(overridden)[name] is None for name in shape_checks)
+    small = _result()
+    small["users"] = 50
+    assert _verdicts(small)["scenarios"] is None and _verdicts(small)["updated_share_min"] is True
     failing = _result(reveals={"reveal_rate": 0.25}, history={"within_target_share": 0.99},
                       replies={"distinct_share": 0.9, "top_reply_share": 0.01})
     failing["wall"]["run_seconds"] = 1900.0

@@ -4,6 +4,7 @@ setting, filler, presets and the question cap. Runs here are in process (no Ray)
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
 
@@ -14,6 +15,7 @@ from personasim.agents.replies import REACTIONS_FITTING, REACTIONS_OFF, ReplyCom
 from personasim.agents.tokens import count_tokens
 from personasim.config import ConfigError, build_config, preset_names
 from personasim.personas.catalog import load_topic_catalog
+from personasim.sim.config import LATER_FIELDS
 from personasim.sim.session import SessionContext
 from personasim.worlds.scenarios import load_scenario_catalog
 
@@ -185,3 +187,69 @@ def test_question_cap_keeps_updated_and_forget_questions_first():
     assert len(kept) == 4
     assert {"updated_preference", "forget_compliance"} <= {q.question_type for q in kept}
     assert [q.question_id for q in kept] == sorted((q.question_id for q in kept), key=lambda x: int(x[1:]))
+
+
+def _revealed_updated_forgotten(config, users: int) -> list[tuple[set[str], set[str], set[str]]]:
+    """Per user, run in process: own topics revealed before the last session, those of them changed
+    after their reveal (another option or polarity, or dropped), and those asked to be forgotten."""
+    context = SessionContext(config)
+
+    async def one(index: int) -> tuple[set[str], set[str], set[str]]:
+        user = context.user(index)
+        before_last: set[str] = set()
+        for k in range(config.schedule.sessions):
+            if k == config.schedule.sessions - 1:
+                before_last = set(user.revealed)
+            session = user.prepare(k)
+            await user.converse(session)
+            await user.finish(session, probe=False)
+        persona = user.persona
+        own = {p.id: p.topic for p in persona.preferences}
+        revealed = {own[i] for i in before_last if i in own}
+        updated = {e.old.topic for e in persona.drift_events if e.old is not None and e.old.id in before_last
+                   and (e.new is None or (e.new.option, e.new.polarity) != (e.old.option, e.old.polarity))}
+        forgotten = {f.topic for f in persona.forget_requests}
+        return revealed, updated & revealed, forgotten & {own[i] for i in user.revealed if i in own}
+
+    async def everyone() -> list[tuple[set[str], set[str], set[str]]]:
+        return [await one(i) for i in range(users)]
+
+    return asyncio.run(everyone())
+
+
+def test_planned_updates_and_forgets_hold_their_floors_for_every_user():
+    """drift.revealed_update_share and dialogue.forget_share are floors per user, not averages: with
+    every random source of change switched off, the floors alone update and forget, and no user falls
+    below them; switched off too, nothing revealed changes and nothing is forgotten."""
+    base = build_config(preset="pmv2-32k", users=4, sessions=8, history_tokens=12000, memory="none", seed=3)
+    quiet_drift = base.drift.model_copy(update={
+        "topic_swap": 0.0, "life_event": 0.0, "reversal": 0.0, "gradual_sigma": 0.0, "seasonal": False,
+        "exposure": 0.0})
+    quiet_dialogue = base.dialogue.model_copy(update={"forget_probability": 0.0})
+    planned = base.model_copy(update={"drift": quiet_drift, "dialogue": quiet_dialogue})
+    for revealed, updated, forgotten in _revealed_updated_forgotten(planned, 4):
+        assert revealed, "every user reveals something before the last session"
+        assert len(updated) >= math.ceil(planned.drift.revealed_update_share * len(revealed) - 1e-9)
+        assert len(forgotten) >= 0.2 * len(revealed)
+    off = planned.model_copy(update={
+        "drift": quiet_drift.model_copy(update={"revealed_update_share": 0.0}),
+        "dialogue": quiet_dialogue.model_copy(update={"forget_share": 0.0})})
+    assert off.run_id != planned.run_id
+    for revealed, updated, forgotten in _revealed_updated_forgotten(off, 4):
+        assert revealed and not updated and not forgotten
+
+
+def test_later_settings_at_their_default_keep_the_run_id():
+    """A setting added after run ids were first derived renames no run that leaves it at its default."""
+    config = build_config(users=3, sessions=2)
+    dumped = config.model_dump(mode="json", exclude={"engine"})
+    for section, names in LATER_FIELDS.items():
+        for name in names:
+            del dumped[section][name]
+    import hashlib
+    import json
+
+    legacy = json.dumps(dumped, separators=(",", ":"), ensure_ascii=False)
+    assert config.run_id == "run-" + hashlib.blake2b(legacy.encode(), digest_size=6).hexdigest()
+    changed = config.model_copy(update={"dialogue": config.dialogue.model_copy(update={"forget_share": 0.2})})
+    assert changed.run_id != config.run_id

@@ -59,6 +59,7 @@ def load_reply_phrases() -> ReplyPhrases:
     return ReplyPhrases.model_validate(json.loads(text))
 
 
+@cache
 def _tailored_patterns() -> list[re.Pattern[str]]:
     return [re.compile(re.escape(t).replace(re.escape("{label}"), r"(?P<label>[^.]+?)") + r"(?:\s|$)")
             for t in load_reply_phrases().tailored]
@@ -106,8 +107,11 @@ def user_reaction(reply: str, likes: Sequence[str], scenario_topics: Sequence[st
     return rng.choice(REACTIONS_FITTING if fits else REACTIONS_OFF)
 
 
+_SPACES = re.compile(r"\s+")
+
+
 def _normalise(sentence: str) -> str:
-    return re.sub(r"\s+", " ", sentence.strip().lower()).rstrip(".!? ")
+    return _SPACES.sub(" ", sentence.strip().lower()).rstrip(".!? ")
 
 
 class _SentenceIndex:

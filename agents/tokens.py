@@ -8,11 +8,22 @@ BPE counts for English prose; roughly 0.8 of them).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: Texts up to this long are counted once per process: a chat client counts every message of the
+#: prompt on every call, so a session's early messages would be counted again on each turn.
+_CACHED_MAX_CHARS = 4000
 
 
 def count_tokens(text: str) -> int:
+    if len(text) > _CACHED_MAX_CHARS:
+        return len(_TOKEN.findall(text))
+    return _count_short(text)
+
+
+@lru_cache(maxsize=32768)
+def _count_short(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,12 +47,16 @@ def answer_questions(
     settings: MemorySettings | None = None,
     on_answer: Callable[[], None] | None = None,
     concurrency: int = 16,
+    workers: int = 1,
 ) -> list[AnswerRow]:
     """Each strategy answers from its latest snapshot taken before the question (never after).
 
     The snapshot is the strategy's state; what of it enters the context for this question is the
     strategy's own choice (``select_context``: everything, or top-k retrieval for rag). Readers
-    that call a server (``answer_async``) answer ``concurrency`` questions at a time."""
+    that call a server (``answer_async``) answer ``concurrency`` questions at a time. Readers that
+    answer in batches (``answer_many``: the embedding reader) get each user's work at once, and with
+    ``workers`` > 1 a large evaluation is answered by a pool of that many Ray actors
+    (``analysis.answer_pool``); the answers are the same either way."""
     settings = settings or MemorySettings()
     snapshots = read_snapshots(con, run_id)
     embedder = getattr(reader, "embedder", None) or default_embedder()
@@ -70,8 +75,6 @@ def answer_questions(
     def row(
         q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str], result: ReaderAnswer
     ) -> AnswerRow:
-        if on_answer:
-            on_answer()
         return AnswerRow(
             run_id=run_id, answer_id=f"{q.question_id}/{strategy}/{reader_key}", question_id=q.question_id,
             persona_id=q.persona_id, strategy=strategy, reader=reader.name,
@@ -81,20 +84,62 @@ def answer_questions(
             raw_output=result.raw_output,
         )
 
+    if getattr(reader, "answer_many", None) is not None:  # batched per user: their questions share most texts
+        results = _answer_per_user(reader, work, workers, on_answer)
+        return [row(q, s, snap, ctx, result) for (q, s, snap, ctx), result in zip(work, results, strict=True)]
     answer_async = getattr(reader, "answer_async", None)
     if answer_async is None:
-        return [row(q, s, snap, ctx, reader.answer(ctx, q.query, q.options)) for q, s, snap, ctx in work]
+        return [_counted(row(q, s, snap, ctx, reader.answer(ctx, q.query, q.options)), on_answer)
+                for q, s, snap, ctx in work]
 
     async def run_all() -> list[AnswerRow]:
         gate = asyncio.Semaphore(concurrency)
 
         async def one(q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str]) -> AnswerRow:
             async with gate:
-                return row(q, strategy, snap, context, await answer_async(context, q.query, q.options))
+                return _counted(row(q, strategy, snap, context, await answer_async(context, q.query, q.options)),
+                                on_answer)
 
         return list(await asyncio.gather(*(one(*w) for w in work)))
 
     return asyncio.run(run_all())
+
+
+def _counted(answer: AnswerRow, on_answer: Callable[[], None] | None) -> AnswerRow:
+    if on_answer:
+        on_answer()
+    return answer
+
+
+def _answer_per_user(
+    reader: Any, work: list[tuple[QuestionRow, str, SnapshotRef | None, list[str]]], workers: int,
+    on_answer: Callable[[], None] | None,
+) -> list[ReaderAnswer]:
+    """``reader.answer_many`` over each user's work (in process, or in a pool of actors), in ``work``'s order."""
+    from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, answer_users_in_parallel
+    from personasim.analysis.reader import EmbeddingReader
+
+    by_user: dict[str, list[int]] = {}
+    for n, (q, _, _, _) in enumerate(work):
+        by_user.setdefault(q.persona_id, []).append(n)
+    users = [[(work[n][3], work[n][0].query, work[n][0].options) for n in positions] for positions in by_user.values()]
+
+    def advance(count: int) -> None:
+        for _ in range(count) if on_answer else ():
+            on_answer()  # type: ignore[misc]
+
+    if workers > 1 and len(work) >= MIN_PARALLEL_ANSWERS and isinstance(reader, EmbeddingReader):
+        answered = answer_users_in_parallel(reader, users, workers, on_done=advance)
+    else:
+        answered = []
+        for user in users:
+            answered.append(reader.answer_many(user))
+            advance(len(user))
+    results: list[ReaderAnswer | None] = [None] * len(work)
+    for positions, answers in zip(by_user.values(), answered, strict=True):
+        for n, answer in zip(positions, answers, strict=True):
+            results[n] = answer
+    return results  # type: ignore[return-value]  # every position is some user's
 
 
 class StrategyScore(BaseModel):
@@ -186,11 +231,13 @@ def evaluate(
     regenerate: bool = False,
     n_boot: int = 1000,
     show_progress: bool = False,
+    workers: int | None = None,
 ) -> EvalSummary:
     """Answer the run's questions with each strategy's memory and the reader; store and summarise.
 
     Questions are generated when the run has none (or ``regenerate``); a run loaded from
-    PersonaMem-v2 keeps its own. Strategies default to those the run kept snapshots of."""
+    PersonaMem-v2 keeps its own. Strategies default to those the run kept snapshots of. ``workers``:
+    Ray actors answering a large evaluation with the embedding reader (default: every core)."""
     started = time.perf_counter()
     reader = reader or ReaderSpec()
     path = Path(db)
@@ -205,7 +252,7 @@ def evaluate(
             task = progress.add_task(f"answering ({answering.name})", total=len(questions) * len(strategies))
             answers = answer_questions(
                 store.con, run_id, questions, strategies, answering, read_run(store, run_id).memory_settings,
-                on_answer=lambda: progress.advance(task),
+                on_answer=lambda: progress.advance(task), workers=workers or os.cpu_count() or 1,
             )
         store.replace_rows({"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in answers]}},
                            [("answers", answers)])

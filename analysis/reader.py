@@ -55,16 +55,47 @@ class EmbeddingReader:
         It reads what the user said: the assistant's own past replies in a raw history (full_history,
         sliding_window, rag) are skipped. They are long (80-400 tokens each, ten times a user turn's
         embedding cost) and say only what the chatbot guessed, stale or not; an LLM reader gets them."""
-        context_items = [item for item in context_items if not _ASSISTANT_LINE.match(item)]
-        opts = self.embedder.encode(options)
-        items = self.embedder.encode(context_items) if context_items else None
-        if items is None or float((items @ opts.T).max()) < self.relevance_floor:
-            scores = opts @ self.embedder.encode([query])[0]
-        else:
+        return self.answer_many([(context_items, query, options)])[0]
+
+    def answer_many(self, work: list[tuple[list[str], str, list[str]]]) -> list[ReaderAnswer]:
+        """``answer`` for many (context items, query, options) at once: the same answers, faster.
+
+        Every distinct text is embedded once, in one batched call (one user's questions share
+        most of their memory lines, and each question's options serve every strategy), and each
+        question indexes into that one matrix. Answering one question at a time cost a cache
+        lookup per memory line and a forward pass of four options per question: most of an
+        evaluation's time went there, not into the arithmetic."""
+        contexts = [[item for item in items if not _ASSISTANT_LINE.match(item)] for items, _, _ in work]
+        texts = list(dict.fromkeys(t for ctx, (_, _, options) in zip(contexts, work, strict=True)
+                                   for t in (*options, *ctx)))
+        index = {t: i for i, t in enumerate(texts)}
+        vectors = self.embedder.encode(texts)
+        answers: list[ReaderAnswer | None] = [None] * len(work)
+        fallback: list[int] = []
+        for n, (ctx, (_, _, options)) in enumerate(zip(contexts, work, strict=True)):
+            if not ctx:
+                fallback.append(n)
+                continue
+            opts = vectors[[index[t] for t in options]]
+            items = vectors[[index[t] for t in ctx]]
+            similarity = items @ opts.T
+            if float(similarity.max()) < self.relevance_floor:
+                fallback.append(n)
+                continue
             relevance = items @ opts.mean(axis=0)
-            recency = np.linspace(0.0, 1.0, len(context_items)) if len(context_items) > 1 else np.ones(1)
+            recency = np.linspace(0.0, 1.0, len(ctx)) if len(ctx) > 1 else np.ones(1)
             logits = (relevance + self.recency_weight * recency) / self.temperature
             weights = np.exp(logits - logits.max())
             weights /= weights.sum()
-            scores = weights @ (items @ opts.T)
-        return ReaderAnswer(chosen_index=int(np.argmax(scores)), scores=[round(float(s), 6) for s in scores])
+            answers[n] = _answer(weights @ similarity)
+        if fallback:  # nothing relevant remembered: answer as with no memory, by the query alone
+            queries = list(dict.fromkeys(work[n][1] for n in fallback))
+            query_vectors = dict(zip(queries, self.embedder.encode(queries), strict=True))
+            for n in fallback:
+                _, query, options = work[n]
+                answers[n] = _answer(vectors[[index[t] for t in options]] @ query_vectors[query])
+        return answers  # type: ignore[return-value]  # every slot is filled above
+
+
+def _answer(scores: np.ndarray) -> ReaderAnswer:
+    return ReaderAnswer(chosen_index=int(np.argmax(scores)), scores=[round(float(s), 6) for s in scores])

@@ -196,7 +196,17 @@ class TopicCatalog(BaseModel):
         return list(cached)
 
     def hints(self, topic_id: str, option_id: str, polarity: PolarityName, kind: HintKind | None = None) -> list[Hint]:
-        """The implicit-hint bank of one preference: every cue in every template of ``kind``."""
+        """The implicit-hint bank of one preference: every cue in every template of ``kind``.
+
+        Cached like ``statements``: a session plans its hints from it, and the reply composer's
+        sentence index reads every bank once per process."""
+        key = (topic_id, option_id, polarity, kind)
+        cached = self._hint_cache.get(key)
+        if cached is None:
+            cached = self._hint_cache[key] = self._hints(topic_id, option_id, polarity, kind)
+        return list(cached)
+
+    def _hints(self, topic_id: str, option_id: str, polarity: PolarityName, kind: HintKind | None) -> list[Hint]:
         option = self.topic(topic_id).option(option_id)
         kinds = [kind] if kind else list(HINT_KINDS)
         out = []

@@ -9,6 +9,7 @@ they wrap and are exported from ``personasim`` too: ``evaluate`` (``analysis/eva
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -231,7 +232,7 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
             reader = EmbeddingReader(default_embedder())
             answers = answer_questions(
                 store.con, run_id, questions, config.memory.strategies, reader, config.memory.settings,
-                on_answer=lambda: progress.advance(eval_task),
+                on_answer=lambda: progress.advance(eval_task), workers=_eval_actors(config),
             )
             store.write_many([("answers", answers)])
         finish_run(store, run_id)
@@ -252,6 +253,15 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
         actor_restarts=counts.actor_restarts, simulation_seconds=round(counts.wall_seconds, 2),
         store_seconds=round(counts.store_seconds, 2),
     )
+
+
+def _eval_actors(config: RunConfig) -> int:
+    """The evaluation's actor pool: the engine's setting, else every CPU of the cluster the run used."""
+    if config.engine.eval_actors is not None:
+        return config.engine.eval_actors
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else os.cpu_count() or 1
 
 
 def _stop(store: TrajectoryStore, run_id: str, created: bool) -> None:

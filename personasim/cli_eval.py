@@ -50,6 +50,10 @@ def eval_command(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="embed reader: Ray actors answering a large evaluation (default: every "
+                                 "core; 1 = in this process).")
+    ] = None,
 ) -> None:
     """Answer every question with each memory strategy's state at question time; print accuracy
     overall, by question type, reveal mode and distance, with 95% bootstrap intervals; store the answers."""
@@ -83,7 +87,7 @@ def eval_command(
         else:
             summary = evaluate(
                 db, run_id, _split(strategies), spec, _split(types), regenerate=regenerate, n_boot=bootstrap,
-                show_progress=not quiet,
+                show_progress=not quiet, workers=workers,
             )
     except (StoreError, ValueError) as exc:
         fail(str(exc))

@@ -94,6 +94,10 @@ class EngineConfig(BaseModel):
     )
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
+    eval_actors: int | None = Field(
+        default=None, ge=1,
+        description="Ray actors answering the run's questions with the embedding reader (default: the cluster's CPUs; "
+        "1 = in the driver). Small evaluations are answered in the driver either way.")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")
     cache: Literal["off", "read", "readwrite"] = Field(
         default="readwrite", description="LLM response cache: replay earlier calls for free and bit-identically."

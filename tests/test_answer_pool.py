@@ -1,0 +1,84 @@
+"""Batched and parallel answering (issue 17): the same answers as one question at a time.
+
+The embedding reader answers a user's questions together (each text embedded once) and a large
+evaluation is answered by a pool of Ray actors. Neither may change an answer: a text's MiniLM
+vector moves by about 1e-6 with the batch it is embedded in, so chosen options must be identical
+and scores equal to 1e-5."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from personasim.agents.embedding import default_embedder
+from personasim.analysis import answer_pool
+from personasim.analysis.evaluate import answer_questions
+from personasim.analysis.reader import EmbeddingReader
+from personasim.sim.store_read import read_questions
+
+
+@pytest.fixture(scope="module")
+def stored(small_run):
+    _, db = small_run
+    con = duckdb.connect(str(db), read_only=True)
+    run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
+    yield con, run_id, read_questions(con, run_id)
+    con.close()
+
+
+class _OneAtATime:
+    """The embedding reader without ``answer_many``: every question answered on its own."""
+
+    name = "embedding"
+
+    def __init__(self, reader: EmbeddingReader) -> None:
+        self.reader = reader
+
+    def answer(self, context_items, query, options):  # type: ignore[no-untyped-def]
+        return self.reader.answer(context_items, query, options)
+
+
+def _same(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert [x.answer_id for x in a] == [y.answer_id for y in b]
+    assert [x.chosen_index for x in a] == [y.chosen_index for y in b]
+    worst = max(abs(s - t) for x, y in zip(a, b, strict=True) for s, t in zip(x.scores, y.scores, strict=True))
+    assert worst <= 1e-5
+
+
+def test_answering_per_user_in_batches_gives_the_answers_of_one_question_at_a_time(stored):
+    con, run_id, questions = stored
+    strategies = ["none", "full_history", "agentic"]
+    reader = EmbeddingReader(default_embedder())
+    batched = answer_questions(con, run_id, questions, strategies, reader)
+    single = answer_questions(con, run_id, questions, strategies, _OneAtATime(reader))
+    assert len(batched) == len(questions) * len(strategies)
+    _same(batched, single)
+    assert {a.strategy for a in batched} == set(strategies)
+    assert any(a.correct for a in batched) and not all(a.correct for a in batched)
+
+
+def test_a_pool_of_actors_gives_the_same_answers_and_counts_progress(stored, ray_session, monkeypatch):
+    con, run_id, questions = stored
+    users = sorted({q.persona_id for q in questions})[:4]  # enough for several tasks; actors cost start-up
+    questions = [q for q in questions if q.persona_id in users]
+    strategies = ["none", "agentic"]
+    reader = EmbeddingReader(default_embedder())
+    in_process = answer_questions(con, run_id, questions, strategies, reader, workers=1)
+    monkeypatch.setattr(answer_pool, "MIN_PARALLEL_ANSWERS", 0)
+    monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 1)  # several tasks per actor
+    ticks: list[int] = []
+    pooled = answer_questions(con, run_id, questions, strategies, reader, workers=2,
+                              on_answer=lambda: ticks.append(1))
+    _same(pooled, in_process)
+    assert len(ticks) == len(pooled)
+
+
+def test_torch_threads_follow_the_cores_given():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert answer_pool.size_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        assert answer_pool.size_torch_threads(2.0) == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

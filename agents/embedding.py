@@ -15,6 +15,31 @@ from pathlib import Path
 import numpy as np
 
 
+def size_torch_threads(cores: float | None = None) -> int:
+    """Set torch's intra-op threads to this process's share of the cores and return it.
+
+    In a Ray worker the share is what Ray assigned it (at least one thread); elsewhere ``cores``,
+    and without it the process keeps what it has (a driver's own choice, or torch's default of
+    one thread per physical core). torch otherwise starts one thread per physical core in every
+    process, and N actors with N threads each on N cores spend their time switching."""
+    import torch
+
+    if cores is None:
+        try:
+            import ray
+
+            if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
+                cores = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        except Exception:  # an older Ray API: leave the threads alone
+            cores = None
+    if cores is None:
+        return torch.get_num_threads()
+    threads = max(1, int(cores))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 class Embedder:
     #: Cached embeddings per process (1.5 KB each): enough for every memory line a reader revisits,
     #: bounded so a long run's actor does not grow with every message it ever embedded.
@@ -34,6 +59,7 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        size_torch_threads()
         self.model = SentenceTransformer(str(path), device=device)
         self.model_path = path
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -11,9 +11,9 @@ actors once took 270 ms per answer instead of 16).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
+from personasim.agents.embedding import size_torch_threads
 from personasim.analysis.reader import ReaderAnswer
 
 #: Below this many answers a pool costs more (actors import torch and load MiniLM) than it saves.
@@ -22,28 +22,6 @@ MIN_PARALLEL_ANSWERS = 3000
 USERS_PER_TASK = 8
 
 Work = tuple[list[str], str, list[str]]  # (context items, query, options)
-
-
-def size_torch_threads(cores: float | None = None) -> int:
-    """Set torch's intra-op threads to this process's share of the cores and return it.
-
-    In a Ray worker the share is what Ray assigned it; elsewhere ``cores`` (default: every core).
-    torch otherwise starts one thread per physical core in every process, and N processes with N
-    threads each on N cores spend their time switching."""
-    import torch
-
-    if cores is None:
-        try:
-            import ray
-
-            if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
-                cores = ray.get_runtime_context().get_assigned_resources().get("CPU")
-        except Exception:  # not inside Ray, or an older API: fall back to the machine
-            cores = None
-    threads = max(1, int(cores or os.cpu_count() or 1))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
 
 
 class AnswerWorker:

@@ -1,6 +1,8 @@
 """Engine benchmarks (issue 6): throughput against a bare loop, LLM-bound efficiency, memory per user.
 
     python bench/engine_bench.py throughput [--users 200 --sessions 4]   # results/engine_throughput.json
+    python bench/engine_bench.py throughput --baseline REF [--repeats 2] # ... and this commit against REF
+    python bench/engine_bench.py answers [--users 24 --sessions 6]       # results/engine_answers.json
     python bench/engine_bench.py llm [--latency 1.0 --concurrency 64]    # results/engine_llm.json
     python bench/engine_bench.py memory [--users 250 --sessions 6]       # results/engine_memory.json
 
@@ -53,8 +55,11 @@ def bare_loop(users: int, sessions: int) -> dict:
 
     turns = asyncio.run(all_rounds())
     (t1, turns1), (t_end, _) = marks[0], marks[-1]
+    import personasim
+
     return {"turns": turns, "seconds": time.perf_counter() - started,
-            "steady_turns_per_s": (turns - turns1) / (t_end - t1)}
+            "steady_turns_per_s": (turns - turns1) / (t_end - t1),
+            "code": str(Path(personasim.__file__).resolve().parents[1])}
 
 
 def engine(users: int, sessions: int, actors: int) -> dict:
@@ -110,6 +115,152 @@ def throughput(args: argparse.Namespace) -> dict:
             "steady_per_core_ratio_vs_bare": round(run["steady_turns_per_s"] / actors / bare["steady_turns_per_s"], 3),
         }
     return result
+
+
+# -- this commit against another one, in one run ---------------------------------------------------
+
+#: Copied into the shim folder: imports ``personasim`` from the shim (a checkout of another commit),
+#: not from this checkout's editable install, in the bench's subprocess and any process it starts.
+_SITECUSTOMIZE = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in str(getattr(f, "__module__", ""))]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in str(getattr(h, "__module__", ""))]
+sys.path_importer_cache.clear()
+"""
+
+
+def checkout_importable(ref: str, folder: Path) -> tuple[Path, Path]:
+    """``ref`` checked out into ``folder/src`` (a detached git worktree) and a shim folder that makes
+    it importable as ``personasim`` (its own ``[tool.setuptools.package-dir]`` mapping, as symlinks).
+    Returns (source, shim): run a process with ``PYTHONPATH=shim`` and its cwd outside ``source``."""
+    import subprocess
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    source, shim = folder / "src", folder / "shim"
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-f", str(source), ref],
+                   check=True, capture_output=True, text=True)
+    mapping = tomllib.loads((source / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    package = shim / "personasim"
+    package.mkdir(parents=True)
+    for item in (source / mapping["personasim"]).iterdir():
+        (package / item.name).symlink_to(item)
+    for name, path in mapping.items():
+        parts = name.split(".")
+        if len(parts) == 2 and not (package / parts[1]).exists():
+            (package / parts[1]).symlink_to(source / path, target_is_directory=True)
+    (shim / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    return source, shim
+
+
+def _bare_in_subprocess(users: int, sessions: int, shim: Path | None) -> dict:
+    """``bare_loop`` in a fresh process: this checkout's code, or (``shim``) another commit's."""
+    import subprocess
+
+    env = dict(os.environ)
+    if shim is not None:
+        env["PYTHONPATH"] = str(shim) + os.pathsep + env.get("PYTHONPATH", "")
+    # this bench's own loop on both sides, from a copy outside any checkout: the script puts its
+    # parent's parent on sys.path, which must not be a folder with a ``personasim`` directory in it
+    runner = Path(tempfile.mkdtemp(prefix="engine_bare_")) / "bench" / "engine_bench.py"
+    runner.parent.mkdir()
+    runner.write_text(Path(__file__).read_text())
+    out = subprocess.run([sys.executable, str(runner), "bare", "--users", str(users), "--sessions", str(sessions)],
+                         cwd=str(runner.parent), env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the bare loop failed ({'baseline' if shim else 'current'} code):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def against_baseline(ref: str, users: int, sessions: int, repeats: int) -> dict:
+    """The same sessions on this checkout and on ``ref``, alternating, ``repeats`` times each; the
+    best steady rate of each counts (a shared machine only ever makes a run slower)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="engine_baseline_") as tmp:
+        source, shim = checkout_importable(ref, Path(tmp))
+        try:
+            commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], check=True,
+                                    capture_output=True, text=True).stdout.strip()
+            runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+            for _ in range(repeats):
+                runs["baseline"].append(_bare_in_subprocess(users, sessions, shim))
+                runs["current"].append(_bare_in_subprocess(users, sessions, None))
+        finally:
+            root = Path(__file__).resolve().parents[1]
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(source)],
+                           capture_output=True, text=True)
+    best = {name: max(r["steady_turns_per_s"] for r in rs) for name, rs in runs.items()}
+    if any(r["turns"] != runs["current"][0]["turns"] for r in runs["current"]):
+        raise RuntimeError("the current code simulated different numbers of turns on repeats: not deterministic")
+    return {"ref": ref, "commit": commit, "users": users, "sessions": sessions, "repeats": repeats,
+            "turns": {name: rs[0]["turns"] for name, rs in runs.items()},
+            "code": {name: rs[0]["code"] for name, rs in runs.items()},
+            "steady_turns_per_s": {name: round(v, 1) for name, v in best.items()},
+            "total_seconds": {name: round(min(r["seconds"] for r in rs), 1) for name, rs in runs.items()},
+            "speedup": round(best["current"] / best["baseline"], 2), "target_speedup": 4.0}
+
+
+# -- evaluation: one question at a time, per user in batches, in a pool of actors -------------------
+
+class _OneQuestionAtATime:
+    """The embedding reader as evaluation used it before issue 17: one question per call."""
+
+    name = "embedding"
+
+    def __init__(self, reader: object) -> None:
+        self.reader = reader
+
+    def answer(self, context_items: list[str], query: str, options: list[str]) -> object:
+        return self.reader.answer(context_items, query, options)  # type: ignore[attr-defined]
+
+
+def answers(args: argparse.Namespace) -> dict:
+    """Milliseconds per answer of the default run's evaluation three ways, in one run: one question
+    at a time (the old path), each user's questions in one batch, and a pool of actors. Each starts
+    from an empty embedding cache, so every way embeds every text itself."""
+    import duckdb
+    import ray
+    import torch
+
+    from personasim.agents.embedding import default_embedder
+    from personasim.analysis import answer_pool
+    from personasim.analysis.evaluate import answer_questions
+    from personasim.analysis.reader import EmbeddingReader
+    from personasim.api import run
+    from personasim.sim.store_read import read_questions
+
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "answers.duckdb"
+        summary = run(_config(args.users, args.sessions), db)
+        con = duckdb.connect(str(db), read_only=True)
+        questions = read_questions(con, summary.run_id)
+        strategies = [s.strategy for s in summary.scores]
+        embedder = default_embedder()
+        reader = EmbeddingReader(embedder)
+        timings: dict[str, dict] = {}
+        chosen: dict[str, list[int]] = {}
+        ways = [("one_at_a_time", _OneQuestionAtATime(reader), 1), ("per_user_batches", reader, 1),
+                ("actor_pool", reader, cores)]
+        answer_pool.MIN_PARALLEL_ANSWERS = 0  # the pool even for this small run: the rate is what is measured
+        for name, answering, workers in ways:
+            embedder.clear_cache()
+            torch.set_num_threads(cores)  # the driver alone: every core, as `personasim eval` has
+            started = time.perf_counter()
+            rows = answer_questions(con, summary.run_id, questions, strategies, answering, workers=workers)
+            seconds = time.perf_counter() - started
+            chosen[name] = [r.chosen_index for r in rows]
+            timings[name] = {"answers": len(rows), "seconds": round(seconds, 2),
+                             "ms_per_answer": round(1000 * seconds / len(rows), 2), "workers": workers}
+        con.close()
+    ray.shutdown()
+    base = timings["one_at_a_time"]["ms_per_answer"]
+    for timing in timings.values():
+        timing["speedup"] = round(base / timing["ms_per_answer"], 2)
+    return {"users": args.users, "sessions": args.sessions, "cpus": cores, "strategies": strategies,
+            "questions": len(questions), "ways": timings, "target_speedup": 10.0,
+            "same_choices": all(c == chosen["one_at_a_time"] for c in chosen.values()),
+            "note": "actor_pool includes starting its actors (each imports torch and loads MiniLM)"}
 
 
 def llm(args: argparse.Namespace) -> dict:
@@ -208,6 +359,15 @@ def main(argv: list[str] | None = None) -> dict:
     t = sub.add_parser("throughput")
     t.add_argument("--users", type=int, default=200)
     t.add_argument("--sessions", type=int, default=4)
+    t.add_argument("--baseline", default=None, metavar="REF",
+                   help="also run the bare loop on commit REF (a temporary worktree) and report the speedup")
+    t.add_argument("--repeats", type=int, default=2, help="--baseline: runs of each side, alternating")
+    b = sub.add_parser("bare", help="the bare loop alone, as JSON on stdout (what --baseline runs)")
+    b.add_argument("--users", type=int, default=100)
+    b.add_argument("--sessions", type=int, default=4)
+    a = sub.add_parser("answers")
+    a.add_argument("--users", type=int, default=24)
+    a.add_argument("--sessions", type=int, default=6)
     m = sub.add_parser("llm")
     m.add_argument("--latency", type=float, default=1.0)
     m.add_argument("--concurrency", type=int, default=64)
@@ -217,7 +377,12 @@ def main(argv: list[str] | None = None) -> dict:
     r.add_argument("--users", type=int, default=250)
     r.add_argument("--sessions", type=int, default=6)
     args = parser.parse_args(argv)
-    result = {"throughput": throughput, "llm": llm, "memory": memory}[args.bench](args)
+    if args.bench == "bare":
+        print(json.dumps(bare_loop(args.users, args.sessions)))
+        return {}
+    result = {"throughput": throughput, "llm": llm, "memory": memory, "answers": answers}[args.bench](args)
+    if args.bench == "throughput" and args.baseline:
+        result["against_baseline"] = against_baseline(args.baseline, args.users, args.sessions, args.repeats)
     result["date"] = time.strftime("%Y-%m-%d")
     out = RESULTS / f"engine_{args.bench}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -82,3 +82,16 @@ def test_torch_threads_follow_the_cores_given():
         assert answer_pool.size_torch_threads(2.0) == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_ray_worker_takes_the_cores_ray_gave_it(ray_session):
+    from personasim.agents.embedding import size_torch_threads
+
+    @ray_session.remote(num_cpus=1)
+    def threads() -> tuple[int, int]:
+        import torch
+
+        torch.set_num_threads(4)  # as if torch had started one thread per core of a bigger machine
+        return size_torch_threads(), torch.get_num_threads()
+
+    assert ray_session.get(threads.remote()) == (1, 1)

@@ -11,6 +11,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,7 @@ def size_torch_threads(cores: float | None = None) -> int:
 
 
 class Embedder:
+    name = "minilm"
     #: Cached embeddings per process (1.5 KB each): enough for every memory line a reader revisits,
     #: bounded so a long run's actor does not grow with every message it ever embedded.
     cache_size = 50_000
@@ -128,13 +130,37 @@ class Embedder:
         return int(self.model.get_sentence_embedding_dimension() or 384)
 
 
-_default: Embedder | None = None
+#: The offline embedders a run can choose (``RunConfig.embedder``): MiniLM itself, the default,
+#: or a static model distilled from it (``agents/static_embedding.py``: ~30x faster, less accurate).
+EMBEDDER_NAMES = ("minilm", "minilm-static")
+
+_default: Any = None
+_choice = "minilm"
 _lock = threading.Lock()
 
 
-def default_embedder() -> Embedder:
+def use_embedder(name: str) -> None:
+    """Make ``name`` this process's embedder (what ``default_embedder`` returns from now on).
+
+    A run sets it in every process it starts (the driver, each shard actor) from its config, so
+    memories, questions and the reader all embed with one model."""
+    global _choice, _default
+    if name not in EMBEDDER_NAMES:
+        raise ValueError(f"unknown embedder {name!r}; choose from {', '.join(EMBEDDER_NAMES)}")
+    with _lock:
+        if name != _choice:
+            _choice, _default = name, None
+
+
+def default_embedder() -> Any:
+    """This process's embedder (loaded once): an ``Embedder`` (MiniLM) or a ``StaticEmbedder``."""
     global _default
     with _lock:
         if _default is None:
-            _default = Embedder()
+            if _choice == "minilm":
+                _default = Embedder()
+            else:
+                from personasim.agents.static_embedding import StaticEmbedder
+
+                _default = StaticEmbedder()
         return _default

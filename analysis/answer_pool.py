@@ -27,10 +27,11 @@ Work = tuple[list[str], str, list[str]]  # (context items, query, options)
 class AnswerWorker:
     """One pool member: an embedding reader with the driver's settings, answering whole users."""
 
-    def __init__(self, temperature: float, recency_weight: float, relevance_floor: float) -> None:
-        from personasim.agents.embedding import default_embedder
+    def __init__(self, embedder: str, temperature: float, recency_weight: float, relevance_floor: float) -> None:
+        from personasim.agents.embedding import default_embedder, use_embedder
         from personasim.analysis.reader import EmbeddingReader
 
+        use_embedder(embedder)
         self.threads = size_torch_threads()
         self.reader = EmbeddingReader(default_embedder(), temperature, recency_weight, relevance_floor)
 
@@ -50,7 +51,8 @@ def answer_users_in_parallel(
     from personasim.sim.engine import ensure_ray
 
     ensure_ray()
-    settings = (reader.temperature, reader.recency_weight, reader.relevance_floor)  # type: ignore[attr-defined]
+    settings = (getattr(reader.embedder, "name", "minilm"), reader.temperature,  # type: ignore[attr-defined]
+                reader.recency_weight, reader.relevance_floor)  # type: ignore[attr-defined]
     cores = max(1, int(ray.available_resources().get("CPU", 1)))
     workers = max(1, min(workers, cores, len(users)))
     actor_cls = ray.remote(num_cpus=1)(AnswerWorker)

@@ -22,7 +22,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personasim.agents.backends import BackendConfig
-from personasim.agents.embedding import default_embedder
+from personasim.agents.embedding import default_embedder, use_embedder
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.questions import QUESTION_TYPES, QuestionConfig, generate_questions
@@ -232,20 +232,26 @@ def evaluate(
     n_boot: int = 1000,
     show_progress: bool = False,
     workers: int | None = None,
+    embedder: str | None = None,
 ) -> EvalSummary:
     """Answer the run's questions with each strategy's memory and the reader; store and summarise.
 
     Questions are generated when the run has none (or ``regenerate``); a run loaded from
     PersonaMem-v2 keeps its own. Strategies default to those the run kept snapshots of. ``workers``:
-    Ray actors answering a large evaluation with the embedding reader (default: every core)."""
+    Ray actors answering a large evaluation with the embedding reader (default: every core).
+    ``embedder``: the embedding reader's model (``minilm`` or ``minilm-static``; default: the
+    run's own, ``RunConfig.embedder``)."""
     started = time.perf_counter()
     reader = reader or ReaderSpec()
     path = Path(db)
     with open_store(path, write=True) as store:
         run_id = resolve_run(store, run_id)
+        run_embedder = _run_embedder(store, run_id)
+        use_embedder(run_embedder)  # questions are generated with the run's own model
         questions = _questions(store, run_id, regenerate)
         questions = _filter_types(questions, types)
         strategies = _strategies(store, run_id, strategies)
+        use_embedder(embedder or run_embedder)
         cache = str(path) + ".llmcache.sqlite" if reader.kind == "llm" else None
         answering = build_reader(reader, cache)
         with progress_bar(show_progress) as progress:
@@ -265,6 +271,11 @@ def evaluate(
         answers=len(answers), chance=chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
         audit=report.model_dump() if report is not None else None,
     )
+
+
+def _run_embedder(store: TrajectoryStore, run_id: str) -> str:
+    stored = read_run(store, run_id)
+    return stored.spec.config.embedder if isinstance(stored.spec, SimulatedRun) else "minilm"
 
 
 def _questions(store: TrajectoryStore, run_id: str, regenerate: bool) -> list[QuestionRow]:

@@ -40,6 +40,9 @@ class EmbeddingReader:
         self, embedder: Embedder, temperature: float = 0.05, recency_weight: float = 0.1, relevance_floor: float = 0.3
     ) -> None:
         self.embedder = embedder
+        # answers name the embedder when it is not MiniLM, so a run can hold both side by side
+        name = getattr(embedder, "name", "minilm")
+        self.model_name: str | None = None if name == "minilm" else name
         self.temperature = temperature
         self.recency_weight = recency_weight
         self.relevance_floor = relevance_floor

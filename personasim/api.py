@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from personasim.agents.embedding import default_embedder
+from personasim.agents.embedding import default_embedder, use_embedder
 from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
 from personasim.analysis.questions import generate_questions
 from personasim.analysis.reader import EmbeddingReader
@@ -217,6 +217,7 @@ def _with_cache_path(config: RunConfig, path: Path) -> RunConfig:
 def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: bool, show_progress: bool) -> RunSummary:
     started = time.perf_counter()
     run_id, path = config.run_id, store.path
+    use_embedder(config.embedder)  # the driver's questions and reader embed with the run's model
     try:
         with progress_bar(show_progress) as progress:
             total_sessions = config.population.users * config.schedule.sessions

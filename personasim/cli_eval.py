@@ -54,6 +54,9 @@ def eval_command(
         int | None, typer.Option(min=1, help="embed reader: Ray actors answering a large evaluation (default: every "
                                  "core; 1 = in this process).")
     ] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help="embed reader: minilm or minilm-static (default: the run's own embedder).")
+    ] = None,
 ) -> None:
     """Answer every question with each memory strategy's state at question time; print accuracy
     overall, by question type, reveal mode and distance, with 95% bootstrap intervals; store the answers."""
@@ -87,7 +90,7 @@ def eval_command(
         else:
             summary = evaluate(
                 db, run_id, _split(strategies), spec, _split(types), regenerate=regenerate, n_boot=bootstrap,
-                show_progress=not quiet, workers=workers,
+                show_progress=not quiet, workers=workers, embedder=embedder,
             )
     except (StoreError, ValueError) as exc:
         fail(str(exc))

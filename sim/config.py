@@ -132,6 +132,11 @@ class RunConfig(BaseModel):
     chatbot_backend: BackendConfig = Field(default_factory=BackendConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     questions: QuestionConfig = Field(default_factory=QuestionConfig, description="The benchmark's questions.")
+    embedder: Literal["minilm", "minilm-static"] = Field(
+        default="minilm",
+        description="The offline sentence embedder of every process (forgetting, fact matching, questions, the "
+        "embedding reader): MiniLM, or a static model distilled from it locally (about 30x faster, less accurate; "
+        "bench/README.md).")
     fork: ForkSpec | None = Field(default=None, description="Branch off another run at a simulated time.")
 
     @model_validator(mode="after")
@@ -159,6 +164,7 @@ class RunConfig(BaseModel):
 #: when set away from their default, so adding an option renames no run that does not use it (a
 #: stored run keeps resuming and forking under its id, and a default run's rows stay the same).
 LATER_FIELDS: dict[str, tuple[str, ...]] = {
+    "": ("embedder",),  # top-level settings
     "dialogue": ("forget_share",),
     "drift": ("revealed_update_share",),
 }
@@ -167,10 +173,12 @@ LATER_FIELDS: dict[str, tuple[str, ...]] = {
 def later_fields_at_default(config: RunConfig) -> dict[str, Any]:
     exclude: dict[str, Any] = {}
     for section, names in LATER_FIELDS.items():
-        part = getattr(config, section)
+        part = getattr(config, section) if section else config
         at_default = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
-        if at_default:
+        if section and at_default:
             exclude[section] = at_default
+        else:
+            exclude.update({n: True for n in at_default})
     if config.fork is not None:
         source = later_fields_at_default(config.fork.source)
         if source:

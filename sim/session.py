@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from personasim.agents.backends import create_client
 from personasim.agents.chatbot import build_chatbot
 from personasim.agents.conversation import Conversation, TurnRecord
+from personasim.agents.embedding import use_embedder
 from personasim.agents.memory import (
     MemorySettings,
     PersonaMemory,
@@ -115,6 +116,7 @@ class SessionContext:
         model_servers: dict[str, Any] | None = None,
     ) -> None:
         load_plugins(config.memory.plugins)  # an actor process has not imported them yet
+        use_embedder(config.embedder)  # every process of a run embeds with the run's model
         self.config = config
         self.run_id = config.run_id if run_id is None else run_id
         population = PopulationBuilder(config.population, config.seed, config.drift)

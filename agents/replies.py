@@ -107,11 +107,8 @@ def user_reaction(reply: str, likes: Sequence[str], scenario_topics: Sequence[st
     return rng.choice(REACTIONS_FITTING if fits else REACTIONS_OFF)
 
 
-_SPACES = re.compile(r"\s+")
-
-
 def _normalise(sentence: str) -> str:
-    return _SPACES.sub(" ", sentence.strip().lower()).rstrip(".!? ")
+    return " ".join(sentence.lower().split()).rstrip(".!? ")
 
 
 class _SentenceIndex:
@@ -123,7 +120,7 @@ class _SentenceIndex:
             for option in topic.options:
                 for polarity in ("likes", "dislikes"):
                     texts = list(catalog.statements(topic.id, option.id, polarity))  # type: ignore[arg-type]
-                    texts += [h.text for h in catalog.hints(topic.id, option.id, polarity)]  # type: ignore[arg-type]
+                    texts += catalog.hint_texts(topic.id, option.id, polarity)  # type: ignore[arg-type]
                     for text in texts:
                         for sentence in _SENTENCE_END.split(text):
                             key = _normalise(sentence)

@@ -3,6 +3,7 @@
     python bench/engine_bench.py throughput [--users 200 --sessions 4]   # results/engine_throughput.json
     python bench/engine_bench.py throughput --baseline REF [--repeats 2] # ... and this commit against REF
     python bench/engine_bench.py answers [--users 24 --sessions 6]       # results/engine_answers.json
+    python bench/engine_bench.py embedders [--users 24 --sessions 6]     # results/engine_embedders.json
     python bench/engine_bench.py llm [--latency 1.0 --concurrency 64]    # results/engine_llm.json
     python bench/engine_bench.py memory [--users 250 --sessions 6]       # results/engine_memory.json
 
@@ -263,6 +264,39 @@ def answers(args: argparse.Namespace) -> dict:
             "note": "actor_pool includes starting its actors (each imports torch and loads MiniLM)"}
 
 
+def embedders(args: argparse.Namespace) -> dict:
+    """The default run with each embedder end to end (``RunConfig.embedder``: simulation, questions
+    and the embedding reader), accuracy per strategy and wall time, in one bench run; and MiniLM's
+    run re-answered by the static model's reader alone. The static model stays an option unless it
+    is within a point of MiniLM on every strategy with the same ordering."""
+    from personasim.agents.embedding import use_embedder
+    from personasim.analysis.evaluate import evaluate
+    from personasim.api import run
+
+    out: dict = {"users": args.users, "sessions": args.sessions, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("minilm", "minilm-static"):
+            db = Path(tmp) / f"{name}.duckdb"
+            summary = run(_config(args.users, args.sessions, embedder=name), db)
+            out["runs"][name] = {
+                "wall_seconds": summary.wall_seconds, "simulation_seconds": summary.simulation_seconds,
+                "evaluation_seconds": round(summary.wall_seconds - summary.simulation_seconds, 2),
+                "questions": summary.questions,
+                "accuracy": {s.strategy: round(s.accuracy, 4) for s in summary.scores},
+            }
+        reread = evaluate(Path(tmp) / "minilm.duckdb", embedder="minilm-static", n_boot=200, workers=1)
+        use_embedder("minilm")
+    out["minilm_run_static_reader"] = {
+        "accuracy": {r["strategy"]: round(r["accuracy"], 4) for r in reread.tables["by_strategy"]},
+        "seconds": reread.wall_seconds}
+    base, static = out["runs"]["minilm"]["accuracy"], out["runs"]["minilm-static"]["accuracy"]
+    order = sorted(base, key=base.get)
+    out["same_ordering"] = order == sorted(static, key=static.get)
+    out["max_gap_points"] = round(100 * max(abs(base[s] - static[s]) for s in base), 1)
+    out["static_can_be_default"] = out["same_ordering"] and out["max_gap_points"] <= 1.0
+    return out
+
+
 def llm(args: argparse.Namespace) -> dict:
     """calls/s achieved against a server with a fixed latency L, with C calls allowed: / (C / L).
 
@@ -368,6 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
     a = sub.add_parser("answers")
     a.add_argument("--users", type=int, default=24)
     a.add_argument("--sessions", type=int, default=6)
+    e = sub.add_parser("embedders")
+    e.add_argument("--users", type=int, default=24)
+    e.add_argument("--sessions", type=int, default=6)
     m = sub.add_parser("llm")
     m.add_argument("--latency", type=float, default=1.0)
     m.add_argument("--concurrency", type=int, default=64)
@@ -380,7 +417,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.bench == "bare":
         print(json.dumps(bare_loop(args.users, args.sessions)))
         return {}
-    result = {"throughput": throughput, "llm": llm, "memory": memory, "answers": answers}[args.bench](args)
+    result = {"throughput": throughput, "llm": llm, "memory": memory, "answers": answers,
+              "embedders": embedders}[args.bench](args)
     if args.bench == "throughput" and args.baseline:
         result["against_baseline"] = against_baseline(args.baseline, args.users, args.sessions, args.repeats)
     result["date"] = time.strftime("%Y-%m-%d")

@@ -206,17 +206,29 @@ class TopicCatalog(BaseModel):
             cached = self._hint_cache[key] = self._hints(topic_id, option_id, polarity, kind)
         return list(cached)
 
+    def hint_texts(self, topic_id: str, option_id: str, polarity: PolarityName) -> list[str]:
+        """The texts of ``hints`` (every kind), without building a ``Hint`` for each: the reply
+        composer indexes every bank of the catalog, a hundred thousand texts, in each process."""
+        return [text for _, text in self._hint_pairs(topic_id, option_id, polarity, None)]
+
     def _hints(self, topic_id: str, option_id: str, polarity: PolarityName, kind: HintKind | None) -> list[Hint]:
+        return [h if isinstance(h, Hint) else Hint(kind=h[0], text=h[1])
+                for h in self._hint_pairs(topic_id, option_id, polarity, kind, keep_hints=True)]
+
+    def _hint_pairs(self, topic_id: str, option_id: str, polarity: PolarityName, kind: HintKind | None,
+                    keep_hints: bool = False) -> list:
+        """(kind, text) per hint in bank order; the option's own hand-written ``Hint`` objects as
+        they are when ``keep_hints``."""
         option = self.topic(topic_id).option(option_id)
         kinds = [kind] if kind else list(HINT_KINDS)
-        out = []
+        out: list = []
         for k in kinds:
             for template in self.templates.hints[polarity][k]:
                 if option.naming_pattern.search(template.replace("{cue}", " ")):
                     continue  # e.g. "Last weekend ..." would name the option "weekend breaks"
-                out += [Hint(kind=k, text=_capitalise(template.format(cue=cue))) for cue in option.cues]
+                out += [(k, _capitalise(template.format(cue=cue))) for cue in option.cues]
             if polarity == "likes":
-                out += [h for h in option.hints if h.kind == k]
+                out += [h if keep_hints else (h.kind, h.text) for h in option.hints if h.kind == k]
         return out
 
     def response(self, topic_id: str, option_id: str) -> str:

@@ -33,8 +33,9 @@ MACHINE_COLUMNS = {"runs": {"package_versions_json"}}
 # intended change of output: the scripted chatbot composes task replies (agents/replies.py), user turns
 # carry task talk and reactions, new config fields change every run id, forgetting works by topic, and
 # `turns` gains the `filler` column (the only change in the loaded store). `runs` changed since by the
-# stored config gaining planned updates and forgets (drift.revealed_update_share, dialogue.forget_share,
-# both off by default; run ids are unchanged: sim/config.py LATER_FIELDS). `answers` changed in the 6th
+# stored config gaining planned updates and forgets (drift.revealed_update_share, dialogue.forget_share)
+# and the embedder choice (embedder), all at their old behaviour by default; run ids are unchanged
+# (sim/config.py LATER_FIELDS). `answers` changed in the 6th
 # decimal of some scores when the embedding reader began to answer a user's questions in one batch (issue
 # 17): a text's MiniLM vector moves by ~1e-6 with its batch. Every chosen option is the same (the default
 # run's 2,073 answers: 2,073 identical choices, all scores within 2e-6; tests/test_answer_pool.py).
@@ -50,7 +51,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "preferences": "461:227e49c6cafaf0f6",
         "questions": "352:43d982424f82d303",
         "rewards": "0:149be79a664d43a2",
-        "runs": "1:bb12406a870a3df2",
+        "runs": "1:b3c9d1788a0af833",
         "sensitive_facts": "104:e2b73a0aa52ef9f4",
         "sessions": "72:2a81f31a142f594a",
         "source_files": "0:c9f1e6776cbc732c",
@@ -69,7 +70,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "preferences": "153:82bc5b996d19f118",
         "questions": "0:bbd75df83a75adfe",
         "rewards": "96:c6e20f6fd752efe1",
-        "runs": "1:68d2355755a98202",
+        "runs": "1:04d2803835d16d8d",
         "sensitive_facts": "37:906c8febe56f8a51",
         "sessions": "10:72e8c044876e4733",
         "source_files": "0:c9f1e6776cbc732c",

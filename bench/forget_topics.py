@@ -71,8 +71,7 @@ def _encode(embedder, texts: list[str], cache: Path | None) -> np.ndarray:  # ty
     missing = [t for t in texts if t not in known]
     for start in range(0, len(missing), 4096):
         chunk = missing[start:start + 4096]
-        vectors = embedder.model.encode(chunk, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                                        show_progress_bar=False)
+        vectors = embedder.model.encode(chunk, batch_size=64)
         known.update(zip(chunk, vectors.astype(np.float32), strict=True))
         print(f"  embedded {start + len(chunk)}/{len(missing)}", flush=True)
     if cache is not None and missing:

@@ -1,0 +1,184 @@
+"""all-MiniLM-L6-v2 in plain torch: the sentence embedder without sentence-transformers.
+
+Every process that forgets, builds questions or answers them loads the embedder, and importing
+``sentence_transformers`` (which pulls in ``transformers`` and scikit-learn) cost 6-9 s of each
+process's start-up on two cores, longer than the model's whole work in a short run. The model
+itself is a six-layer BERT encoder with mean pooling and unit-norm output; its forward pass is
+about sixty lines of ``torch.nn.functional``, and its WordPiece tokenizer is the Rust
+``tokenizers`` library reading the folder's ``tokenizer.json``. So this module reads the same
+folder (``config.json``, ``model.safetensors``, ``tokenizer.json``, the sentence-transformers
+module files) and computes the same vectors, to float rounding (``tests/test_minilm.py`` checks
+them against sentence-transformers), with only ``torch``, ``safetensors`` and ``tokenizers``
+imported: about 2 s instead of 8.
+
+It reads BERT-family sentence-transformers folders with mean pooling (MiniLM, and the tiny
+random models the tests build); anything else is refused with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class UnsupportedModelError(ValueError):
+    """The folder is not a BERT encoder with mean pooling: use sentence-transformers for it."""
+
+
+class MiniLM:
+    """A BERT sentence encoder (mean pooling, unit norm) loaded from a sentence-transformers folder."""
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        import torch
+        from tokenizers import Tokenizer
+
+        self.path = Path(path)
+        self.device = torch.device(device)
+        config = _read_json(self.path / "config.json")
+        if config.get("model_type") != "bert":
+            raise UnsupportedModelError(
+                f"{self.path / 'config.json'}: model_type {config.get('model_type')!r} is not 'bert'; "
+                "this embedder runs BERT encoders only")
+        _check_pooling(self.path)
+        self.hidden_size = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.layers = int(config["num_hidden_layers"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        if config.get("hidden_act", "gelu") != "gelu":
+            raise UnsupportedModelError(
+                f"{self.path / 'config.json'}: hidden_act {config['hidden_act']!r} is not 'gelu'")
+        st_config = self.path / "sentence_bert_config.json"
+        limit = _read_json(st_config).get("max_seq_length") if st_config.exists() else None
+        self.max_length = int(min(limit or config["max_position_embeddings"], config["max_position_embeddings"]))
+        self.weights = {name: tensor.to(self.device) for name, tensor in _load_weights(self.path).items()}
+        self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_length)
+        pad_id = int(config.get("pad_token_id") or 0)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+
+    @property
+    def dimension(self) -> int:
+        return self.hidden_size
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-norm sentence vectors, one float32 row per text.
+
+        Texts are batched longest first, as sentence-transformers batches them, so each batch is
+        padded to about its own length and the vectors match its to float rounding."""
+        import torch
+
+        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start:start + batch_size]
+                encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
+                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=self.device)
+                mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long, device=self.device)
+                pooled = self.mean_pooled(ids, mask)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[rows] = pooled.cpu().numpy()
+        return out
+
+    def mean_pooled(self, ids: Any, mask: Any) -> Any:
+        """Mean of the last layer's token states over the unmasked tokens (before normalising)."""
+        import torch
+
+        hidden = self.hidden_states(ids, mask)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / torch.clamp(weights.sum(dim=1), min=1e-9)
+
+    def hidden_states(self, ids: Any, mask: Any) -> Any:
+        """The encoder's last layer, (batch, tokens, hidden), for token ids and an attention mask."""
+        import torch
+        import torch.nn.functional as F
+
+        w = self.weights
+        positions = torch.arange(ids.shape[1], device=self.device)
+        x = F.embedding(ids, w["embeddings.word_embeddings.weight"])
+        x = x + F.embedding(torch.zeros_like(ids), w["embeddings.token_type_embeddings.weight"])
+        x = x + F.embedding(positions, w["embeddings.position_embeddings.weight"])[None]
+        x = self._norm(x, "embeddings.LayerNorm")
+        # attend only to real tokens; no mask at all when nothing in the batch is padding
+        attend = None if bool(mask.all()) else mask[:, None, None, :].bool()
+        batch, length, _ = x.shape
+        head_size = self.hidden_size // self.heads
+        for n in range(self.layers):
+            p = f"encoder.layer.{n}."
+
+            def heads(name: str, x: Any = x, p: str = p) -> Any:
+                y = F.linear(x, w[p + name + ".weight"], w[p + name + ".bias"])
+                return y.view(batch, length, self.heads, head_size).transpose(1, 2)
+
+            context = F.scaled_dot_product_attention(
+                heads("attention.self.query"), heads("attention.self.key"), heads("attention.self.value"),
+                attn_mask=attend, scale=1.0 / math.sqrt(head_size))
+            context = context.transpose(1, 2).reshape(batch, length, self.hidden_size)
+            attended = self._norm(self._linear(context, p + "attention.output.dense") + x,
+                                  p + "attention.output.LayerNorm")
+            inner = F.gelu(self._linear(attended, p + "intermediate.dense"))
+            x = self._norm(self._linear(inner, p + "output.dense") + attended, p + "output.LayerNorm")
+        return x
+
+    def _linear(self, x: Any, name: str) -> Any:
+        import torch.nn.functional as F
+
+        return F.linear(x, self.weights[name + ".weight"], self.weights[name + ".bias"])
+
+    def _norm(self, x: Any, name: str) -> Any:
+        import torch.nn.functional as F
+
+        weights = self.weights
+        return F.layer_norm(x, (self.hidden_size,), weights[name + ".weight"], weights[name + ".bias"], self.eps)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UnsupportedModelError(
+            f"{path} is missing: is {path.parent} a sentence-transformers model folder?") from None
+    except json.JSONDecodeError as e:
+        raise UnsupportedModelError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _check_pooling(path: Path) -> None:
+    """Mean pooling is what this encoder computes; a folder that says otherwise is refused."""
+    modules = path / "modules.json"
+    if not modules.exists():
+        return  # a bare BERT folder: mean pooling, as sentence-transformers would default to
+    for module in _read_json(modules):
+        kind = str(module.get("type", ""))
+        if kind.endswith("Pooling"):
+            pooling = _read_json(path / module.get("path", "") / "config.json")
+            modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
+            if modes != {"pooling_mode_mean_tokens"}:
+                raise UnsupportedModelError(
+                    f"{path / module.get('path', '')}: pooling {sorted(modes)} is not mean pooling")
+        elif not kind.endswith(("Transformer", "Normalize")):
+            raise UnsupportedModelError(
+                f"{modules}: module {kind!r} is not supported (Transformer, Pooling, Normalize)")
+
+
+def _load_weights(path: Path) -> dict[str, Any]:
+    """The encoder's tensors by BERT name (a ``bert.`` prefix, as in a pretraining checkpoint, dropped)."""
+    safetensors_file, torch_file = path / "model.safetensors", path / "pytorch_model.bin"
+    if safetensors_file.exists():
+        from safetensors.torch import load_file
+
+        raw = load_file(str(safetensors_file))
+    elif torch_file.exists():
+        import torch
+
+        raw = torch.load(str(torch_file), map_location="cpu", weights_only=True)
+    else:
+        raise UnsupportedModelError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+    weights = {name.removeprefix("bert."): tensor.float() for name, tensor in raw.items()}
+    if "embeddings.word_embeddings.weight" not in weights:
+        raise UnsupportedModelError(
+            f"{path}: no embeddings.word_embeddings.weight among its tensors; not a BERT encoder")
+    return weights

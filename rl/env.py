@@ -262,7 +262,13 @@ class PersonaVectorEnv(gymnasium.vector.VectorEnv):
         return results
 
     def _write(self, results: list[SlotResult]) -> None:
-        self.store.write_many([pair for r in results for pair in r.tables()])
+        """Every slot's rows in one transaction, one insert per table: an insert costs DuckDB about
+        2 ms whatever its size, and a vector step of 16 slots has four or five tables each."""
+        by_table: dict[str, list[Any]] = {}
+        for r in results:
+            for table, rows in r.tables():
+                by_table.setdefault(table, []).extend(rows)
+        self.store.write_many(list(by_table.items()))
 
     def _infos(self, results: list[SlotResult]) -> dict[str, Any]:
         keys = sorted({k for r in results for k in r.info})

@@ -17,6 +17,7 @@ turn records (the user's token usage included), the same memory feeding and the 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -212,7 +213,9 @@ class SimulatedUser:
         live_memory: PersonaMemory, source_live_memory: PersonaMemory | None = None,
     ) -> None:
         self.context = context
-        self.persona = persona
+        self.persona_id = persona.id
+        self._persona: Persona | None = persona
+        self._packed_persona = b""
         self.times = times
         self.memories = memories
         self.live_memory = live_memory
@@ -222,6 +225,24 @@ class SimulatedUser:
         self.history_tokens = 0  # every turn so far, filler included: what a history-length target counts
         self.dialogue_tokens = 0  # the user's and the chatbot's own turns (no filler) ...
         self.dialogue_exchanges = 0  # ... and how many user turns they came in: tokens per exchange
+
+    @property
+    def persona(self) -> Persona:
+        """The persona, as objects from its first use after ``hold`` until the next ``hold``."""
+        if self._persona is None:
+            self._persona = Persona.model_validate_json(zlib.decompress(self._packed_persona))
+            self._packed_persona = b""
+        return self._persona
+
+    def hold(self) -> None:
+        """Keep the persona as compressed JSON until it is next needed (a shard does this after
+        each round). As objects it was most of what a user holds between sessions (about 25 KB
+        of 40 after six default sessions: every preference interval, drift event and person, each
+        a pydantic model); packed it is a few KB, and a round trip costs well under a millisecond
+        against a session's tens. The JSON round trip is exact (the store digest test runs with it)."""
+        if self._persona is not None:
+            self._packed_persona = zlib.compress(self._persona.model_dump_json().encode())
+            self._persona = None
 
     # -- a whole session with an AutoGen chatbot -----------------------------------------------
     async def run(self, k: int, replay: bool = False, failed_before: bool = False) -> SessionBatch:

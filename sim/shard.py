@@ -93,20 +93,22 @@ class UserShard:
         as failed: a replay fails them again rather than asking the backend a second time."""
         self._maybe_fail(session_index)
         failed = failed or {}
-        everyone = frozenset(u.persona.id for u in self.users)
+        everyone = frozenset(u.persona_id for u in self.users)
         while self.rounds_done < session_index:
             await self._round(self.rounds_done, everyone, failed.get(self.rounds_done, frozenset()))
         return await self._round(session_index, stored, failed.get(session_index, frozenset()))
 
     async def _round(self, k: int, replay: frozenset[str], failed: frozenset[str]) -> SessionBatch:
         results = await asyncio.gather(*(
-            u.run(k, u.persona.id in replay, u.persona.id in failed) for u in self.users
+            u.run(k, u.persona_id in replay, u.persona_id in failed) for u in self.users
         ))
         self.rounds_done = k + 1
-        results = [r for r, u in zip(results, self.users, strict=True) if u.persona.id not in replay]
+        results = [r for r, u in zip(results, self.users, strict=True) if u.persona_id not in replay]
         check = self.config.dialogue.leak_check
         if check == "on" or (check == "auto" and self.config.user_backend.is_llm):
             self._leakage([t for part in results for t in part.turns])
+        for user in self.users:
+            user.hold()  # between rounds a user's persona is compressed JSON (sim/session.py)
         batch = SessionBatch()
         for part in results:
             batch.sessions += part.sessions
@@ -157,7 +159,7 @@ class UserShard:
 
         embedder = default_embedder()
         personas = {t.persona_id for t in revealing}
-        users = [u for u in self.users if u.persona.id in personas]
+        users = [u for u in self.users if u.persona_id in personas]
         prefs = {p.id: p for u in users for p in (*u.persona.preferences, *u.persona.others_preferences)}
         people = {(u.persona.id, person.owner): person for u in users for person in u.persona.people}
         statements = []

@@ -24,6 +24,12 @@ from typing import Any
 
 import numpy as np
 
+#: The fewest token rows a forward pass multiplies. The BLAS kernels give a row the same bits
+#: whatever the rows beside it, except in matrices of a handful of rows, which take another path:
+#: a lone short text ("", two tokens) came out 2e-7 off its value in a batch. Spare zero rows,
+#: never read, keep every pass on the one path.
+MIN_ROWS = 32
+
 
 class UnsupportedModelError(ValueError):
     """The folder is not a BERT encoder with mean pooling: use sentence-transformers for it."""
@@ -66,28 +72,62 @@ class MiniLM:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Unit-norm sentence vectors, one float32 row per text.
 
-        Texts are batched only with texts of the same token count, so nothing is ever padded: a
-        text's vector is then the same bits whatever else it was embedded with and whatever the
-        thread count (``tests/test_minilm.py``). Padded batches moved vectors by ~1e-7 with their
-        company, which made a store depend on what its process had embedded before, and padding
-        was wasted work. ``batch_size`` caps the rows of a batch of 64-token texts; shorter texts
-        go in proportionally larger batches (the same tokens per forward pass)."""
+        Nothing is padded: the texts of a batch are laid end to end as one matrix of tokens for
+        the linear layers (a row's result does not depend on the rows around it), and attention
+        and pooling run per text over its own tokens. A text's vector is then the same bits
+        whatever else it was embedded with and whatever the thread count (``tests/test_minilm.py``).
+        Padded batches moved vectors by ~1e-7 with their company, which made a store depend on
+        what its process had embedded before; and padding was wasted work. A batch holds about
+        ``batch_size`` texts of 64 tokens' worth of tokens."""
         import torch
 
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         encodings = self.tokenizer.encode_batch(list(texts))
-        by_length: dict[int, list[int]] = {}
-        for row, encoding in enumerate(encodings):
-            by_length.setdefault(len(encoding.ids), []).append(row)
+        budget = batch_size * 64
         with torch.inference_mode():
-            for length, rows in sorted(by_length.items(), reverse=True):
-                step = max(1, batch_size * 64 // length)
-                for start in range(0, len(rows), step):
-                    chunk = rows[start:start + step]
-                    ids = torch.tensor([encodings[i].ids for i in chunk], dtype=torch.long, device=self.device)
-                    pooled = self.mean_pooled(ids, torch.ones_like(ids))
-                    out[chunk] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
+            start = 0
+            while start < len(texts):
+                end, tokens = start, 0
+                while end < len(texts) and (end == start or tokens + len(encodings[end].ids) <= budget):
+                    tokens += len(encodings[end].ids)
+                    end += 1
+                pooled = self._packed_mean_pooled([encodings[i].ids for i in range(start, end)])
+                out[start:end] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
+                start = end
         return out
+
+    def _packed_mean_pooled(self, token_ids: list[list[int]]) -> Any:
+        """Mean-pooled last layer of each text, the texts' tokens laid end to end (no padding)."""
+        import torch
+        import torch.nn.functional as F
+
+        w = self.weights
+        lengths = [len(ids) for ids in token_ids]
+        ids = torch.tensor([i for row in token_ids for i in row], dtype=torch.long, device=self.device)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])
+        x = F.embedding(ids, w["embeddings.word_embeddings.weight"])
+        x = x + F.embedding(torch.zeros_like(ids), w["embeddings.token_type_embeddings.weight"])
+        x = x + F.embedding(positions, w["embeddings.position_embeddings.weight"])
+        x = self._norm(x, "embeddings.LayerNorm")
+        if x.shape[0] < MIN_ROWS:  # spare rows, never read: a tiny matrix takes another GEMM path
+            x = torch.cat([x, x.new_zeros(MIN_ROWS - x.shape[0], x.shape[1])])
+        head_size = self.hidden_size // self.heads
+        scale = 1.0 / math.sqrt(head_size)
+        bounds = np.cumsum([0, *lengths]).tolist()
+        for n in range(self.layers):
+            p = f"encoder.layer.{n}."
+            q, k, v = (self._linear(x, p + f"attention.self.{name}") for name in ("query", "key", "value"))
+            context = torch.cat([
+                *(F.scaled_dot_product_attention(*(t[a:b].view(1, b - a, self.heads, head_size).transpose(1, 2)
+                                                   for t in (q, k, v)), scale=scale)
+                  .transpose(1, 2).reshape(b - a, self.hidden_size)
+                  for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
+                x.new_zeros(x.shape[0] - bounds[-1], self.hidden_size)])
+            attended = self._norm(self._linear(context, p + "attention.output.dense") + x,
+                                  p + "attention.output.LayerNorm")
+            inner = F.gelu(self._linear(attended, p + "intermediate.dense"))
+            x = self._norm(self._linear(inner, p + "output.dense") + attended, p + "output.LayerNorm")
+        return torch.stack([x[a:b].sum(dim=0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
     def mean_pooled(self, ids: Any, mask: Any) -> Any:
         """Mean of the last layer's token states over the unmasked tokens (before normalising)."""

@@ -39,14 +39,14 @@ MACHINE_COLUMNS = {"runs": {"package_versions_json"}}
 # 17): a text's MiniLM vector moves by ~1e-6 with its batch. Every chosen option is the same (the default
 # run's 2,073 answers: 2,073 identical choices, all scores within 2e-6; tests/test_answer_pool.py). It
 # changed again in the 6th decimal when MiniLM began to run in plain torch (agents/minilm.py) instead of
-# through sentence-transformers, batching only texts of one token count (no padding, so a text's vector
-# no longer depends on its batch or the thread count): vectors within 2e-7 of sentence-transformers', and
+# through sentence-transformers, with no padding (a batch's texts laid end to end, attention per text, so
+# a text's vector no longer depends on its batch or the thread count): vectors within 2e-7 of theirs, and
 # `personasim run --users 12 --sessions 6` gives the same 1,056 choices with every score within 1e-6 (one
 # rounding step) and identical turns, snapshots and questions. In the online store two of 96 rewards moved
 # by that one rounding step (0.138586 -> 0.138585, 0.21755 -> 0.217549), and `env_steps` with them.
 EXPECTED: dict[str, dict[str, str]] = {
     "simulated": {
-        "answers": "1056:83808f7e05f0e126",
+        "answers": "1056:d4a4b44de677091a",
         "consistency_probes": "0:cccd8ea1107ad6ef",
         "drift_events": "25:825fd82cad814c4d",
         "env_steps": "0:76dda627c00a87de",

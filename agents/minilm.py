@@ -114,15 +114,21 @@ class MiniLM:
         head_size = self.hidden_size // self.heads
         scale = 1.0 / math.sqrt(head_size)
         bounds = np.cumsum([0, *lengths]).tolist()
+        # attention runs on the texts of one length at a time, as a batch: (texts, heads, length, d)
+        rows_by_length: dict[int, list[int]] = {}
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            rows_by_length.setdefault(b - a, []).extend(range(a, b))
+        groups = [(length, torch.tensor(rows, device=self.device)) for length, rows in rows_by_length.items()]
         for n in range(self.layers):
             p = f"encoder.layer.{n}."
             q, k, v = (self._linear(x, p + f"attention.self.{name}") for name in ("query", "key", "value"))
-            context = torch.cat([
-                *(F.scaled_dot_product_attention(*(t[a:b].view(1, b - a, self.heads, head_size).transpose(1, 2)
-                                                   for t in (q, k, v)), scale=scale)
-                  .transpose(1, 2).reshape(b - a, self.hidden_size)
-                  for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
-                x.new_zeros(x.shape[0] - bounds[-1], self.hidden_size)])
+            context = x.new_zeros(x.shape)
+            for length, rows in groups:
+                texts = len(rows) // length
+                heads = [t.index_select(0, rows).view(texts, length, self.heads, head_size).transpose(1, 2)
+                         for t in (q, k, v)]
+                attended = F.scaled_dot_product_attention(*heads, scale=scale)
+                context.index_copy_(0, rows, attended.transpose(1, 2).reshape(texts * length, self.hidden_size))
             attended = self._norm(self._linear(context, p + "attention.output.dense") + x,
                                   p + "attention.output.LayerNorm")
             inner = F.gelu(self._linear(attended, p + "intermediate.dense"))

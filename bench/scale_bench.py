@@ -19,6 +19,54 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
 
 
+class PeakMemory:
+    """Peak resident memory of every process of the run, sampled twice a second: this driver and
+    each Ray process (shard and evaluation actors, idle workers, raylet, GCS), by process name.
+    Ray's processes are not this process's children in the ``getrusage`` sense, so they are read
+    from the process table; a spike shorter than the interval can be missed."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import threading
+
+        self.interval = interval
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import os
+
+        import psutil
+
+        me = os.getpid()
+        while not self._stop.is_set():
+            for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
+                try:
+                    info = proc.info
+                    cmdline = " ".join(info["cmdline"] or [])
+                    if info["pid"] == me:
+                        name = "driver"
+                    elif (info["name"] or "").startswith("ray::") or "ray/core/src" in cmdline or "raylet" in cmdline \
+                            or "gcs_server" in cmdline:
+                        # an actor's process name follows its current task: keep the actor's part
+                        name = f"{(info['name'] or '?').split('.')[0]}[{info['pid']}]"
+                    else:
+                        continue
+                    rss = info["memory_info"].rss / 2**20
+                except (psutil.Error, AttributeError, TypeError):
+                    continue
+                self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+            self._stop.wait(self.interval)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10_000)
@@ -34,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "scale.duckdb"
         started = time.perf_counter()
-        summary = run(config, db, show_progress=True)
+        with PeakMemory() as memory:
+            summary = run(config, db, show_progress=True)
         wall = time.perf_counter() - started
         store_mb = db.stat().st_size / 2**20
     result = {
@@ -49,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         "turns_per_second": round(summary.turns / max(summary.simulation_seconds, 1e-9), 1),
         "store_mb": round(store_mb, 1),
         "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb_by_process": {name: round(mb) for name, mb in sorted(memory.peaks.items(), key=lambda kv: -kv[1])},
         "target_seconds": 600, "accuracy": {s.strategy: round(s.accuracy, 4) for s in summary.scores},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

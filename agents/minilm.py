@@ -91,13 +91,14 @@ class MiniLM:
                 while end < len(texts) and (end == start or tokens + len(encodings[end].ids) <= budget):
                     tokens += len(encodings[end].ids)
                     end += 1
-                pooled = self._packed_mean_pooled([encodings[i].ids for i in range(start, end)])
+                pooled = self.mean_pooled([encodings[i].ids for i in range(start, end)])
                 out[start:end] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
                 start = end
         return out
 
-    def _packed_mean_pooled(self, token_ids: list[list[int]]) -> Any:
-        """Mean-pooled last layer of each text, the texts' tokens laid end to end (no padding)."""
+    def mean_pooled(self, token_ids: list[list[int]]) -> Any:
+        """Mean of the last layer's token states of each token-id sequence, before normalising
+        (the sequences laid end to end, no padding). The one forward pass of this module."""
         import torch
         import torch.nn.functional as F
 
@@ -134,46 +135,6 @@ class MiniLM:
             inner = F.gelu(self._linear(attended, p + "intermediate.dense"))
             x = self._norm(self._linear(inner, p + "output.dense") + attended, p + "output.LayerNorm")
         return torch.stack([x[a:b].sum(dim=0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-
-    def mean_pooled(self, ids: Any, mask: Any) -> Any:
-        """Mean of the last layer's token states over the unmasked tokens (before normalising)."""
-        import torch
-
-        hidden = self.hidden_states(ids, mask)
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(dim=1) / torch.clamp(weights.sum(dim=1), min=1e-9)
-
-    def hidden_states(self, ids: Any, mask: Any) -> Any:
-        """The encoder's last layer, (batch, tokens, hidden), for token ids and an attention mask."""
-        import torch
-        import torch.nn.functional as F
-
-        w = self.weights
-        positions = torch.arange(ids.shape[1], device=self.device)
-        x = F.embedding(ids, w["embeddings.word_embeddings.weight"])
-        x = x + F.embedding(torch.zeros_like(ids), w["embeddings.token_type_embeddings.weight"])
-        x = x + F.embedding(positions, w["embeddings.position_embeddings.weight"])[None]
-        x = self._norm(x, "embeddings.LayerNorm")
-        # attend only to real tokens; no mask at all when nothing in the batch is padding
-        attend = None if bool(mask.all()) else mask[:, None, None, :].bool()
-        batch, length, _ = x.shape
-        head_size = self.hidden_size // self.heads
-        for n in range(self.layers):
-            p = f"encoder.layer.{n}."
-
-            def heads(name: str, x: Any = x, p: str = p) -> Any:
-                y = F.linear(x, w[p + name + ".weight"], w[p + name + ".bias"])
-                return y.view(batch, length, self.heads, head_size).transpose(1, 2)
-
-            context = F.scaled_dot_product_attention(
-                heads("attention.self.query"), heads("attention.self.key"), heads("attention.self.value"),
-                attn_mask=attend, scale=1.0 / math.sqrt(head_size))
-            context = context.transpose(1, 2).reshape(batch, length, self.hidden_size)
-            attended = self._norm(self._linear(context, p + "attention.output.dense") + x,
-                                  p + "attention.output.LayerNorm")
-            inner = F.gelu(self._linear(attended, p + "intermediate.dense"))
-            x = self._norm(self._linear(inner, p + "output.dense") + attended, p + "output.LayerNorm")
-        return x
 
     def _linear(self, x: Any, name: str) -> Any:
         import torch.nn.functional as F

@@ -58,10 +58,8 @@ def distil(minilm: Path | None = None, pca_dims: int = PCA_DIMS, batch_size: int
     cls, sep = vocab["[CLS]"], vocab["[SEP]"]
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
-            chunk = torch.tensor(ids[start:start + batch_size])
-            inputs = torch.stack([torch.full_like(chunk, cls), chunk, torch.full_like(chunk, sep)], dim=1)
-            hidden = model.hidden_states(inputs, torch.ones_like(inputs))
-            out[ids[start:start + batch_size]] = hidden.mean(dim=1).numpy()
+            chunk = ids[start:start + batch_size]
+            out[chunk] = model.mean_pooled([[cls, i, sep] for i in chunk]).numpy()
     kept = out[ids]
     centred = kept - kept.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)

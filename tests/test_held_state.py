@@ -24,7 +24,6 @@ def test_a_shard_holds_each_persona_packed_between_rounds_and_gets_it_back_exact
     live = [u.persona.model_copy(deep=True) for u in shard.users]  # unpacks
     assert all(u._persona is not None for u in shard.users)
     assert [u.persona.id for u in shard.users] == [u.persona_id for u in shard.users]
-    assert any(p.drift_events for p in live) or any(len(p.preferences) > 0 for p in live)
     for user, before in zip(shard.users, live, strict=True):
         user.hold()
         assert user.persona == before  # the JSON round trip is exact: dates, enums, floats, people

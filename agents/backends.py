@@ -23,6 +23,10 @@ from personasim.agents.backend_registry import ClientOptions, backend_class
 from personasim.agents.wrappers import CacheMode
 from personasim.personas.catalog import TopicCatalog
 
+#: The fields of AutoGen's ``ModelInfo`` (autogen_core.models), the only content ``model_info`` takes.
+MODEL_INFO_KEYS = ("vision", "function_calling", "json_output", "family", "structured_output",
+                   "multiple_system_messages")
+
 
 class BackendConfig(BaseModel):
     """Which model plays a role (the simulated user, or the chatbot and its memory writer)."""
@@ -51,6 +55,25 @@ class BackendConfig(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     device: str = Field(default="auto", description="transformers: cuda, cpu, or auto.")
     batch_size: int = Field(default=8, ge=1, description="transformers: requests generated together.")
+
+    @field_validator("model_info")
+    @classmethod
+    def _model_info(cls, info: dict[str, Any] | None) -> dict[str, Any] | None:
+        """AutoGen's ModelInfo: known keys, booleans (``family`` a short name). Free-form content
+        here was once the way to smuggle megabytes into the stored config."""
+        if info is None:
+            return None
+        unknown = sorted(set(info) - set(MODEL_INFO_KEYS))
+        if unknown:
+            raise ValueError(f"unknown model_info keys {unknown}; AutoGen's ModelInfo has {', '.join(MODEL_INFO_KEYS)}")
+        for key, value in info.items():
+            if key == "family":
+                if not isinstance(value, str) or len(value) > 100:
+                    raise ValueError("model_info.family must be a model family name (a string of at most 100 "
+                                     "characters), e.g. 'unknown'")
+            elif not isinstance(value, bool):
+                raise ValueError(f"model_info.{key} must be true or false, not {type(value).__name__}")
+        return info
 
     @field_validator("kind")
     @classmethod

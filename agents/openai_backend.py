@@ -53,7 +53,10 @@ class OpenAIBackend(Backend):
             timeout=config.timeout_s, max_retries=0, **params,
         )
         per_process = max(1, math.ceil(config.max_concurrency / max(1, options.concurrency_share)))
-        client: ChatCompletionClient = ResilientClient(inner, per_process, RetryPolicy(max_retries=config.max_retries))
+        client: ChatCompletionClient = ResilientClient(
+            inner, per_process, RetryPolicy(max_retries=config.max_retries),
+            server=config.base_url or "https://api.openai.com/v1",
+        )
         if options.cache_path is not None and options.cache_mode != "off":
             client = CachedClient(client, ResponseCache(options.cache_path), options.cache_mode, "openai",
                                   f"{config.base_url}|{config.model}", params)

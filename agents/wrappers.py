@@ -83,11 +83,28 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (TimeoutError, ConnectionError, asyncio.TimeoutError))
 
 
-class ResilientClient(_Delegate):
-    """At most ``max_concurrency`` calls in flight; retryable failures retried with exponential backoff."""
+class BackendUnreachableError(ConnectionError):
+    """The model server could not be reached (connection refused, DNS, timeouts) after every retry."""
 
-    def __init__(self, inner: ChatCompletionClient, max_concurrency: int, retry: RetryPolicy) -> None:
+
+def _unreachable(exc: BaseException) -> bool:
+    try:
+        import openai
+    except ImportError:  # pragma: no cover
+        return isinstance(exc, (TimeoutError, ConnectionError))
+    return isinstance(exc, (openai.APIConnectionError, TimeoutError, ConnectionError, asyncio.TimeoutError))
+
+
+class ResilientClient(_Delegate):
+    """At most ``max_concurrency`` calls in flight; retryable failures retried with exponential backoff.
+
+    ``server`` (the base URL) is named when the server cannot be reached at all: the OpenAI
+    client's own message is "Connection error.", which says neither where nor what to fix."""
+
+    def __init__(self, inner: ChatCompletionClient, max_concurrency: int, retry: RetryPolicy,
+                 server: str | None = None) -> None:
         super().__init__(inner)
+        self.server = server
         self.retry = retry
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._jitter = random.Random(0)
@@ -101,6 +118,11 @@ class ResilientClient(_Delegate):
                     return await self.inner.create(messages, **kwargs)
             except Exception as exc:
                 if attempt >= self.retry.max_retries or not is_retryable(exc):
+                    if self.server is not None and _unreachable(exc):
+                        raise BackendUnreachableError(
+                            f"cannot reach the model server at {self.server} ({type(exc).__name__}: {exc}; "
+                            f"{attempt + 1} attempt(s)); start it there or fix base_url"
+                        ) from exc
                     raise
                 delay = min(self.retry.max_delay_s, self.retry.base_delay_s * 2**attempt)
                 delay *= 0.5 + self._jitter.random()

@@ -41,11 +41,13 @@ class AnswerWorker:
 
 def answer_users_in_parallel(
     reader: object, users: Sequence[list[Work]], workers: int, on_done: Callable[[int], None] | None = None,
+    on_answered: Callable[[list[int], list[list[ReaderAnswer]]], None] | None = None,
 ) -> list[list[ReaderAnswer]]:
     """Each user's work answered by ``reader``'s settings in a pool of ``workers`` Ray actors, in order.
 
     ``reader`` is an ``EmbeddingReader`` (its embedder stays in this process; each actor loads its
-    own). ``on_done`` gets the number of answers of each finished task (a progress bar)."""
+    own). ``on_done`` gets the number of answers of each finished task (a progress bar);
+    ``on_answered`` the users' indices and answers of each finished task (to store them)."""
     import ray
 
     from personasim.sim.engine import ensure_ray
@@ -69,9 +71,12 @@ def answer_users_in_parallel(
                 pending[actor.answer_users.remote([users[i] for i in task])] = (actor, task)  # type: ignore[attr-defined]
             ready, _ = ray.wait(list(pending), num_returns=1)
             actor, task = pending.pop(ready[0])
-            for i, answers in zip(task, ray.get(ready[0]), strict=True):
+            finished = ray.get(ready[0])
+            for i, answers in zip(task, finished, strict=True):
                 results[i] = answers
             idle.append(actor)
+            if on_answered:
+                on_answered(task, finished)
             if on_done:
                 on_done(sum(len(users[i]) for i in task))
     finally:

@@ -34,7 +34,7 @@ from personasim.analysis.questions import QUESTION_TYPES
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import open_store
 from personasim.sim.store_read import read_questions
-from personasim.sim.store_runs import resolve_run
+from personasim.sim.store_runs import resolve_finished_run
 
 BLIND_READERS = ("longest", "query_only", "persona_prior")
 
@@ -227,7 +227,7 @@ def audit_store(db: str | Path, run_id: str | None = None, embedder: TextEncoder
     """``personasim audit`` as a function: audit a run of the store at ``db`` (the store's only run
     unless ``run_id`` names one). The store is opened read-only: the audit writes nothing."""
     with open_store(db) as store:
-        return audit(store.con, resolve_run(store, run_id), embedder)
+        return audit(store.con, resolve_finished_run(store, run_id), embedder)
 
 
 def audit_table(report: AuditReport) -> pd.DataFrame:

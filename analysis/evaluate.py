@@ -31,7 +31,7 @@ from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
 from personasim.sim.store_read import SnapshotRef, read_questions, read_snapshots, snapshot_strategies
-from personasim.sim.store_runs import SimulatedRun, read_run, resolve_run
+from personasim.sim.store_runs import SimulatedRun, read_run, resolve_finished_run
 
 ReaderKind = Literal["embed", "llm", "loglik"]
 
@@ -48,6 +48,7 @@ def answer_questions(
     on_answer: Callable[[], None] | None = None,
     concurrency: int = 16,
     workers: int = 1,
+    on_batch: Callable[[list[AnswerRow]], None] | None = None,
 ) -> list[AnswerRow]:
     """Each strategy answers from its latest snapshot taken before the question (never after).
 
@@ -56,7 +57,11 @@ def answer_questions(
     that call a server (``answer_async``) answer ``concurrency`` questions at a time. Readers that
     answer in batches (``answer_many``: the embedding reader) get each user's work at once, and with
     ``workers`` > 1 a large evaluation is answered by a pool of that many Ray actors
-    (``analysis.answer_pool``); the answers are the same either way."""
+    (``analysis.answer_pool``); the answers are the same either way.
+
+    ``on_batch`` gets the rows as they are answered (a user's at a time for a batching reader,
+    ``ANSWER_BATCH`` at a time otherwise), so a caller can commit them: a run or an evaluation
+    killed while answering keeps what it answered. Every row is passed to it exactly once."""
     settings = settings or MemorySettings()
     snapshots = read_snapshots(con, run_id)
     embedder = getattr(reader, "embedder", None) or default_embedder()
@@ -85,24 +90,44 @@ def answer_questions(
         )
 
     if getattr(reader, "answer_many", None) is not None:  # batched per user: their questions share most texts
-        results = _answer_per_user(reader, work, workers, on_answer)
+
+        def answered(done: list[tuple[int, ReaderAnswer]]) -> None:
+            if on_batch is not None:
+                on_batch([row(*work[n], result) for n, result in done])
+
+        results = _answer_per_user(reader, work, workers, on_answer, answered)
         return [row(q, s, snap, ctx, result) for (q, s, snap, ctx), result in zip(work, results, strict=True)]
+    pending: list[AnswerRow] = []
+
+    def keep(answer: AnswerRow, last: bool = False) -> AnswerRow:
+        pending.append(answer)
+        if on_batch is not None and (len(pending) >= ANSWER_BATCH or last):
+            on_batch(list(pending))
+            pending.clear()
+        return _counted(answer, on_answer)
+
     answer_async = getattr(reader, "answer_async", None)
     if answer_async is None:
-        return [_counted(row(q, s, snap, ctx, reader.answer(ctx, q.query, q.options)), on_answer)
-                for q, s, snap, ctx in work]
+        rows = [keep(row(q, s, snap, ctx, reader.answer(ctx, q.query, q.options))) for q, s, snap, ctx in work]
+    else:
+        async def run_all() -> list[AnswerRow]:
+            gate = asyncio.Semaphore(concurrency)
 
-    async def run_all() -> list[AnswerRow]:
-        gate = asyncio.Semaphore(concurrency)
+            async def one(q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str]) -> AnswerRow:
+                async with gate:
+                    return keep(row(q, strategy, snap, context, await answer_async(context, q.query, q.options)))
 
-        async def one(q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str]) -> AnswerRow:
-            async with gate:
-                return _counted(row(q, strategy, snap, context, await answer_async(context, q.query, q.options)),
-                                on_answer)
+            return list(await asyncio.gather(*(one(*w) for w in work)))
 
-        return list(await asyncio.gather(*(one(*w) for w in work)))
+        rows = asyncio.run(run_all())
+    if pending and on_batch is not None:
+        on_batch(list(pending))
+    return rows
 
-    return asyncio.run(run_all())
+
+#: Rows per ``on_batch`` call for readers that answer one question at a time (LLM, log-likelihood):
+#: a kill loses at most this many answers.
+ANSWER_BATCH = 50
 
 
 def _counted(answer: AnswerRow, on_answer: Callable[[], None] | None) -> AnswerRow:
@@ -113,7 +138,7 @@ def _counted(answer: AnswerRow, on_answer: Callable[[], None] | None) -> AnswerR
 
 def _answer_per_user(
     reader: Any, work: list[tuple[QuestionRow, str, SnapshotRef | None, list[str]]], workers: int,
-    on_answer: Callable[[], None] | None,
+    on_answer: Callable[[], None] | None, on_users: Callable[[list[tuple[int, ReaderAnswer]]], None],
 ) -> list[ReaderAnswer]:
     """``reader.answer_many`` over each user's work (in process, or in a pool of actors), in ``work``'s order."""
     from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, answer_users_in_parallel
@@ -128,12 +153,19 @@ def _answer_per_user(
         for _ in range(count) if on_answer else ():
             on_answer()  # type: ignore[misc]
 
+    groups = list(by_user.values())
+
+    def done(indices: list[int], answers: list[list[ReaderAnswer]]) -> None:
+        on_users([(n, a) for i, user_answers in zip(indices, answers, strict=True)
+                  for n, a in zip(groups[i], user_answers, strict=True)])
+
     if workers > 1 and len(work) >= MIN_PARALLEL_ANSWERS and isinstance(reader, EmbeddingReader):
-        answered = answer_users_in_parallel(reader, users, workers, on_done=advance)
+        answered = answer_users_in_parallel(reader, users, workers, on_done=advance, on_answered=done)
     else:
         answered = []
-        for user in users:
+        for i, user in enumerate(users):
             answered.append(reader.answer_many(user))
+            done([i], [answered[-1]])
             advance(len(user))
     results: list[ReaderAnswer | None] = [None] * len(work)
     for positions, answers in zip(by_user.values(), answered, strict=True):
@@ -245,7 +277,7 @@ def evaluate(
     reader = reader or ReaderSpec()
     path = Path(db)
     with open_store(path, write=True) as store:
-        run_id = resolve_run(store, run_id)
+        run_id = resolve_finished_run(store, run_id)
         run_embedder = _run_embedder(store, run_id)
         use_embedder(run_embedder)  # questions are generated with the run's own model
         questions = _questions(store, run_id, regenerate)
@@ -259,9 +291,9 @@ def evaluate(
             answers = answer_questions(
                 store.con, run_id, questions, strategies, answering, read_run(store, run_id).memory_settings,
                 on_answer=lambda: progress.advance(task), workers=workers or os.cpu_count() or 1,
+                on_batch=lambda rows: store.replace_rows(  # committed as answered: a kill keeps them
+                    {"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in rows]}}, [("answers", rows)]),
             )
-        store.replace_rows({"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in answers]}},
-                           [("answers", answers)])
         tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
         report = _audit(store, run_id, questions, answering) if questions else None
     chance = sum(1.0 / len(q.options) for q in questions) / len(questions) if questions else 0.0

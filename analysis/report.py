@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from personasim.analysis import plots
 from personasim.sim.store import open_store
 from personasim.sim.store_read import count_rows
-from personasim.sim.store_runs import read_run, resolve_run
+from personasim.sim.store_runs import read_run, resolve_finished_run
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1080px;margin:2em auto;padding:0 1em;
@@ -101,7 +101,7 @@ def write_run_report(db: str | Path, out: str | Path, run_id: str | None = None,
     with open_store(db) as store:
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file; give a folder")
-        return write_report(store.con, resolve_run(store, run_id), out, n_boot)
+        return write_report(store.con, resolve_finished_run(store, run_id), out, n_boot)
 
 
 # -- sections ---------------------------------------------------------------------------------

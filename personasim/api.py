@@ -90,15 +90,7 @@ def resume(
     path = Path(db)
     store = open_store(path, write=True)
     try:
-        runs = read_runs(store)
-        open_runs = [r for r in runs if r.status != "completed" and (run_id is None or r.run_id == run_id)
-                     and isinstance(r.spec, SimulatedRun)]
-        if not open_runs:
-            which = f"run {run_id}" if run_id else "no run"
-            raise StoreError(f"{path} holds {which} left unfinished; nothing to resume")
-        if len(open_runs) > 1:
-            raise StoreError(f"{path} holds {len(open_runs)} unfinished runs; choose one with --run")
-        found_id, config = open_runs[0].run_id, open_runs[0].spec.config
+        found_id, config = _unfinished_run(store, path, run_id)
         if engine is not None:
             config = config.model_copy(update={"engine": engine})
         config = _with_cache_path(config, path)
@@ -110,6 +102,69 @@ def resume(
         store.close()
         raise
     return _execute(config, store, created=False, resume=True, show_progress=show_progress)
+
+
+def _unfinished_run(store: TrajectoryStore, path: Path, run_id: str | None) -> tuple[str, RunConfig]:
+    """The simulated run ``resume`` continues: the one named, else the store's only unfinished one."""
+    runs = [r for r in read_runs(store) if isinstance(r.spec, SimulatedRun)]
+    if run_id is not None:
+        named = [r for r in runs if r.run_id == run_id]
+        if not named:
+            known = ", ".join(r.run_id for r in runs) or "none"
+            raise StoreError(f"{path} holds no simulated run {run_id}; its simulated runs: {known}")
+        if named[0].status == "completed":
+            raise StoreError(f"run {run_id} in {path} is completed; nothing to resume "
+                             "(evaluate it with `personasim eval`, or start it again with --overwrite)")
+        return named[0].run_id, named[0].spec.config  # type: ignore[union-attr]  # simulated, checked above
+    open_runs = [r for r in runs if r.status != "completed"]
+    if not open_runs:
+        finished = f"its {len(runs)} run(s) are completed" if runs else "it holds no simulated run"
+        raise StoreError(f"{path} has no unfinished run to resume: {finished}")
+    if len(open_runs) > 1:
+        raise StoreError(f"{path} holds {len(open_runs)} unfinished runs "
+                         f"({', '.join(r.run_id for r in open_runs)}); choose one with --run")
+    return open_runs[0].run_id, open_runs[0].spec.config  # type: ignore[union-attr]
+
+
+def check_resume_settings(
+    db: str | Path, run_id: str | None, config_file: str | Path | None = None, preset: str | None = None,
+    **settings: Any,
+) -> None:
+    """Accept run settings given again with ``--resume`` when they are what the run was started
+    with; refuse, naming them, those that would change it (a resumed run keeps its own config).
+
+    Each setting is laid over the stored config the way ``build_config`` lays it over the
+    defaults, so ``--preset pmv2-32k --users 200`` given again gives back the stored config."""
+    from personasim.config import ConfigError, build_config
+
+    path = Path(db)
+    with open_store(path) as store:
+        _, stored = _unfinished_run(store, path, run_id)
+    base = stored.model_dump(mode="json")
+
+    def identity(config: RunConfig) -> dict[str, Any]:
+        return config.model_dump(mode="json", exclude={"engine"})
+
+    given: dict[str, tuple[dict[str, Any], str]] = {
+        f"--{name.replace('_', '-')}": ({name: value}, str(value))
+        for name, value in settings.items() if value is not None
+    }
+    if config_file is not None:
+        given["--config"] = ({"config_file": config_file}, str(config_file))
+    if preset is not None:
+        given["--preset"] = ({"preset": preset}, preset)
+    if not given:
+        return
+    together = {k: v for pairs, _ in given.values() for k, v in pairs.items()}
+    if identity(build_config(base=base, **together)) == identity(stored):
+        return
+    differ = [f"{flag} {shown}" for flag, (pairs, shown) in given.items()
+              if identity(build_config(base=base, **pairs)) != identity(stored)]
+    raise ConfigError(
+        f"--resume continues run {stored.run_id} with its stored config; "
+        f"{', '.join(differ) if differ else ' and '.join(given)} would change it: drop "
+        f"{'them' if len(differ) != 1 else 'it'} (or start a new run without --resume)"
+    )
 
 
 def fork_config(
@@ -227,15 +282,22 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
             counts = run_simulation(
                 config, store, on_sessions=lambda n: progress.advance(sim_task, n), resume=resume
             )
-            questions = generate_questions(store.con, run_id, config.seed, config=config.questions)
-            store.write_many([("questions", questions)])
-            eval_task = progress.add_task("answering questions", total=len(questions) * len(config.memory.strategies))
-            reader = EmbeddingReader(default_embedder())
-            answers = answer_questions(
-                store.con, run_id, questions, config.memory.strategies, reader, config.memory.settings,
-                on_answer=lambda: progress.advance(eval_task), workers=_eval_actors(config),
-            )
-            store.write_many([("answers", answers)])
+            failure = _failure(store, config)
+            if failure is None:
+                questions = generate_questions(store.con, run_id, config.seed, config=config.questions)
+                store.write_many([("questions", questions)])
+                eval_task = progress.add_task(
+                    "answering questions", total=len(questions) * len(config.memory.strategies))
+                reader = EmbeddingReader(default_embedder())
+                answer_questions(  # each user's answers committed as they come: a kill keeps them
+                    store.con, run_id, questions, config.memory.strategies, reader, config.memory.settings,
+                    on_answer=lambda: progress.advance(eval_task), workers=_eval_actors(config),
+                    on_batch=lambda rows: store.write_many([("answers", rows)]),
+                )
+        if failure is not None:
+            set_run_status(store, run_id, "failed")
+            store.close()
+            raise RunFailedError(failure)
         finish_run(store, run_id)
         scores = score_by_strategy(store.con, run_id)
         totals = store.con.execute(
@@ -254,6 +316,28 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
         actor_restarts=counts.actor_restarts, simulation_seconds=round(counts.wall_seconds, 2),
         store_seconds=round(counts.store_seconds, 2),
     )
+
+
+class RunFailedError(RuntimeError):
+    """The run was carried out and failed (most of its sessions' backend calls failed): it is
+    stored with status ``failed``, its sessions kept, and nothing was evaluated."""
+
+
+def _failure(store: TrajectoryStore, config: RunConfig) -> str | None:
+    """Why the run counts as failed (``engine.max_failed_share`` of its sessions failed), or None."""
+    failed, total = store.con.execute(
+        "SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM sessions WHERE run_id = ?", [config.run_id]
+    ).fetchall()[0]
+    share = config.engine.max_failed_share
+    if not total or failed / total <= share:
+        return None
+    first = store.con.execute(
+        "SELECT error FROM sessions WHERE run_id = ? AND status = 'failed' ORDER BY session_index, persona_id LIMIT 1",
+        [config.run_id],
+    ).fetchall()[0][0]
+    return (f"run {config.run_id} failed: {failed} of {total} sessions failed (more than {share:.0%}, "
+            f"engine.max_failed_share), so nothing was evaluated; first error: {first}. The sessions are kept in "
+            f"{store.path} (status 'failed'); fix the backend, then run the same command with --overwrite")
 
 
 def _eval_actors(config: RunConfig) -> int:

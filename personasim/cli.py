@@ -102,19 +102,21 @@ def run(
 ) -> None:
     """Simulate users and sessions, store every turn, then score each memory strategy on questions
     generated from the personas' true state. Prints a summary table."""
+    from personasim.api import RunFailedError, check_resume_settings
     from personasim.api import resume as resume_api
     from personasim.api import run as run_api
     from personasim.config import ConfigError, build_config
+    from personasim.sim.engine import ClusterUnreachableError
     from personasim.sim.store import StoreError
 
-    run_settings = {"users": users, "sessions": sessions, "seed": seed, "memory": memory,
-                    "chatbot_memory": chatbot_memory, "config": config, "overwrite": overwrite or None,
-                    "preset": preset, "history_tokens": history_tokens}
     try:
         if resume:
-            given = [f"--{k.replace('_', '-')}" for k, v in run_settings.items() if v is not None]
-            if given:
-                raise ConfigError(f"--resume continues the run with its stored config; drop {', '.join(given)}")
+            if overwrite:
+                raise ConfigError("--overwrite starts a run again and --resume continues it; use one of them")
+            if fork_from is not None or at is not None:
+                raise ConfigError("--resume continues a stored run; --fork-from and --at start a new one")
+            check_resume_settings(db, run_id, config, preset, users=users, sessions=sessions, seed=seed,
+                                  memory=memory, chatbot_memory=chatbot_memory, history_tokens=history_tokens)
             engine = build_config(None, actors=actors, address=address, cache=cache).engine
             summary = resume_api(db, run_id, engine, show_progress=not quiet)
         elif fork_from is not None:
@@ -146,6 +148,10 @@ def run(
             )
             summary = run_api(cfg, db, overwrite=overwrite, show_progress=not quiet)
     except (ConfigError, StoreError) as exc:
+        fail(str(exc))
+    except RunFailedError as exc:
+        fail(str(exc), code=1)
+    except ClusterUnreachableError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail(f"interrupted; the sessions written so far are kept: continue with `personasim run --resume --db {db}`")

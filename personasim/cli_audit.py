@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from personasim.terminal import fail, print_audit
+from personasim.terminal import console, fail, print_audit
 
 
 def audit_command(
@@ -28,6 +28,9 @@ def audit_command(
         typer.Option("--personamem-v2", help="Audit PersonaMem-v2's files in this folder instead of a stored run."),
     ] = None,
     window: Annotated[str, typer.Option(help="PersonaMem-v2 chat-history window: 32k or 128k.")] = "32k",
+    split: Annotated[
+        str, typer.Option(help="PersonaMem-v2 split to read: benchmark, train or val (never merged).")
+    ] = "benchmark",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Audit a benchmark for artifacts: the correct option's length, and the accuracy of blind readers
@@ -36,9 +39,11 @@ def audit_command(
 
     try:
         if personamem_v2 is not None:
-            from personasim.interop.personamem_v2.api import audit_personamem_v2
+            from personasim.interop.personamem_v2.api import audit_personamem_v2, unread_parts
 
-            report = audit_personamem_v2(personamem_v2, db, window)
+            report = audit_personamem_v2(personamem_v2, db, window, split)
+            for line in unread_parts(personamem_v2):
+                console().print(f"note: {line}", highlight=False)
         else:
             from personasim.analysis.audit import audit_store
 

@@ -39,6 +39,9 @@ def eval_command(
     reader_api_key_env: Annotated[
         str | None, typer.Option(help="llm reader: environment variable holding the API key.")
     ] = None,
+    reader_max_retries: Annotated[
+        int, typer.Option(min=0, help="llm reader: retries of a failed call (backoff from 0.5 s, doubling).")
+    ] = 5,
     reader_model_path: Annotated[
         Path | None, typer.Option(help="loglik reader: folder of a saved causal LM (nothing is downloaded).")
     ] = None,
@@ -47,6 +50,9 @@ def eval_command(
         typer.Option("--personamem-v2", help="Evaluate on PersonaMem-v2's files in this folder instead of a run."),
     ] = None,
     window: Annotated[str, typer.Option(help="PersonaMem-v2 chat-history window: 32k or 128k.")] = "32k",
+    split: Annotated[
+        str, typer.Option(help="PersonaMem-v2 split to read: benchmark, train or val (never merged).")
+    ] = "benchmark",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -72,7 +78,7 @@ def eval_command(
         if reader == "llm":
             backend = BackendConfig(
                 kind="openai", model=reader_model or "", base_url=reader_base_url, api_key_env=reader_api_key_env,
-                temperature=0.0, max_tokens=32,
+                temperature=0.0, max_tokens=32, max_retries=reader_max_retries,
             )
         spec = ReaderSpec(
             kind=reader, backend=backend, model_path=str(reader_model_path) if reader_model_path else None
@@ -81,18 +87,20 @@ def eval_command(
         fail(f"invalid reader options: {describe_validation_error(exc)}")
     try:
         if personamem_v2 is not None:
-            from personasim.interop.personamem_v2.api import evaluate_personamem_v2
+            from personasim.interop.personamem_v2.api import evaluate_personamem_v2, unread_parts
 
             summary = evaluate_personamem_v2(
                 personamem_v2, db, _split(strategies), spec, _split(types), window=window, n_boot=bootstrap,
-                show_progress=not quiet,
+                show_progress=not quiet, split=split,
             )
+            for line in unread_parts(personamem_v2):
+                console().print(f"note: {line}", highlight=False)
         else:
             summary = evaluate(
                 db, run_id, _split(strategies), spec, _split(types), regenerate=regenerate, n_boot=bootstrap,
                 show_progress=not quiet, workers=workers, embedder=embedder,
             )
-    except (StoreError, ValueError) as exc:
+    except (StoreError, ValueError, ConnectionError) as exc:  # ConnectionError: an unreachable reader server
         fail(str(exc))
     print_eval_summary(summary)
     print_distance_distribution(Path(summary.db), summary.run_id, summary.types)

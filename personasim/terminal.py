@@ -26,10 +26,11 @@ def console() -> Console:
     return Console()
 
 
-def fail(message: str) -> NoReturn:
-    """Print one ``error:`` line on stderr and leave with exit status 2 (a usage error: the message names the fix)."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one ``error:`` line on stderr and leave with ``code``: 2 for a usage error (the message
+    names the fix), 1 for work that was attempted and failed."""
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def _cell(value: float | None, chance: float, margin: float) -> str:

@@ -107,7 +107,7 @@ class _Workers:
 
         from personasim.sim.engine import ensure_ray
 
-        ensure_ray(config.run.engine.address)
+        ensure_ray(config.run.engine.address, connect_timeout_s=config.run.engine.connect_timeout_s)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         n = max(1, min(num_actors or cpus, num_envs))
         self.owner = {slot: slot % n for slot in slot_users}

@@ -80,6 +80,15 @@ class EngineConfig(BaseModel):
     max_actor_restarts: int = Field(
         default=3, ge=0, description="Times Ray restarts a dead shard actor; the shard then replays and resumes."
     )
+    max_failed_share: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="A run whose share of failed sessions (backend errors) is above this ends 'failed', with no "
+        "evaluation: a backend that never answers must not look like a finished run.",
+    )
+    actor_restart_wait_s: float = Field(
+        default=60.0, gt=0,
+        description="How long the driver waits for Ray to bring a dead shard actor back before the run gives up.",
+    )
     faults: FaultPlan | None = Field(default=None, description="Fault injection for recovery tests.")
     store_mode: Literal["driver", "parquet"] = Field(
         default="driver",
@@ -99,6 +108,10 @@ class EngineConfig(BaseModel):
         description="Ray actors answering the run's questions with the embedding reader (default: the cluster's CPUs; "
         "1 = in the driver). Small evaluations are answered in the driver either way.")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")
+    connect_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="How long to try reaching the Ray cluster at `address` before giving up with an error.",
+    )
     cache: Literal["off", "read", "readwrite"] = Field(
         default="readwrite", description="LLM response cache: replay earlier calls for free and bit-identically."
     )
@@ -194,12 +207,29 @@ class ConfigFileError(ValueError):
     """A config file that cannot be read or does not validate."""
 
 
+#: Bounds on a config file: a run config is a few hundred bytes of settings; anything far larger or
+#: deeper is a mistake or an attack (a 313-byte YAML alias bomb once became a 6.9-million-character
+#: stored config), and refusing it costs a user nothing.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 20_000
+
+
 def load_config_file(path: str | Path) -> dict:
-    """Read a JSON, TOML or YAML config file into a plain mapping (validated by the caller)."""
+    """Read a JSON, TOML or YAML config file into a plain mapping (validated by the caller).
+
+    Bounded (``MAX_CONFIG_BYTES``, ``MAX_CONFIG_DEPTH``, ``MAX_CONFIG_VALUES`` once YAML aliases
+    are expanded), UTF-8 only, and never self-referring: each refusal names the file and the fix."""
     p = Path(path)
     if not p.is_file():
         raise ConfigFileError(f"config file {p} does not exist")
-    text = p.read_text(encoding="utf-8")
+    raw = p.read_bytes()
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(f"config file {p} is {len(raw):,} bytes; a run config is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"config file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
         if p.suffix == ".json":
             data = json.loads(text)
@@ -211,6 +241,9 @@ def load_config_file(path: str | Path) -> dict:
             data = yaml.safe_load(text)
         else:
             raise ConfigFileError(f"config file {p} must end in .json, .toml, .yaml or .yml")
+    except RecursionError:
+        raise ConfigFileError(f"config file {p} is nested too deeply; a run config is at most "
+                              f"{MAX_CONFIG_DEPTH} levels deep") from None
     except (json.JSONDecodeError, yaml.YAMLError, ValueError) as exc:
         if isinstance(exc, ConfigFileError):
             raise
@@ -220,7 +253,31 @@ def load_config_file(path: str | Path) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise ConfigFileError(f"config file {p} must hold a mapping of settings, not {type(data).__name__}")
+    _check_shape(data, p)
     return data
+
+
+def _check_shape(data: Any, path: Path) -> None:
+    """Refuse a loaded config that refers to itself, or is deeper or larger than a config can be
+    (YAML aliases share one object in memory, so the count is of values as they would be stored)."""
+    count = 0
+
+    def walk(node: Any, depth: int, ancestors: tuple[int, ...]) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigFileError(f"config file {path} expands to more than {MAX_CONFIG_VALUES:,} values (YAML "
+                                  "aliases repeat what they point to); write the settings out plainly")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigFileError(f"config file {path} is nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if isinstance(node, dict | list):
+            if id(node) in ancestors:
+                raise ConfigFileError(f"config file {path} refers to itself (a YAML alias inside its own anchor)")
+            children = node.values() if isinstance(node, dict) else node
+            for child in children:
+                walk(child, depth + 1, (*ancestors, id(node)))
+
+    walk(data, 0, ())
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -37,15 +37,46 @@ class SimulationCounts(BaseModel):
     wall_seconds: float = 0.0
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start an embedded Ray (or join ``address``) unless this process is already connected."""
+class ClusterUnreachableError(ConnectionError):
+    """Nothing answers at the Ray address a run was given."""
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, connect_timeout_s: float = 30.0) -> None:
+    """Start an embedded Ray (or join ``address``) unless this process is already connected.
+
+    An address is probed first (a TCP connection to its host and port, retried for
+    ``connect_timeout_s``): Ray itself retries a dead address forever, printing "Failed to connect
+    to GCS" while the run holds its store."""
     if ray.is_initialized():
         return
     kwargs: dict = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
     if address:
+        _probe(address, connect_timeout_s)
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """Return once something listens at ``address`` (host:port, or ray://host:port); ``auto`` and
+    other forms without a port are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout_s)):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise ClusterUnreachableError(
+                    f"no Ray cluster answers at {address} (tried for {timeout_s:.0f} s: {exc.strerror or exc}); "
+                    "start one there with `ray start --head`, fix --address, or raise engine.connect_timeout_s"
+                ) from None
+            time.sleep(0.5)
 
 
 def plan_shards(users: int, cpus: int, num_actors: int | None) -> list[list[int]]:
@@ -67,7 +98,7 @@ def run_simulation(
     at any point continues exactly where each user stopped. An actor that dies is restarted by Ray
     (up to ``engine.max_actor_restarts``); it replays what it missed and the round is re-sent."""
     started = time.perf_counter()
-    ensure_ray(config.engine.address)
+    ensure_ray(config.engine.address, connect_timeout_s=config.engine.connect_timeout_s)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     shards = plan_shards(config.population.users, cpus, config.engine.num_actors)
     cpu_per_actor = min(1.0, cpus / len(shards))
@@ -90,6 +121,8 @@ def run_simulation(
         for i, shard in enumerate(shards)
     ]
     ids = [frozenset(persona_id_for(u) for u in shard) for shard in shards]
+    # restarts are counted as new actor instances seen, not as errors caught (see UserShard.incarnation)
+    seen = [{name} for name in ray.get([a.incarnation.remote() for a in actors])]
     counts = SimulationCounts(users=config.population.users, actors=len(actors), store_seconds=store_seconds)
     restarts = [0] * len(actors)
     batches = 0
@@ -110,11 +143,10 @@ def run_simulation(
             i, k = pending.pop(ready[0])
             try:
                 batch: SessionBatch = ray.get(ready[0])
-            except ray.exceptions.RayActorError:
-                restarts[i] += 1
-                if restarts[i] > config.engine.max_actor_restarts:
-                    raise
-                pending[submit(i, k)] = (i, k)  # Ray restarts the actor; it replays, then runs round k
+            except ray.exceptions.RayActorError as error:
+                seen[i].add(_await_actor(actors[i], seen[i], config, error))
+                restarts[i] = len(seen[i]) - 1
+                pending[submit(i, k)] = (i, k)  # the new instance replays what it missed, then runs round k
                 continue
             written = time.perf_counter()
             store.write_many(batch.tables())
@@ -157,6 +189,22 @@ def run_simulation(
     counts.actor_restarts = sum(restarts)
     counts.wall_seconds = time.perf_counter() - started
     return counts
+
+
+def _await_actor(actor: ray.actor.ActorHandle, seen: set[str], config: RunConfig, error: Exception) -> str:
+    """The name of the actor's live instance, once Ray has it back (the same name when the error
+    was only a moment of unavailability); ``error`` again when Ray has spent its restarts or the
+    actor is not back within ``engine.actor_restart_wait_s``."""
+    if len(seen) > config.engine.max_actor_restarts:  # every restart Ray allows has been used
+        raise error
+    deadline = time.monotonic() + config.engine.actor_restart_wait_s
+    while True:
+        try:
+            return ray.get(actor.incarnation.remote(), timeout=max(0.1, deadline - time.monotonic()))
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if time.monotonic() >= deadline:
+                raise error from None
+            time.sleep(0.2)
 
 
 def _stored_sessions(store: TrajectoryStore, run_id: str) -> tuple[dict[int, frozenset[str]], dict[int, set[str]]]:

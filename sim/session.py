@@ -37,6 +37,7 @@ from personasim.agents.memory import (
     message_content,
 )
 from personasim.agents.recommendations import accepts, mentioned_options, recommended_options
+from personasim.agents.secrets import configured_secrets, scrub_secrets
 from personasim.agents.tokens import count_tokens
 from personasim.agents.user import (
     MAX_USER_TURNS,
@@ -386,7 +387,9 @@ class SimulatedUser:
         the next session continues from the start of this one)."""
         run_id, persona, k = self.context.run_id, self.persona, session.index
         self.last_end = session.start
-        error = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        config = self.context.config
+        secrets = configured_secrets([config.user_backend, config.chatbot_backend])
+        error = scrub_secrets(f"{type(exc).__name__}: {exc}".strip(), secrets)[:2000]
         return SessionBatch(
             sessions=[SessionRow(
                 run_id=run_id, session_id=session_id(persona.id, k), persona_id=persona.id, session_index=k,

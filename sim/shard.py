@@ -12,6 +12,8 @@ Each user's session is run by its :class:`~personasim.sim.session.SimulatedUser`
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from typing import Any
 
 from pydantic import BaseModel
@@ -79,6 +81,15 @@ class UserShard:
         self.shard_index = shard_index
         self.rounds_done = 0
         self.users: list[SimulatedUser] = [self.context.user(index) for index in user_indices]
+        self._incarnation = f"{os.getpid()}-{uuid.uuid4().hex}"
+
+    def incarnation(self) -> str:
+        """Names this instance of the actor: a restart by Ray is a new instance with a new name.
+
+        The driver counts restarts as the names it has seen, not as the errors it caught: a round
+        sent while Ray is still bringing the actor back fails too, and counting that as a second
+        death spent the restart budget of a healthy run on a loaded machine."""
+        return self._incarnation
 
     async def run_round(
         self, session_index: int, stored: frozenset[str] = frozenset(),

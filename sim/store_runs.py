@@ -219,6 +219,25 @@ def resolve_run(store: TrajectoryStore, run_id: str | None) -> str:
     return run_id
 
 
+def resolve_finished_run(store: TrajectoryStore, run_id: str | None) -> str:
+    """``resolve_run``, refusing a run that did not finish: evaluating, auditing, reporting or
+    exporting half a run would describe it as a normal one. The message names the way on."""
+    found = resolve_run(store, run_id)
+    status = run_status(store, found)
+    if status in ("running", "interrupted"):
+        which = f" --run {found}" if len(run_ids(store)) > 1 else ""
+        raise StoreError(
+            f"run {found} in {store.path} is unfinished (status {status}: killed or interrupted); continue it with "
+            f"`personasim run --resume --db {store.path}{which}`, then try again"
+        )
+    if status == "failed":
+        raise StoreError(
+            f"run {found} in {store.path} failed (most of its sessions' backend calls failed; see sessions.error); "
+            "there is nothing to evaluate: fix the backend and run it again with --overwrite"
+        )
+    return found
+
+
 # -- lifecycle -----------------------------------------------------------------------------------
 
 class RunExistsError(StoreError):

@@ -19,10 +19,12 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAIServer:
     def __init__(self, fail_first: int = 0, fail_status: int = 503, reply=None, fail_if=None,
-                 latency_s: float = 0.0) -> None:
+                 latency_s: float = 0.0, echo_key: bool = False) -> None:
         """``reply(last_user_message) -> str`` overrides the default echo (e.g. a reader's letter);
         ``fail_if(request_body) -> bool`` fails matching requests every time (a request the server
-        cannot serve), with ``fail_status``."""
+        cannot serve), with ``fail_status``; ``echo_key``: a failure's message quotes the request's
+        Authorization header, as some servers' 401 bodies do."""
+        self.echo_key = echo_key
         self.fail_first = fail_first
         self.fail_if = fail_if
         self.latency_s = latency_s  # every call takes this long: an LLM-bound benchmark's server
@@ -59,7 +61,10 @@ class FakeOpenAIServer:
 
             def _answer(self, body: dict, n: int) -> None:
                 if n <= server.fail_first or (server.fail_if is not None and server.fail_if(body)):
-                    self._send(server.fail_status, {"error": {"message": "try again", "type": "server_error"}})
+                    message = "try again"
+                    if server.echo_key:
+                        message = f"Incorrect API key provided: {self.headers.get('Authorization', '')}"
+                    self._send(server.fail_status, {"error": {"message": message, "type": "server_error"}})
                     return
                 messages = body.get("messages", [])
                 last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")

@@ -13,8 +13,9 @@ from personasim.cli import app
 from personasim.sim.config import RunConfig
 from tests.openai_server import FakeOpenAIServer
 
+# Asked once, at the end: forks are about the shared history, and fewer questions keep the runs short.
 SOURCE = {"seed": 9, "population": {"users": 5}, "schedule": {"sessions": 4},
-          "memory": {"strategies": ["none", "agentic"], "chatbot": "agentic"}}
+          "memory": {"strategies": ["none", "agentic"], "chatbot": "agentic"}, "questions": {"checkpoints": [1.0]}}
 
 
 def _turns(db, before: datetime | None = None) -> list[tuple]:

@@ -73,8 +73,9 @@ def test_shared_sample_loads_seven_four_option_questions(tmp_path):
         assert q.preference_statement == row["preference"] and q.pref_type == row["pref_type"]
         assert q.tokens_since_reveal == int(row["distance_from_related_snippet_to_query_32k"])
         assert q.reveals == len(json.loads(row["related_conversation_snippet"]))
+    # row 0 asks to forget (and is flagged sensitive): forget first; row 2 is flagged sensitive_info=True
     assert [by_id[f"pmv2-persona0/pmv2/benchmark/{i}"].question_type for i in (0, 2)] == [
-        "forget_compliance", "implicit_inference"]
+        "forget_compliance", "sensitive_info"]
     assert persona == [("Amara Nwosu", 28, "Female", "STEM Education Program Designer")]
     assert first[0] == "system" and "Amara Nwosu" in first[1], "the system prompt is kept as a turn"
 
@@ -320,6 +321,19 @@ def test_generated_history_over_the_window_is_trimmed(tmp_path):
 
 # -- malformed input -----------------------------------------------------------------------------
 
+def _truncate(path: Path) -> None:
+    """Cut a JSON file inside a string, as an interrupted download leaves it."""
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[: text.index('"content"') + 15], encoding="utf-8")
+
+
+def _link_outside(folder: Path, rel: str) -> None:
+    """A symlink in the dataset that points at a file outside it."""
+    outside = folder.parent / "secret_persona3.json"
+    outside.write_text("[]", encoding="utf-8")
+    (folder / rel).symlink_to(outside)
+
+
 def _mini_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "mini"
     shutil.copytree(MINI, folder)
@@ -392,10 +406,16 @@ def _bad_raw_role(obj: dict) -> None:
      ["chat_history_250902_091500_persona3.json", "chat_history[5].content", "image_url"]),
     (lambda f: (f / MINI_HISTORY).write_text("{not json", encoding="utf-8"),
      ["chat_history_250902_091500_persona3.json", "not valid JSON"]),
+    (lambda f: _truncate(f / MINI_HISTORY),
+     ["chat_history_250902_091500_persona3.json", "not valid JSON: Unterminated string starting, line",
+      "is the file truncated?"]),
+    (lambda f: _link_outside(f, "data/chat_history_32k/extra_persona3.json"),
+     ["extra_persona3.json: links to", "outside the dataset folder", "copy the file into the folder"]),
     (lambda f: _edit_json(f, MINI_RAW, _bad_raw_role),
      ["interactions_250815_143643_persona3.json", "conversations.personal_email[0].conversations[0].role"]),
 ], ids=["bad-json-list", "bad-literal", "missing-column", "bad-boolean", "query-without-content", "bad-int",
         "persona-mismatch", "missing-link", "bad-role", "history-not-a-list", "bad-content-part", "broken-json",
+        "truncated-json", "link-outside",
         "raw-bad-role"])
 def test_malformed_input_names_file_row_and_field(tmp_path, mutate, needles):
     folder = _mini_copy(tmp_path)
@@ -450,3 +470,81 @@ def test_evaluation_runs_unchanged_on_a_loaded_run(tmp_path):
     for a in answers:
         assert 0 <= a.chosen_index < len(by_q[a.question_id].options)
         assert a.snapshot_id == f"pmv2-persona3/s0000/mem/{a.strategy}", "the snapshot at the end of the history"
+
+
+# -- splits and bad input (issue 18) -------------------------------------------------------------
+
+def _with_split(folder: Path, split: str, keep_rows: int) -> None:
+    """``benchmark/text/{split}.csv``: the mini benchmark's first ``keep_rows`` rows."""
+    with (folder / MINI_CSV).open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    with (folder / "benchmark" / "text" / f"{split}.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows[: keep_rows + 1])
+
+
+def test_each_split_is_loaded_alone_and_a_missing_split_names_the_ones_there(tmp_path):
+    folder = _mini_copy(tmp_path)
+    _with_split(folder, "train", keep_rows=1)
+    with _store(tmp_path) as store:
+        bench = load_personamem_v2(folder, store, strategies=[])
+        train = load_personamem_v2(folder, store, strategies=[], split="train")
+        assert bench != train
+        assert len(read_questions(store.con, bench)) == 3 and len(read_questions(store.con, train)) == 1
+    missing = pytest.raises(PersonaMemFormatError, match=r"no val\.csv.*benchmark, train")
+    with _store(tmp_path, "v.duckdb") as store, missing:
+        load_personamem_v2(folder, store, strategies=[], split="val")
+    assert personamem_v2_run_id(folder) == bench  # the default split keeps the run id it always had
+
+
+def test_a_multimodal_split_is_named_as_not_read(tmp_path, ray_session):
+    from typer.testing import CliRunner
+
+    from personasim.cli import app
+
+    folder = _mini_copy(tmp_path)
+    (folder / "benchmark" / "multimodal").mkdir()
+    result = CliRunner().invoke(app, ["audit", "--personamem-v2", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "benchmark/multimodal/ is not read" in result.output
+
+
+@pytest.mark.parametrize(("persona", "expected"), [
+    ({"name": "Amara Nwosu", "age": 28, "gender": "Female",
+      "occupation": {"job_title": "STEM Education Program Designer", "work_location": "Washington, D.C."}},
+     {"occupation": "STEM Education Program Designer", "city": "Washington", "country": "", "age": 28}),
+    ({"name": "Li Wei", "age": "41 years old", "occupation": {"current_position": "Head Nurse"},
+      "current_residence": "Austin, Texas, USA"},
+     {"occupation": "Head Nurse", "city": "Austin", "country": "USA", "age": 41}),
+    ({"name": {"first": "Jo", "last": "Park"}, "employment": {"job_title": "Line Cook"},
+      "location": {"city": "Lyon", "country": "France"}},
+     {"name": "Jo Park", "occupation": "Line Cook", "city": "Lyon", "country": "France", "age": -1}),
+    ({"basic_info": {"full_name": "Sam Roe", "age": 63, "sex": "male"}, "career": {"role": "Retired pilot"},
+      "home": {"town": "Cork", "nation": "Ireland"}},
+     {"name": "Sam Roe", "gender": "male", "occupation": "Retired pilot", "city": "Cork", "country": "Ireland"}),
+], ids=["occupation.job_title", "occupation.current_position", "employment.job_title", "generic"])
+def test_demographics_are_read_from_every_persona_layout(persona, expected):
+    from personasim.interop.personamem_v2.load import demographics_from
+
+    found = demographics_from(persona)
+    assert {k: found[k] for k in expected} == expected
+
+
+@needs_shared
+def test_every_loaded_question_names_a_stored_preference_and_the_sensitive_flag_sets_the_type(tmp_path):
+    from personasim.interop.personamem_v2.format import read_benchmark_csv
+    from personasim.interop.personamem_v2.load import question_type
+
+    with _store(tmp_path) as store:
+        run_id = load_personamem_v2(SHARED, store, strategies=[])
+        dangling = store.con.execute(
+            "SELECT count(*) FROM questions q WHERE q.run_id = ? AND NOT EXISTS (SELECT 1 FROM preferences p "
+            "WHERE p.run_id = q.run_id AND p.preference_id = q.preference_id)", [run_id]).fetchall()[0][0]
+        stale = store.con.execute(
+            "SELECT count(*) FROM questions q WHERE q.run_id = ? AND q.stale_preference_id IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM preferences p WHERE p.run_id = q.run_id AND p.preference_id = q.stale_preference_id)",
+            [run_id]).fetchall()[0][0]
+        assert store.con.execute("SELECT count(*) FROM preferences WHERE run_id = ?", [run_id]).fetchall()[0][0] > 0
+    assert dangling == 0 and stale == 0
+    rows = read_benchmark_csv(SHARED / "benchmark.csv").rows
+    flagged = [r for r in rows if r.sensitive_info and not r.updated and r.pref_type != "ask_to_forget"]
+    assert all(question_type(r) == "sensitive_info" for r in flagged)

@@ -8,16 +8,18 @@ exporter (``export``) they wrap. Each loads a folder into a store once
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from personasim.analysis.audit import AuditReport, audit
 from personasim.analysis.evaluate import EvalSummary, ReaderSpec, evaluate
 from personasim.interop.personamem_v2.export import export_personamem_v2
 from personasim.interop.personamem_v2.load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
-from personasim.sim.store import StoreError, TrajectoryStore, open_store
+from personasim.sim.store import StoreError, TrajectoryStore, open_store, remove_store
 from personasim.sim.store_read import snapshot_strategies
-from personasim.sim.store_runs import read_run, resolve_run
+from personasim.sim.store_runs import read_run, resolve_finished_run
 
 
 def _check_folder(folder: str | Path) -> Path:
@@ -27,12 +29,37 @@ def _check_folder(folder: str | Path) -> Path:
     return folder
 
 
-def _load_once(store: TrajectoryStore, folder: Path, window: str) -> str:
+def _load_once(store: TrajectoryStore, folder: Path, window: str, split: str = "benchmark") -> str:
     """The folder's run in ``store``, loaded (without memory snapshots) unless it is there already."""
-    run_id = personamem_v2_run_id(folder, window)
+    run_id = personamem_v2_run_id(folder, window, split)
     if not store.has_run(run_id):  # loaded once; later calls add strategies, readers or audits
-        load_personamem_v2(folder, store, window=window, strategies=[])
+        load_personamem_v2(folder, store, window=window, strategies=[], split=split)
     return run_id
+
+
+@contextlib.contextmanager
+def _loading_store(db: str | Path) -> Iterator[TrajectoryStore]:
+    """The store to load into; a store this call created is removed again if the load fails, so
+    bad files leave no empty store behind (an existing store keeps what it held: the load is one
+    transaction)."""
+    path = Path(db)
+    created = not path.exists()
+    try:
+        with open_store(path, create=True) as store:
+            yield store
+    except BaseException:
+        if created:
+            remove_store(path)
+        raise
+
+
+def unread_parts(folder: str | Path) -> list[str]:
+    """What of the release the loader does not read, one line each (printed by the commands)."""
+    folder = Path(folder)
+    if (folder / "benchmark" / "multimodal").is_dir():
+        return ["benchmark/multimodal/ is not read: personasim loads the text splits only (its image parts "
+                "have no text reader yet)"]
+    return []
 
 
 def evaluate_personamem_v2(
@@ -44,13 +71,14 @@ def evaluate_personamem_v2(
     window: str = "32k",
     n_boot: int = 1000,
     show_progress: bool = False,
+    split: str = "benchmark",
 ) -> EvalSummary:
     """Load PersonaMem-v2 files into ``db`` (once), build each strategy's memory from the chat
     histories, and evaluate exactly as for a generated run."""
     folder = _check_folder(folder)
     strategies = strategies or ["none", "full_history", "agentic"]
-    with open_store(db, create=True) as store:
-        run_id = _load_once(store, folder, window)
+    with _loading_store(db) as store:
+        run_id = _load_once(store, folder, window, split)
         have = snapshot_strategies(store.con, run_id)
         missing = [s for s in strategies if s not in have]
         if missing:
@@ -58,19 +86,20 @@ def evaluate_personamem_v2(
     return evaluate(db, run_id, strategies, reader, types, n_boot=n_boot, show_progress=show_progress)
 
 
-def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window: str = "32k") -> AuditReport:
+def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window: str = "32k",
+                        split: str = "benchmark") -> AuditReport:
     """Load a PersonaMem-v2 folder into ``db`` (once, as ``evaluate_personamem_v2`` does) and audit
     that run. Without ``db`` the files go into a temporary store that is removed afterwards."""
     folder = _check_folder(folder)
     if db is None:
         with tempfile.TemporaryDirectory(prefix="personasim-audit-") as tmp:
-            return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window)
-    with open_store(db, create=True) as store:  # the audit needs no memory: no snapshots are built
-        return audit(store.con, _load_once(store, folder, window))
+            return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window, split)
+    with _loading_store(db) as store:  # the audit needs no memory: no snapshots are built
+        return audit(store.con, _load_once(store, folder, window, split))
 
 
 def export_benchmark(db: str | Path, out: str | Path, run_id: str | None = None, window: str = "32k") -> list[Path]:
     """Write a stored run's benchmark as PersonaMem-v2's files (benchmark CSV, chat histories) under
     ``out``; returns the files written. The store is opened read-only."""
     with open_store(db) as store:
-        return export_personamem_v2(store.con, resolve_run(store, run_id), Path(out), window)
+        return export_personamem_v2(store.con, resolve_finished_run(store, run_id), Path(out), window)

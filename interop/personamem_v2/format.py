@@ -154,7 +154,12 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise PersonaMemFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        what = exc.msg.removesuffix(" at")  # "Unterminated string starting at" names its place below
+        at_end = exc.pos >= len(exc.doc.rstrip()) - 1 or exc.msg.startswith("Unterminated")
+        truncated = " (is the file truncated?)" if at_end else ""
+        raise PersonaMemFormatError(
+            f"{path}: not valid JSON: {what}, line {exc.lineno} column {exc.colno}{truncated}"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise PersonaMemFormatError(f"{path}: not UTF-8 text ({exc.reason})") from exc
 

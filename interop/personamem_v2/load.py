@@ -103,7 +103,7 @@ def question_type(row: BenchmarkRow) -> str:
         return "updated_preference"
     if row.pref_type == "ask_to_forget":
         return "forget_compliance"
-    if row.pref_type == "sensitive_info":
+    if row.pref_type == "sensitive_info" or row.sensitive_info:  # the flag alone marks one too
         return "sensitive_info"
     if row.who == "others":
         return "others_preference"
@@ -122,16 +122,40 @@ class SourceSet(BaseModel):
 
 
 def _relative(folder: Path, path: Path) -> str:
-    return path.resolve().relative_to(folder.resolve()).as_posix()
+    """``path`` relative to ``folder``, refusing what resolves outside it (a symlink out of the
+    dataset would let a crafted folder read any file)."""
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        raise PersonaMemFormatError(
+            f"{path}: links to {path.resolve()}, outside the dataset folder {folder}; copy the file into the "
+            "folder instead of linking to it"
+        ) from None
 
 
-def read_sources(folder: Path, window: str = "32k") -> SourceSet:
-    """Find and parse every PersonaMem-v2 file of ``folder``; links must resolve inside it."""
+#: The release's text splits: ``benchmark/text/{benchmark,train,val}.csv`` (or the same names at the top).
+SPLITS = ("benchmark", "train", "val")
+
+
+def read_sources(folder: Path, window: str = "32k", split: str = "benchmark") -> SourceSet:
+    """Find and parse the PersonaMem-v2 files of ``folder`` for one split; links must resolve inside it.
+
+    Only ``split``'s CSV is read (``benchmark``, ``train`` or ``val``): merging them would score a
+    model on its own training questions. Chat histories and raw persona files are shared."""
     check_window(window)
+    if split not in SPLITS:
+        raise PersonaMemFormatError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     folder = Path(folder)
     if not folder.is_dir():
         raise PersonaMemFormatError(f"{folder}: not a folder; give the PersonaMem-v2 dataset root")
-    csv_paths = sorted(folder.glob("*.csv")) + sorted((folder / "benchmark" / "text").glob("*.csv"))
+    all_csvs = sorted(folder.glob("*.csv")) + sorted((folder / "benchmark" / "text").glob("*.csv"))
+    csv_paths = [p for p in all_csvs if p.stem == split]
+    if all_csvs and not csv_paths:
+        found = ", ".join(sorted({p.stem for p in all_csvs}))
+        raise PersonaMemFormatError(
+            f"{folder}: no {split}.csv (at the top level or under benchmark/text/); the CSVs there are: {found}; "
+            "choose one with --split"
+        )
     history_paths = sorted((folder / "data" / f"chat_history_{window}").glob("*.json"))
     raw_paths = sorted((folder / "data" / "raw_data").glob("*_persona*.json"))
     if not (csv_paths or history_paths or raw_paths):
@@ -140,6 +164,11 @@ def read_sources(folder: Path, window: str = "32k") -> SourceSet:
             f"chat histories under data/chat_history_{window}/, raw persona files under data/raw_data/"
         )
     csvs = {_relative(folder, p): read_benchmark_csv(p) for p in csv_paths}
+    for bench in csvs.values():
+        if not bench.rows:
+            raise PersonaMemFormatError(
+                f"{bench.path}: a header and no question rows, so there is nothing to evaluate; is the file truncated?"
+            )
     stems = [Path(rel).stem for rel in csvs]
     if len(set(stems)) != len(stems):
         raise PersonaMemFormatError(f"{folder}: two benchmark CSVs share a file name ({', '.join(sorted(csvs))})")
@@ -252,13 +281,76 @@ def persona_from_system_prompt(text: str) -> dict[str, Any]:
         return {}
     if not isinstance(obj, dict):
         return {}
-    location = obj.get("location") if isinstance(obj.get("location"), dict) else {}
-    age = obj.get("age")
+    return demographics_from(obj)
+
+
+#: Where the release's persona layouts put a job and a home (three layouts seen so far: a job under
+#: ``occupation.job_title``, ``occupation.current_position`` or ``employment.job_title``; a home under
+#: ``location``, ``current_residence`` or only as the job's ``work_location``). Any dict-shaped
+#: layout is searched the same way, one section level deep.
+_JOB_SECTIONS = ("occupation", "employment", "job", "work", "career", "profession", "professional_life")
+_JOB_KEYS = ("job_title", "title", "current_position", "position", "role", "current_role", "occupation",
+             "profession")
+_HOME_SECTIONS = ("location", "current_residence", "residence", "current_location", "home", "address", "lives_in")
+_CITY_KEYS = ("city", "town", "municipality", "locality")
+_COUNTRY_KEYS = ("country", "nation")
+
+
+def demographics_from(obj: dict[str, Any]) -> dict[str, Any]:
+    """Name, age, gender, occupation, city and country from any dict-shaped persona: the fields
+    the ``persona_prior`` blind reader reads. Missing ones are empty (age -1)."""
+    nested = ("demographics", "basic_info", "profile")
+    sections = [obj, *(v for k, v in obj.items() if k in nested and isinstance(v, dict))]
+
+    def first(keys: tuple[str, ...], where: list[dict[str, Any]]) -> Any:
+        for section in where:
+            for key in keys:
+                if section.get(key) not in (None, "", [], {}):
+                    return section[key]
+        return None
+
+    job = ""
+    for section in sections:
+        for key in (*_JOB_SECTIONS, *_JOB_KEYS):
+            value = section.get(key)
+            if isinstance(value, str) and value.strip():
+                job = value.strip()
+            elif isinstance(value, dict):
+                found = first(_JOB_KEYS, [value])
+                job = found.strip() if isinstance(found, str) else ""
+            if job:
+                break
+        if job:
+            break
+    city = country = ""
+    home = first(_HOME_SECTIONS, sections)
+    if home is None:  # only where they work is said
+        work = first(_JOB_SECTIONS, sections)
+        home = work.get("work_location") if isinstance(work, dict) else None
+    if isinstance(home, dict):
+        city, country = _text(first(_CITY_KEYS, [home])), _text(first(_COUNTRY_KEYS, [home]))
+    elif isinstance(home, str) and home.strip():
+        parts = [part.strip() for part in home.split(",") if part.strip()]
+        city = parts[0] if parts else ""
+        country = parts[-1] if len(parts) > 2 else ""  # "Austin, TX, USA": the last part; "Washington, D.C.": none
+    if not country:
+        country = _text(first(_COUNTRY_KEYS, sections))
     return {
-        "name": _text(obj.get("name")), "age": age if isinstance(age, int) and not isinstance(age, bool) else -1,
-        "gender": _text(obj.get("gender")), "occupation": _text(obj.get("occupation")),
-        "city": _text(location.get("city")), "country": _text(location.get("country")),
+        "name": _text(first(("name", "full_name"), sections)), "age": _age(first(("age",), sections)),
+        "gender": _text(first(("gender", "sex"), sections)), "occupation": job, "city": city, "country": country,
     }
+
+
+def _age(value: Any) -> int:
+    """An age as the release writes it (34, "34", "34 years old"); -1 when there is none."""
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        digits = re.match(r"\s*(\d{1,3})\b", value)
+        return int(digits.group(1)) if digits else -1
+    return -1
 
 
 def _raw_rows(p: _Persona, raw: RawPersonaFile, rel: str) -> tuple[list[Any], list[Any]]:
@@ -339,6 +431,29 @@ def _question(run_id: str, p: _Persona, stem: str, i: int, row: BenchmarkRow, as
     )
 
 
+def _stated_preferences(p: _Persona, row: BenchmarkRow, known: set[str]) -> list[PreferenceRow]:
+    """The preferences a CSV row states (``preference``, and ``prev_pref`` when it was updated) that
+    no raw persona file already gave, so every question's ``preference_id`` resolves.
+
+    The CSV gives no times: a stated preference holds from the start of the user's timeline; a
+    replaced one (``prev_pref``) held until then and is closed at that instant, so it is never
+    current. ``who = others`` rows are owned by "others" (the release does not name the person)."""
+    sensitive = bool(row.sensitive_info) or row.pref_type == "sensitive_info"
+    out = []
+    for statement, stale in ((row.preference, False), (row.prev_pref, True)):
+        if not statement or p.preference_id(statement) in known:
+            continue
+        out.append(PreferenceRow(
+            run_id=p.run_id, preference_id=p.preference_id(statement), persona_id=p.id, domain=SOURCE,
+            topic=slug(row.topic_preference or statement), option=slug(statement), statement=statement,
+            polarity="likes", strength=1.0, sensitive=sensitive, valid_from=BASE_TIME,
+            valid_to=BASE_TIME if stale else None, sensitivity="sensitive_info" if sensitive else None,
+            stereotype=row.pref_type if row.pref_type in ("stereotypical", "anti_stereotypical") else "neutral",
+            owner="others" if row.who == "others" else "self",
+        ))
+    return out
+
+
 class LoadedRows(BaseModel):
     """Every row of one loaded run, by table, before anything is written."""
 
@@ -388,6 +503,12 @@ def build_rows(sources: SourceSet, strategies: list[str]) -> LoadedRows:
         tables["source_files"].append(SourceFileRow(
             run_id=run_id, path=rel, kind="benchmark_csv", persona_id=None,
             metadata_json=json.dumps({"columns": bench.columns, "stem": stem, "rows": len(bench.rows)})))
+    known = {r.preference_id for r in tables["preferences"]}
+    for bench in sources.csvs.values():
+        for row in bench.rows:
+            for pref in _stated_preferences(personas[row.persona_id], row, known):
+                tables["preferences"].append(pref)
+                known.add(pref.preference_id)
     tables["personas"] = [p.row() for p in personas.values()]
     tables["sessions"] = [s for p in personas.values() for s in p.sessions]
     tables["turns"] = [t for p in personas.values() for t in p.turns]
@@ -453,13 +574,14 @@ def build_memory_snapshots(store: TrajectoryStore, run_id: str, strategies: list
 
 # -- entry points --------------------------------------------------------------------------------
 
-def personamem_v2_run_id(folder: Path, window: str = "32k") -> str:
+def personamem_v2_run_id(folder: Path, window: str = "32k", split: str = "benchmark") -> str:
     """The run id ``load_personamem_v2`` gives this folder, without writing anything (to skip a reload)."""
-    return f"pmv2-{read_sources(Path(folder), window).digest}"
+    return f"pmv2-{read_sources(Path(folder), window, split).digest}"
 
 
 def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k", strategies: list[str] | None = None,
-                       settings: MemorySettings | None = None, overwrite: bool = False) -> str:
+                       settings: MemorySettings | None = None, overwrite: bool = False,
+                       split: str = "benchmark") -> str:
     """Load a PersonaMem-v2 folder (benchmark CSVs, chat histories, raw persona files) as one run.
 
     Returns the run id (``pmv2-`` + a hash of the files and the window). Everything, memory
@@ -467,7 +589,7 @@ def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k"
     :class:`PersonaMemFormatError` before anything is written. ``settings`` defaults to the
     window's context size for ``full_history``."""
     strategies = check_memory_names(list(DEFAULT_STRATEGIES if strategies is None else strategies))
-    sources = read_sources(Path(folder), window)
+    sources = read_sources(Path(folder), window, split)
     run_id = f"pmv2-{sources.digest}"
     if store.has_run(run_id) and not overwrite:
         raise RunExistsError(

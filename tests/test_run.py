@@ -209,7 +209,7 @@ def test_address_joins_an_existing_cluster(ray_session, tmp_path):
     import sys
 
     address = ray_session.get_runtime_context().gcs_address
-    args = ["--users", "4", "--sessions", "2", "--seed", "11", "--quiet"]
+    args = ["--users", "2", "--sessions", "2", "--seed", "11", "--quiet"]
     out = subprocess.run(
         [sys.executable, "-m", "personasim.cli", "run", *args, "--address", address,
          "--db", str(tmp_path / "cluster.duckdb")],
@@ -217,7 +217,7 @@ def test_address_joins_an_existing_cluster(ray_session, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "accuracy per memory strategy" in out.stdout
-    run(build_config(users=4, sessions=2, seed=11), tmp_path / "embedded.duckdb")
+    run(build_config(users=2, sessions=2, seed=11), tmp_path / "embedded.duckdb")
     cluster, embedded = _dump(tmp_path / "cluster.duckdb"), _dump(tmp_path / "embedded.duckdb")
     assert cluster["turns"] == embedded["turns"] and cluster["answers"] == embedded["answers"]
 
@@ -239,7 +239,7 @@ def _leaks(db) -> tuple[int, int]:
 def test_sensitive_values_mentioned_in_passing_are_redacted_unless_switched_off(ray_session, tmp_path):
     from personasim.sim.config import RunConfig
 
-    base = {"seed": 2, "population": {"users": 4}, "schedule": {"sessions": 3},
+    base = {"seed": 2, "population": {"users": 3}, "schedule": {"sessions": 2},
             "dialogue": {"sensitive_mention_probability": 1.0},
             "memory": {"strategies": ["full_history", "fact_list", "agentic"]}, "questions": {"checkpoints": [1.0]}}
     run(RunConfig.model_validate(base), tmp_path / "redacted.duckdb")

@@ -247,6 +247,8 @@ class EvalSummary(BaseModel):
     chance: float
     wall_seconds: float
     tables: dict[str, list[dict[str, Any]]]
+    notes: list[str] = Field(default_factory=list, description="Lines printed beside the tables (who wrote "
+                             "a loaded run's memories, what of a dataset folder was not read).")
     audit: dict[str, Any] | None = Field(
         default=None,
         description="The artifact audit of the scored questions (an AuditReport as a dict): the correct option's "

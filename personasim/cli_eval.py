@@ -53,6 +53,12 @@ def eval_command(
     split: Annotated[
         str, typer.Option(help="PersonaMem-v2 split to read: benchmark, train or val (never merged).")
     ] = "benchmark",
+    memory_backend: Annotated[
+        Path | None,
+        typer.Option(help="PersonaMem-v2: a JSON, TOML or YAML file naming the model that writes the agentic "
+                     "memory (a backend section: kind, model, base_url ...; a run config's chatbot_backend works "
+                     "too). Default: the scripted note-taker, a rule-based baseline."),
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
@@ -87,14 +93,13 @@ def eval_command(
         fail(f"invalid reader options: {describe_validation_error(exc)}")
     try:
         if personamem_v2 is not None:
-            from personasim.interop.personamem_v2.api import evaluate_personamem_v2, unread_parts
+            from personasim.interop.personamem_v2.api import evaluate_personamem_v2, read_backend_file
 
             summary = evaluate_personamem_v2(
                 personamem_v2, db, _split(strategies), spec, _split(types), window=window, n_boot=bootstrap,
                 show_progress=not quiet, split=split,
+                memory_backend=read_backend_file(memory_backend) if memory_backend else None,
             )
-            for line in unread_parts(personamem_v2):
-                console().print(f"note: {line}", highlight=False)
         else:
             summary = evaluate(
                 db, run_id, _split(strategies), spec, _split(types), regenerate=regenerate, n_boot=bootstrap,
@@ -103,6 +108,8 @@ def eval_command(
     except (StoreError, ValueError, ConnectionError) as exc:  # ConnectionError: an unreachable reader server
         fail(str(exc))
     print_eval_summary(summary)
+    for line in summary.notes:
+        console().print(f"note: {line}", highlight=False)
     print_distance_distribution(Path(summary.db), summary.run_id, summary.types)
     if json_out is not None:
         json_out.write_text(summary.model_dump_json(indent=2))

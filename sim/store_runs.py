@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from personasim.agents.backends import BackendConfig
 from personasim.agents.memory.base import MemorySettings
 from personasim.sim.config import RunConfig
 from personasim.sim.rows import TABLES, RunRow
@@ -82,6 +83,18 @@ class LoadedPersonaMemConfig(BaseModel):
     window: str
     files: list[str]
     strategies: list[str]
+    memory_backend: BackendConfig | None = Field(
+        default=None,
+        description="The model that wrote the model-written memories (agentic); None: the scripted note-taker, a "
+        "rule-based baseline.",
+    )
+
+    def memory_writer(self) -> str:
+        """Who wrote the memories that a model writes, in words (printed beside the accuracies)."""
+        b = self.memory_backend
+        if b is None or b.kind == "scripted":
+            return "the scripted note-taker (a rule-based baseline; --memory-backend FILE writes them with a model)"
+        return f"{b.kind} model {b.model}" + (f" at {b.base_url}" if b.base_url else "")
 
 
 class SimulatedRun(BaseModel):
@@ -268,7 +281,7 @@ def start_run(
         users = config.population.users if users is None else users
         sessions_per_user = config.schedule.sessions if sessions_per_user is None else sessions_per_user
     else:
-        config_json = json.dumps(config.model_dump())
+        config_json = json.dumps(config.model_dump(exclude_none=True))  # no memory_backend: as before it existed
         seed = 0
     row = RunRow(
         run_id=run_id, seed=seed, config_json=config_json, personasim_version=personasim_version(),
@@ -277,6 +290,16 @@ def start_run(
     )
     delete = {name: {"run_id": run_id} for name in TABLES} if existing is not None else {}
     store.replace_rows(delete, [("runs", [row]), *rows])
+
+
+def set_loaded_memory_backend(store: TrajectoryStore, run_id: str, backend: BackendConfig | None) -> None:
+    """Record which model wrote a loaded run's memories (``LoadedPersonaMemConfig.memory_backend``)."""
+    spec = read_run(store, run_id).spec
+    if not isinstance(spec, LoadedRun):
+        raise StoreError(f"run {run_id} is not a loaded PersonaMem-v2 run")
+    config = spec.config.model_copy(update={"memory_backend": backend})
+    store.update_rows("runs", {"config_json": json.dumps(config.model_dump(mode="json", exclude_none=True))},
+                      {"run_id": run_id})
 
 
 def set_run_status(store: TrajectoryStore, run_id: str, status: RunStatus) -> None:

@@ -548,3 +548,35 @@ def test_every_loaded_question_names_a_stored_preference_and_the_sensitive_flag_
     rows = read_benchmark_csv(SHARED / "benchmark.csv").rows
     flagged = [r for r in rows if r.sensitive_info and not r.updated and r.pref_type != "ask_to_forget"]
     assert all(question_type(r) == "sensitive_info" for r in flagged)
+
+
+def test_agentic_memory_can_be_written_by_a_model_server_and_the_output_names_the_writer(tmp_path, ray_session):
+    """`eval --personamem-v2 DIR --memory-backend FILE`: the agentic memory is what the served model
+    wrote; without it the scripted note-taker writes it, and the output says it is a baseline."""
+    from typer.testing import CliRunner
+
+    from personasim.cli import app
+    from personasim.interop.personamem_v2.api import evaluate_personamem_v2
+    from tests.openai_server import FakeOpenAIServer
+
+    folder = _mini_copy(tmp_path)
+    db = tmp_path / "pm.duckdb"
+    scripted = evaluate_personamem_v2(folder, db, strategies=["none", "agentic"], n_boot=20)
+    assert any("scripted note-taker (a rule-based baseline" in note for note in scripted.notes)
+    note = "[2025-01-01] Counts sea urchins in kelp beds on weekend dives."
+    with FakeOpenAIServer(reply=lambda prompt: note) as server:
+        (tmp_path / "writer.toml").write_text(
+            f'kind = "openai"\nmodel = "note-writer"\nbase_url = "{server.base_url}"\nmax_retries = 0\n')
+        result = CliRunner().invoke(app, ["eval", "--personamem-v2", str(folder), "--db", str(db), "--strategies",
+                                          "none,agentic", "--memory-backend", str(tmp_path / "writer.toml"),
+                                          "--bootstrap", "20", "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert server.calls > 0 and any("MEMORY" in str(m) or "memory" in str(m) for r in server.requests
+                                        for m in r["messages"])
+    assert "memories written by openai model note-writer at http://127.0.0.1" in " ".join(result.output.split())
+    with _store(tmp_path, "pm.duckdb") as store:
+        items = {tuple(i) for (i,) in store.con.execute(
+            "SELECT items FROM memory_snapshots WHERE strategy = 'agentic'").fetchall()}
+    assert items == {(note,)}, "every agentic snapshot is the served model's rewrite"
+    again = evaluate_personamem_v2(folder, db, strategies=["none", "agentic"], n_boot=20)  # no backend: kept
+    assert any("openai model note-writer" in n for n in again.notes)

@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from personasim.agents.backends import BackendConfig
 from personasim.analysis.audit import AuditReport, audit
 from personasim.analysis.evaluate import EvalSummary, ReaderSpec, evaluate
 from personasim.interop.personamem_v2.export import export_personamem_v2
 from personasim.interop.personamem_v2.load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
 from personasim.sim.store import StoreError, TrajectoryStore, open_store, remove_store
 from personasim.sim.store_read import snapshot_strategies
-from personasim.sim.store_runs import read_run, resolve_finished_run
+from personasim.sim.store_runs import LoadedPersonaMemConfig, read_run, resolve_finished_run
 
 
 def _check_folder(folder: str | Path) -> Path:
@@ -53,6 +54,21 @@ def _loading_store(db: str | Path) -> Iterator[TrajectoryStore]:
         raise
 
 
+def read_backend_file(path: str | Path) -> BackendConfig:
+    """A backend from a config file: either the backend's own settings (kind, model, base_url ...)
+    or a run config, whose ``chatbot_backend`` section is taken. Errors name the file."""
+    from pydantic import ValidationError
+
+    from personasim.sim.config import describe_validation_error, load_config_file
+
+    data = load_config_file(path)
+    section = data.get("chatbot_backend", data) if isinstance(data.get("chatbot_backend"), dict) else data
+    try:
+        return BackendConfig.model_validate(section)
+    except ValidationError as exc:
+        raise ValueError(f"--memory-backend {path}: {describe_validation_error(exc)}") from None
+
+
 def unread_parts(folder: str | Path) -> list[str]:
     """What of the release the loader does not read, one line each (printed by the commands)."""
     folder = Path(folder)
@@ -72,18 +88,32 @@ def evaluate_personamem_v2(
     n_boot: int = 1000,
     show_progress: bool = False,
     split: str = "benchmark",
+    memory_backend: BackendConfig | None = None,
 ) -> EvalSummary:
     """Load PersonaMem-v2 files into ``db`` (once), build each strategy's memory from the chat
-    histories, and evaluate exactly as for a generated run."""
+    histories, and evaluate exactly as for a generated run.
+
+    ``memory_backend``: the model that writes the model-written memories (agentic), as the seed's
+    agentic memory is written by an LLM; given, every requested strategy is rebuilt with it.
+    Without it, memories are built only where missing, by whoever wrote the run's memories before
+    (the scripted note-taker, a rule-based baseline, unless a backend was given earlier). The
+    summary's ``notes`` say which, and what of the folder was not read."""
     folder = _check_folder(folder)
     strategies = strategies or ["none", "full_history", "agentic"]
     with _loading_store(db) as store:
         run_id = _load_once(store, folder, window, split)
+        stored = read_run(store, run_id)
+        loaded = stored.spec.config
+        assert isinstance(loaded, LoadedPersonaMemConfig)  # a pmv2- run id is always a loaded run
         have = snapshot_strategies(store.con, run_id)
-        missing = [s for s in strategies if s not in have]
-        if missing:
-            build_memory_snapshots(store, run_id, missing, read_run(store, run_id).memory_settings)
-    return evaluate(db, run_id, strategies, reader, types, n_boot=n_boot, show_progress=show_progress)
+        if memory_backend is not None and memory_backend != loaded.memory_backend:
+            build_memory_snapshots(store, run_id, strategies, stored.memory_settings, memory_backend)
+        elif missing := [s for s in strategies if s not in have]:
+            build_memory_snapshots(store, run_id, missing, stored.memory_settings, loaded.memory_backend)
+        writer = read_run(store, run_id).spec.config.memory_writer()  # type: ignore[union-attr]
+    summary = evaluate(db, run_id, strategies, reader, types, n_boot=n_boot, show_progress=show_progress)
+    summary.notes = [f"memories written by {writer}", *unread_parts(folder)]
+    return summary
 
 
 def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window: str = "32k",

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from personasim.agents.backends import BackendConfig, create_client
 from personasim.agents.memory import MemorySettings, check_memory_names
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.questions import QUESTION_TYPES
@@ -48,6 +49,7 @@ from personasim.interop.personamem_v2.format import (
     read_chat_history,
     read_raw_persona,
 )
+from personasim.personas.catalog import load_topic_catalog
 from personasim.personas.seeding import rng_for
 from personasim.sim.ids import session_id, turn_id
 from personasim.sim.rows import (
@@ -64,7 +66,13 @@ from personasim.sim.rows import (
 from personasim.sim.session import replay_into_memories
 from personasim.sim.store import StoreError, TrajectoryStore
 from personasim.sim.store_read import read_rows
-from personasim.sim.store_runs import PERSONAMEM_WINDOW_TOKENS, LoadedPersonaMemConfig, RunExistsError, start_run
+from personasim.sim.store_runs import (
+    PERSONAMEM_WINDOW_TOKENS,
+    LoadedPersonaMemConfig,
+    RunExistsError,
+    set_loaded_memory_backend,
+    start_run,
+)
 
 __all__ = ["build_memory_snapshots", "load_personamem_v2", "personamem_v2_run_id", "read_sources"]
 
@@ -532,7 +540,7 @@ def _secret_values(value: str) -> list[str]:
 
 
 def _memory_rows(run_id: str, tables: dict[str, list[Any]], strategies: list[str],
-                 settings: MemorySettings) -> list[MemorySnapshotRow]:
+                 settings: MemorySettings, client: Any = None) -> list[MemorySnapshotRow]:
     """Each persona's sessions, in order, into fresh memories; one snapshot per session end (the
     session runner's feeding, so loaded and simulated histories reach memories the same way).
 
@@ -544,7 +552,7 @@ def _memory_rows(run_id: str, tables: dict[str, list[Any]], strategies: list[str
     for f in tables.get("sensitive_facts", []):
         secrets.setdefault(f.persona_id, []).extend(_secret_values(f.value))
     return _run_sync(replay_into_memories(run_id, tables["sessions"], tables["turns"], secrets, strategies,
-                                          settings))
+                                          settings, chatbot_client=client))
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -558,17 +566,23 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def build_memory_snapshots(store: TrajectoryStore, run_id: str, strategies: list[str] | None = None,
-                           settings: MemorySettings | None = None) -> list[MemorySnapshotRow]:
+                           settings: MemorySettings | None = None,
+                           memory_backend: BackendConfig | None = None) -> list[MemorySnapshotRow]:
     """(Re)build the ``memory_snapshots`` of ``strategies`` for a run already in the store.
 
+    ``memory_backend``: the model that writes the memories a model writes (agentic), e.g. an
+    OpenAI-compatible server, as PersonaMem-v2's agentic memory is; without it the scripted
+    note-taker writes them, a rule-based baseline. The run records which (``memory_writer``).
     Existing snapshots of those strategies are replaced in the same transaction, so calling it
     again (other settings, a new strategy) never leaves duplicates or a half-written table."""
     strategies = check_memory_names(list(DEFAULT_STRATEGIES if strategies is None else strategies))
     if not store.has_run(run_id):
         raise StoreError(f"{store.path} holds no run {run_id}; load it first")
     tables = {table: read_rows(store.con, table, run_id) for table in ("sessions", "turns", "sensitive_facts")}
-    rows = _memory_rows(run_id, tables, strategies, settings or MemorySettings())
+    client = create_client(memory_backend, load_topic_catalog()) if memory_backend is not None else None
+    rows = _memory_rows(run_id, tables, strategies, settings or MemorySettings(), client)
     store.replace_rows({"memory_snapshots": {"run_id": run_id, "strategy": strategies}}, [("memory_snapshots", rows)])
+    set_loaded_memory_backend(store, run_id, memory_backend)
     return rows
 
 

@@ -180,18 +180,27 @@ LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "": ("embedder",),  # top-level settings
     "dialogue": ("forget_share",),
     "drift": ("revealed_update_share",),
+    "memory.settings": ("full_history_deletes_on_request",),
 }
 
 
 def later_fields_at_default(config: RunConfig) -> dict[str, Any]:
     exclude: dict[str, Any] = {}
     for section, names in LATER_FIELDS.items():
-        part = getattr(config, section) if section else config
+        path = section.split(".") if section else []
+        part: Any = config
+        for attr in path:
+            part = getattr(part, attr)
         at_default = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
-        if section and at_default:
-            exclude[section] = at_default
-        else:
+        if not at_default:
+            continue
+        if not path:
             exclude.update({n: True for n in at_default})
+            continue
+        node = exclude
+        for attr in path[:-1]:
+            node = node.setdefault(attr, {})
+        node[path[-1]] = at_default
     if config.fork is not None:
         source = later_fields_at_default(config.fork.source)
         if source:

@@ -244,8 +244,11 @@ def test_later_settings_at_their_default_keep_the_run_id():
     config = build_config(users=3, sessions=2)
     dumped = config.model_dump(mode="json", exclude={"engine"})
     for section, names in LATER_FIELDS.items():
+        node = dumped
+        for part in section.split(".") if section else []:  # nested sections: "memory.settings"
+            node = node[part]
         for name in names:
-            del (dumped[section] if section else dumped)[name]
+            del node[name]
     import hashlib
     import json
 
@@ -253,3 +256,6 @@ def test_later_settings_at_their_default_keep_the_run_id():
     assert config.run_id == "run-" + hashlib.blake2b(legacy.encode(), digest_size=6).hexdigest()
     changed = config.model_copy(update={"dialogue": config.dialogue.model_copy(update={"forget_share": 0.2})})
     assert changed.run_id != config.run_id
+    raw = build_config(users=3, sessions=2)
+    raw.memory.settings.full_history_deletes_on_request = False
+    assert raw.run_id != config.run_id

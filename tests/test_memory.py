@@ -61,6 +61,17 @@ def test_every_strategy_honours_forgetting(name):
     assert "cat" in text.lower(), f"{name} forgot more than it was asked to"
 
 
+def test_full_history_can_keep_the_raw_history_and_leave_forgetting_to_the_reader():
+    """PersonaMem-v2's long-context baseline: every message stays, the forget request included."""
+    forget = ("user", "Please forget my preference about spicy food.")
+    sessions = [[CAT, REPLY, SPICY, REPLY], [forget, REPLY]]
+    raw = _feed(_memory("full_history", full_history_deletes_on_request=False), sessions).snapshot()
+    assert "chilli" in raw.text and "Please forget my preference about spicy food." in raw.text
+    assert len(raw.items) == 6
+    other = _feed(_memory("agentic", full_history_deletes_on_request=False), sessions).snapshot().text
+    assert "chilli" not in other, "the setting is full_history's alone"
+
+
 @pytest.mark.parametrize("name", [n for n in ALL if n != "none"])
 def test_every_strategy_redacts_sensitive_values_unless_told_not_to(name):
     secret = ("user", "I live at 77 Elm Street, Springfield and my card is 4111 1111 1111 1111, "

@@ -464,7 +464,7 @@ def test_evaluation_runs_unchanged_on_a_loaded_run(tmp_path):
     assert snapshots == [("agentic", 5), ("full_history", 5), ("none", 5)], "rebuilding replaces, never duplicates"
     text, items = history
     assert "You are an AI assistant" not in text, "the system prompt never reaches a memory"
-    assert not any("heavy metal" in i for i in items), "a forget request is not stored"
+    assert any("heavy metal" in i for i in items), "the raw history keeps the forget request (issue 18)"
     assert len(answers) == len(questions) * 2 == 6
     by_q = {q.question_id: q for q in questions}
     for a in answers:
@@ -580,3 +580,17 @@ def test_agentic_memory_can_be_written_by_a_model_server_and_the_output_names_th
     assert items == {(note,)}, "every agentic snapshot is the served model's rewrite"
     again = evaluate_personamem_v2(folder, db, strategies=["none", "agentic"], n_boot=20)  # no backend: kept
     assert any("openai model note-writer" in n for n in again.notes)
+
+
+def test_a_loaded_full_history_is_the_raw_history_forget_requests_included(tmp_path):
+    """As in the seed, forgetting is the reader's job on their data: the memory deletes nothing."""
+    folder = _mini_copy(tmp_path)
+    history = read_chat_history(folder / MINI_HISTORY)
+    said = [m.text for m in history.chat_history if m.role != "system"]
+    with _store(tmp_path) as store:
+        run_id = load_personamem_v2(folder, store, strategies=["full_history"])
+        items = store.con.execute(
+            "SELECT items FROM memory_snapshots WHERE run_id = ? AND strategy = 'full_history' AND session_index = 0",
+            [run_id]).fetchall()[0][0]
+    assert any("Please forget my preference about heavy metal" in i for i in items), "the request is kept"
+    assert len(items) == len(said), "nothing deleted"

@@ -57,6 +57,12 @@ class MemorySettings(BaseModel):
 
     agentic_budget_tokens: int = Field(default=2000, ge=16, description="Token budget of the agentic memory text.")
     full_history_max_tokens: int = Field(default=32000, ge=16, description="Context window of full_history.")
+    full_history_deletes_on_request: bool = Field(
+        default=True,
+        description="full_history deletes what a forget request is about (and not the request). False keeps the "
+        "raw history, request included, as PersonaMem-v2's long-context baseline does: forgetting is then the "
+        "reader's job. Loaded PersonaMem-v2 runs use False.",
+    )
     window_messages: int = Field(default=12, ge=1, description="Messages the sliding window keeps.")
     rag_top_k: int = Field(default=6, ge=1, description="Past messages rag retrieves per query.")
     fact_list_max_facts: int = Field(default=200, ge=1, description="Facts the fact list keeps at most.")
@@ -165,10 +171,15 @@ class PersonaMemory(Memory):
     async def add(self, content: MemoryContent, cancellation_token: CancellationToken | None = None) -> None:
         meta = content.metadata or {}
         role, text = str(meta.get("role", "user")), str(content.content)
-        if role == "user" and is_forget_request(text):
+        if role == "user" and self.acts_on_forget_requests and is_forget_request(text):
             self.forget(forget_subject(text))
             return
         await self.remember(role, self.redact(text), str(meta.get("time", "")))
+
+    @property
+    def acts_on_forget_requests(self) -> bool:
+        """Whether a forget request deletes (and is not stored); a raw history keeps both."""
+        return True
 
     def redact(self, text: str) -> str:
         if not self.settings.redact:

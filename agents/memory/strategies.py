@@ -115,6 +115,10 @@ class FullHistory(_MessageLog):
 
     name = "full_history"
 
+    @property
+    def acts_on_forget_requests(self) -> bool:
+        return self.settings.full_history_deletes_on_request
+
     def _visible(self) -> tuple[int, list[str]]:
         kept = truncate_to_tokens(self._lines, self.settings.full_history_max_tokens)
         return len(self._lines) - len(kept), kept

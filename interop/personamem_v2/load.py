@@ -70,6 +70,7 @@ from personasim.sim.store_runs import (
     PERSONAMEM_WINDOW_TOKENS,
     LoadedPersonaMemConfig,
     RunExistsError,
+    read_run,
     set_loaded_memory_backend,
     start_run,
 )
@@ -580,7 +581,7 @@ def build_memory_snapshots(store: TrajectoryStore, run_id: str, strategies: list
         raise StoreError(f"{store.path} holds no run {run_id}; load it first")
     tables = {table: read_rows(store.con, table, run_id) for table in ("sessions", "turns", "sensitive_facts")}
     client = create_client(memory_backend, load_topic_catalog()) if memory_backend is not None else None
-    rows = _memory_rows(run_id, tables, strategies, settings or MemorySettings(), client)
+    rows = _memory_rows(run_id, tables, strategies, settings or read_run(store, run_id).memory_settings, client)
     store.replace_rows({"memory_snapshots": {"run_id": run_id, "strategy": strategies}}, [("memory_snapshots", rows)])
     set_loaded_memory_backend(store, run_id, memory_backend)
     return rows
@@ -610,7 +611,9 @@ def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k"
             f"{store.path} already holds run {run_id} (loaded from the same files); pass overwrite=True "
             "(--overwrite) to replace it"
         )
-    settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window])
+    # the raw history of the window, as in the seed: forgetting is the reader's job on their data
+    settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window],
+                                          full_history_deletes_on_request=False)
     loaded = build_rows(sources, strategies)
     snapshots = _memory_rows(run_id, loaded.tables, strategies, settings)
     order = ["personas", "preferences", "drift_events", "sensitive_facts", "sessions", "turns", "questions",

@@ -99,9 +99,9 @@ def answer_questions(
         return [row(q, s, snap, ctx, result) for (q, s, snap, ctx), result in zip(work, results, strict=True)]
     pending: list[AnswerRow] = []
 
-    def keep(answer: AnswerRow, last: bool = False) -> AnswerRow:
+    def keep(answer: AnswerRow) -> AnswerRow:
         pending.append(answer)
-        if on_batch is not None and (len(pending) >= ANSWER_BATCH or last):
+        if on_batch is not None and len(pending) >= ANSWER_BATCH:
             on_batch(list(pending))
             pending.clear()
         return _counted(answer, on_answer)

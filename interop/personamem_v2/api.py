@@ -62,7 +62,7 @@ def read_backend_file(path: str | Path) -> BackendConfig:
     from personasim.sim.config import describe_validation_error, load_config_file
 
     data = load_config_file(path)
-    section = data.get("chatbot_backend", data) if isinstance(data.get("chatbot_backend"), dict) else data
+    section = data["chatbot_backend"] if isinstance(data.get("chatbot_backend"), dict) else data
     try:
         return BackendConfig.model_validate(section)
     except ValidationError as exc:

@@ -12,13 +12,17 @@ from personasim.analysis.reader import ReaderAnswer
 
 PROMPT = (
     "You are a personal assistant answering a user. Below is what you remember about them, then "
-    "their request and candidate replies. Pick the reply that best fits this user now. Answer with "
-    "the letter only, as \\boxed{{x}}.\n\nWhat you remember:\n{memory}\n\nUser request: {query}\n\n{options}"
+    "their request and candidate replies. Pick the reply that best fits this user now; what they "
+    "asked you to forget, do not use. Answer with the letter only, as \\boxed{{x}}.\n\n"
+    "What you remember:\n{memory}\n\nUser request: {query}\n\n{options}"
 )
 
 
 class LLMReader:
-    """Answers through a ``ChatCompletionClient``; unparseable answers count as wrong (index -1)."""
+    """Answers through a ``ChatCompletionClient``; unparseable answers count as wrong (index -1).
+
+    The prompt asks the model to honour forget requests: a raw history (``full_history``) keeps
+    them as said, and PersonaMem-v2's long-context baseline leaves honouring them to the model."""
 
     name = "llm"
 

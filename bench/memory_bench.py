@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "memory.json"
-STRATEGIES = ["none", "full_history", "sliding_window", "rag", "fact_list", "agentic", "temporal"]
+STRATEGIES = ["none", "full_history", "full_history_forgetting", "sliding_window", "rag", "fact_list", "agentic",
+              "temporal"]
 
 
 def main(argv: list[str] | None = None) -> dict:

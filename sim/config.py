@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from personasim.agents.backends import BackendConfig
 from personasim.agents.memory.base import MemorySettings
@@ -56,6 +65,24 @@ class MemoryConfig(BaseModel):
     def _known(cls, name: str) -> str:
         check_memory_names([name])
         return name
+
+    @field_serializer("strategies")
+    def _strategies_out(self, names: list[str], info: FieldSerializationInfo) -> list[str]:
+        return [_identity_spelling(n, info) for n in names]
+
+    @field_serializer("chatbot")
+    def _chatbot_out(self, name: str, info: FieldSerializationInfo) -> str:
+        return _identity_spelling(name, info)
+
+
+#: How a run id spells a strategy whose behaviour moved to another name. The deleting long context
+#: was ``full_history`` until store schema 10 gave that name to the raw history: it hashes under its
+#: old name, so stored runs keep their ids (and resume and fork), and the raw one under a new one.
+RUN_ID_SPELLING = {"full_history": "full_history/raw", "full_history_forgetting": "full_history"}
+
+
+def _identity_spelling(name: str, info: FieldSerializationInfo) -> str:
+    return RUN_ID_SPELLING.get(name, name) if (info.context or {}).get("run_identity") else name
 
 
 class FaultPlan(BaseModel):
@@ -169,7 +196,8 @@ class RunConfig(BaseModel):
     @property
     def run_id(self) -> str:
         """Deterministic: the same config and seed give the same id (and the same rows)."""
-        identity = self.model_dump_json(exclude={"engine": True, **later_fields_at_default(self)})
+        identity = self.model_dump_json(exclude={"engine": True, **later_fields_at_default(self)},
+                                        context={"run_identity": True})
         return "run-" + hashlib.blake2b(identity.encode(), digest_size=6).hexdigest()
 
 
@@ -180,7 +208,6 @@ LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "": ("embedder",),  # top-level settings
     "dialogue": ("forget_share",),
     "drift": ("revealed_update_share",),
-    "memory.settings": ("full_history_deletes_on_request",),
 }
 
 

@@ -17,7 +17,7 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -26,12 +26,14 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from personasim.sim.rows import TABLES
+from personasim.sim.store_migrations import rename_deleting_full_history
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
-# ``create_schema`` itself; steps only alter what already existed.
-MIGRATIONS: dict[int, list[str]] = {
+# ``create_schema`` itself; steps only alter what already existed (SQL, or a function for a step
+# that changes what rows mean).
+MIGRATIONS: dict[int, list[str | Callable[[duckdb.DuckDBPyConnection], None]]] = {
     2: [
         "ALTER TABLE preferences ADD COLUMN IF NOT EXISTS sensitivity VARCHAR",
         "ALTER TABLE preferences ADD COLUMN IF NOT EXISTS stereotype VARCHAR DEFAULT 'neutral'",
@@ -61,6 +63,7 @@ MIGRATIONS: dict[int, list[str]] = {
     7: [],  # new tables env_steps, rewards, training_runs, training_metrics only
     8: ["ALTER TABLE preferences ADD COLUMN IF NOT EXISTS owner VARCHAR DEFAULT 'self'"],
     9: ["ALTER TABLE turns ADD COLUMN IF NOT EXISTS filler BOOLEAN DEFAULT false"],
+    10: [rename_deleting_full_history],  # full_history became the raw history (sim/store_migrations.py)
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}
@@ -198,8 +201,11 @@ class TrajectoryStore:
                     f"({SCHEMA_VERSION}); upgrade personasim"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for sql in MIGRATIONS.get(step, []):
-                    self.con.execute(sql)
+                for migration in MIGRATIONS.get(step, []):
+                    if callable(migration):
+                        migration(self.con)
+                    else:
+                        self.con.execute(migration)
             for name in TABLES:
                 self.con.execute(table_ddl(name))
             self.con.execute(

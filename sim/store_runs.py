@@ -151,8 +151,7 @@ class StoredRun(BaseModel):
         """The settings its memories were built with; a loaded run's full_history is the raw history of
         its whole window (forget requests kept, nothing deleted: forgetting is the reader's job there)."""
         if isinstance(self.spec, LoadedRun):
-            return MemorySettings(full_history_max_tokens=PERSONAMEM_WINDOW_TOKENS[self.spec.config.window],
-                                  full_history_deletes_on_request=False)  # the raw history, as in the seed
+            return MemorySettings(full_history_max_tokens=PERSONAMEM_WINDOW_TOKENS[self.spec.config.window])
         return self.spec.config.memory.settings
 
     @property

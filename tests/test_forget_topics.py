@@ -131,7 +131,7 @@ def test_agentic_memory_forgets_what_is_still_pending(index):
 
 def test_raw_messages_are_forgotten_when_one_sentence_is_about_the_topic(index):
     picnic = f"Can you help me plan a picnic for Saturday? {LIME} What should I pack?"
-    memory = _run(_memory("full_history"), [[("user", picnic), ("assistant", "Sure."), ("user", RUST)],
+    memory = _run(_memory("full_history_forgetting"), [[("user", picnic), ("assistant", "Sure."), ("user", RUST)],
                                             [("user", FORGET_DRINKS)]])
     text = memory.snapshot().text
     assert "cucumber" not in text and "picnic" not in text

@@ -56,12 +56,8 @@ class MemorySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agentic_budget_tokens: int = Field(default=2000, ge=16, description="Token budget of the agentic memory text.")
-    full_history_max_tokens: int = Field(default=32000, ge=16, description="Context window of full_history.")
-    full_history_deletes_on_request: bool = Field(
-        default=True,
-        description="full_history deletes what a forget request is about (and not the request). False keeps the "
-        "raw history, request included, as PersonaMem-v2's long-context baseline does: forgetting is then the "
-        "reader's job. Loaded PersonaMem-v2 runs use False.",
+    full_history_max_tokens: int = Field(
+        default=32000, ge=16, description="Context window of full_history (and full_history_forgetting)."
     )
     window_messages: int = Field(default=12, ge=1, description="Messages the sliding window keeps.")
     rag_top_k: int = Field(default=6, ge=1, description="Past messages rag retrieves per query.")

@@ -1,7 +1,8 @@
 """The shipped memory strategies.
 
-none, full_history, sliding_window and rag keep raw messages (and differ in which reach the
-context); fact_list, temporal and agentic keep what they extract. With the scripted backend,
+none, full_history, full_history_forgetting, sliding_window and rag keep raw messages (and differ
+in which reach the context and in whether a forget request deletes); fact_list, temporal and
+agentic keep what they extract. With the scripted backend,
 extraction is rule-based (``rules.py``): it never sees the ground truth, only the conversation.
 """
 
@@ -111,13 +112,15 @@ class NoMemory(PersonaMemory):
 
 @register_memory
 class FullHistory(_MessageLog):
-    """The whole past conversation, cut from the oldest end to the context window (long context)."""
+    """The whole past conversation, cut from the oldest end to the context window: the long-context
+    baseline as PersonaMem-v2 runs it. A forget request is kept as said and deletes nothing, so
+    honouring it is the reader's job; ``full_history_forgetting`` is the variant that deletes."""
 
     name = "full_history"
 
     @property
     def acts_on_forget_requests(self) -> bool:
-        return self.settings.full_history_deletes_on_request
+        return False
 
     def _visible(self) -> tuple[int, list[str]]:
         kept = truncate_to_tokens(self._lines, self.settings.full_history_max_tokens)
@@ -125,6 +128,20 @@ class FullHistory(_MessageLog):
 
     async def end_session(self, session_end: datetime) -> None:
         self._lines = self._visible()[1]
+
+
+@register_memory
+class FullHistoryForgetting(FullHistory):
+    """full_history that acts on forget requests: the user's messages about the subject are
+    deleted (``forget_threshold``, ``forget_topic_k``) and the request is not kept. It measures
+    what deleting buys a long context over leaving the request to the reader. Before store schema 10
+    this was ``full_history``; an older store is renamed when opened (``sim/store_migrations.py``)."""
+
+    name = "full_history_forgetting"
+
+    @property
+    def acts_on_forget_requests(self) -> bool:
+        return True
 
 
 @register_memory

@@ -612,8 +612,7 @@ def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k"
             "(--overwrite) to replace it"
         )
     # the raw history of the window, as in the seed: forgetting is the reader's job on their data
-    settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window],
-                                          full_history_deletes_on_request=False)
+    settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window])
     loaded = build_rows(sources, strategies)
     snapshots = _memory_rows(run_id, loaded.tables, strategies, settings)
     order = ["personas", "preferences", "drift_events", "sensitive_facts", "sessions", "turns", "questions",

@@ -38,11 +38,14 @@ GRID = [round(float(x), 2) for x in np.arange(0.20, 0.96, 0.05)]
 
 def _items(con, run_id):  # type: ignore[no-untyped-def]
     """(persona, time, text, source key or None, reveal mode or None) per distinct (persona, item)."""
-    from personasim.analysis.fidelity import _load_truth, normalise_item
+    from personasim.analysis.fidelity import OTHERS_MARK, _load_truth, normalise_item
 
     truth = _load_truth(con, run_id)
-    key_of = {pid: (t, o, p) for pid, t, o, p in con.execute(
-        "SELECT preference_id, topic, option, polarity FROM preferences WHERE run_id = ?", [run_id]).fetchall()}
+    # keyed as the truth keys them: another person's preference carries its owner (analysis/fidelity.py)
+    key_of = {pid: (t, o, p if owner in (None, "self") else f"{p}{OTHERS_MARK}{owner}")
+              for pid, t, o, p, owner in con.execute(
+                  "SELECT preference_id, topic, option, polarity, owner FROM preferences WHERE run_id = ?",
+                  [run_id]).fetchall()}
     turns = con.execute(
         "SELECT persona_id, text, revealed_preference_id, reveal_mode FROM turns WHERE run_id = ? AND role = 'user'"
         " ORDER BY time", [run_id]).fetchall()

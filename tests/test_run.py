@@ -35,16 +35,10 @@ def _session_texts(db, index: int) -> list[str]:
         con.close()
 
 
-def test_same_seed_gives_identical_store_whatever_the_sharding(small_run, small_config, tmp_path):
+def test_another_seed_gives_other_users_and_conversations(small_run, tmp_path):
+    """The same seed gives the same store whatever the sharding: tests/test_store_digest.py builds
+    its run with one actor against a digest recorded with two. Here: another seed, other users."""
     summary, db = small_run
-    again = build_config(users=12, sessions=5, seed=7, actors=1)
-    assert again.run_id == small_config.run_id
-    second = run(again, tmp_path / "again.duckdb")
-    assert second.actors == 1 and summary.actors > 1
-    first_rows, second_rows = _dump(db), _dump(tmp_path / "again.duckdb")
-    for name in TABLES:
-        assert first_rows[name] == second_rows[name], f"table {name} differs between identical runs"
-    # another seed: other users, other conversations (its first session is enough to tell)
     other = run(build_config(users=12, sessions=1, seed=8), tmp_path / "other.duckdb")
     first = _session_texts(db, 0)
     assert len(first) > 12 and first != _session_texts(tmp_path / "other.duckdb", 0)

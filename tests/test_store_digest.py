@@ -4,7 +4,8 @@ A refactor changes no output. These digests were recorded on main before the sto
 session runner were introduced (issue 15); they must stay identical. An *intended* change of
 output updates the digest in the same commit, and the commit says why.
 
-The stores: a simulated run (what ``personasim run --users 12 --sessions 6 --seed 0`` writes),
+The stores: a simulated run (what ``personasim run --users 12 --sessions 6 --seed 0`` writes,
+built with one Ray actor though recorded with two, so sharding is checked too),
 a short online-environment episode set driven by a deterministic policy, and a PersonaMem-v2 load
 of the test fixture. Columns that describe the machine rather than the run
 (``runs.package_versions_json``) are left out, and floats are rounded to 6 places so that a BLAS
@@ -156,7 +157,9 @@ def simulated_store(folder: Path) -> Path:
     from personasim.config import build_config
 
     db = folder / "simulated.duckdb"
-    run(build_config(users=12, sessions=6, seed=0), db)
+    # one Ray actor, where the digest was recorded with two (the default on 2 cores): this is also
+    # the check that how users are sharded changes no row
+    run(build_config(users=12, sessions=6, seed=0, actors=1), db)
     return db
 
 

@@ -214,20 +214,12 @@ LATER_FIELDS: dict[str, tuple[str, ...]] = {
 def later_fields_at_default(config: RunConfig) -> dict[str, Any]:
     exclude: dict[str, Any] = {}
     for section, names in LATER_FIELDS.items():
-        path = section.split(".") if section else []
-        part: Any = config
-        for attr in path:
-            part = getattr(part, attr)
+        part = getattr(config, section) if section else config
         at_default = {n for n in names if getattr(part, n) == type(part).model_fields[n].default}
-        if not at_default:
-            continue
-        if not path:
+        if section and at_default:
+            exclude[section] = at_default
+        else:
             exclude.update({n: True for n in at_default})
-            continue
-        node = exclude
-        for attr in path[:-1]:
-            node = node.setdefault(attr, {})
-        node[path[-1]] = at_default
     if config.fork is not None:
         source = later_fields_at_default(config.fork.source)
         if source:

@@ -148,8 +148,7 @@ class StoredRun(BaseModel):
 
     @property
     def memory_settings(self) -> MemorySettings:
-        """The settings its memories were built with; a loaded run's full_history is the raw history of
-        its whole window (forget requests kept, nothing deleted: forgetting is the reader's job there)."""
+        """The settings its memories were built with; a loaded run's full_history sees its whole window."""
         if isinstance(self.spec, LoadedRun):
             return MemorySettings(full_history_max_tokens=PERSONAMEM_WINDOW_TOKENS[self.spec.config.window])
         return self.spec.config.memory.settings

@@ -611,7 +611,7 @@ def load_personamem_v2(folder: Path, store: TrajectoryStore, window: str = "32k"
             f"{store.path} already holds run {run_id} (loaded from the same files); pass overwrite=True "
             "(--overwrite) to replace it"
         )
-    # the raw history of the window, as in the seed: forgetting is the reader's job on their data
+    # full_history sees the whole window (it is the raw history, as in the seed's long context)
     settings = settings or MemorySettings(full_history_max_tokens=WINDOW_TOKENS[window])
     loaded = build_rows(sources, strategies)
     snapshots = _memory_rows(run_id, loaded.tables, strategies, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,34 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def small_config():
+    """What ``personasim run --users 12 --sessions 6 --seed 0`` runs, with one Ray actor: the simulated
+    store of tests/test_store_digest.py (recorded with two actors, so sharding is checked too)."""
     from personasim.config import build_config
 
-    return build_config(users=12, sessions=5, seed=7)
+    return build_config(users=12, sessions=6, seed=0, actors=1)
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory, ray_session, small_config):
-    """A real run: Ray actors, AutoGen agents, a DuckDB file, questions and answers."""
+def small_run_store(tmp_path_factory, ray_session, small_config):
+    """small_run's summary and store, and a copy of the store taken as soon as the run finished (what
+    tests/test_store_digest.py hashes, whatever later tests do). Built as the digest was recorded:
+    the embedder has embedded nothing yet and torch runs 2 threads."""
     from personasim.api import run
+    from tests.test_store_digest import recorded_conditions
 
-    db = Path(tmp_path_factory.mktemp("run")) / "small.duckdb"
-    summary = run(small_config, db)
+    db = Path(tmp_path_factory.mktemp("run")) / "simulated.duckdb"
+    with recorded_conditions():
+        summary = run(small_config, db)
+    pristine = Path(tmp_path_factory.mktemp("pristine")) / "simulated.duckdb"
+    shutil.copy(db, pristine)
+    return summary, db, pristine
+
+
+@pytest.fixture(scope="session")
+def small_run(small_run_store):
+    """A real run: Ray actors, AutoGen agents, a DuckDB file, questions and answers (12 users x 6
+    sessions, seed 0; read it, or copy it to write)."""
+    summary, db, _ = small_run_store
     return summary, db
 
 

@@ -99,7 +99,7 @@ def test_memory_is_built_once_per_session_and_answers_use_the_latest_before_the_
         "SELECT count(*), count(DISTINCT (persona_id, session_index, strategy)) FROM memory_snapshots WHERE run_id = ?",
         [run_id],
     ).fetchone()
-    assert per_session[0] == per_session[1] == 12 * 5 * 3, "one snapshot per user, session and strategy"
+    assert per_session[0] == per_session[1] == 12 * 6 * 3, "one snapshot per user, session and strategy"
     rows = con.execute(
         "SELECT q.question_id, a.strategy, q.asked_at, s.time, s.session_index FROM answers a "
         "JOIN questions q USING (run_id, question_id) JOIN memory_snapshots s USING (run_id, snapshot_id) "

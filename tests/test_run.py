@@ -50,10 +50,10 @@ def test_store_holds_the_whole_run(small_run):
     con = duckdb.connect(str(db), read_only=True)
     count = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
     assert count("SELECT count(*) FROM personas") == 12
-    assert count("SELECT count(*) FROM sessions") == 12 * 5 == summary.sessions
+    assert count("SELECT count(*) FROM sessions") == 12 * 6 == summary.sessions
     assert count("SELECT count(*) FROM turns") == summary.turns
     assert count("SELECT count(*) FROM drift_events") == summary.drift_events
-    assert count("SELECT count(*) FROM memory_snapshots") == 12 * 5 * 3
+    assert count("SELECT count(*) FROM memory_snapshots") == 12 * 6 * 3
     assert count("SELECT status FROM runs") == "completed"
     # every user turn that reveals names a preference the persona really held at that moment
     bad = count(
@@ -142,9 +142,16 @@ def test_every_correct_option_follows_the_timeline_at_question_time(small_run):
                 assert "user_own" in sources, "the user's own preference on the topic is a distractor"
             continue
         assert catalog.response(topic, option) in options[correct]
+        # the user's own likes (a person in the user's life may like a distractor: the generator avoids
+        # only what the user likes, analysis/questions.py _distractors)
+        own_liked = {o for (o,) in con.execute(
+            "SELECT option FROM preferences WHERE persona_id = ? AND topic = ? AND owner = 'self' AND "
+            "polarity = 'likes' AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?)",
+            [persona, topic, asked_at, asked_at]).fetchall()}
+        assert option in own_liked, "the correct option is the user's own preference"
         for i, text in enumerate(options):
             if i != correct:
-                assert not any(catalog.response(topic, o) in text for o in liked), "a distractor the user likes"
+                assert not any(catalog.response(topic, o) in text for o in own_liked), "a distractor the user likes"
         if qtype == "updated_preference":
             assert "stale" in sources, "every updated-preference question carries the stale preference"
             (stale,) = con.execute("SELECT option FROM preferences WHERE preference_id = ?", [stale_id]).fetchall()[0]
@@ -253,7 +260,7 @@ def test_abstention_questions_are_about_topics_never_discussed(small_run):
     run_id = con.execute("SELECT run_id FROM runs").fetchall()[0][0]
     questions = [q for q in generate_questions(con, run_id, seed=7, config=QuestionConfig(abstention_per_user=2))
                  if q.question_type == "abstention"]
-    assert len(questions) == 2 * 12 * 3  # two per user at each of the three checkpoints (5 sessions: after 2, 4, 5)
+    assert len(questions) == 2 * 12 * 3  # two per user at each of the three checkpoints (6 sessions: after 2, 4, 6)
     for q in questions:
         discussed = con.execute(
             "SELECT count(*) FROM turns t JOIN preferences p ON p.run_id = t.run_id "

@@ -5,7 +5,8 @@ session runner were introduced (issue 15); they must stay identical. An *intende
 output updates the digest in the same commit, and the commit says why.
 
 The stores: a simulated run (what ``personasim run --users 12 --sessions 6 --seed 0`` writes,
-built with one Ray actor though recorded with two, so sharding is checked too),
+built with one Ray actor though recorded with two, so sharding is checked too; it is the session's
+``small_run``, tests/conftest.py, which many other tests read),
 a short online-environment episode set driven by a deterministic policy, and a PersonaMem-v2 load
 of the test fixture. Columns that describe the machine rather than the run
 (``runs.package_versions_json``) are left out, and floats are rounded to 6 places so that a BLAS
@@ -17,8 +18,10 @@ are kept so that a change elsewhere that reintroduces such a dependence shows he
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 
@@ -152,17 +155,6 @@ def _policy(observation: list[dict[str, str]]) -> str:
     return f"Happy to help with that. You said: {last[:60]}"
 
 
-def simulated_store(folder: Path) -> Path:
-    from personasim.api import run
-    from personasim.config import build_config
-
-    db = folder / "simulated.duckdb"
-    # one Ray actor, where the digest was recorded with two (the default on 2 cores): this is also
-    # the check that how users are sharded changes no row
-    run(build_config(users=12, sessions=6, seed=0, actors=1), db)
-    return db
-
-
 def online_store(folder: Path) -> Path:
     from personasim.rl.env import EnvConfig, PersonaVectorEnv
 
@@ -185,11 +177,18 @@ def loaded_store(folder: Path) -> Path:
     return db
 
 
-BUILDERS = {"simulated": simulated_store, "online": online_store, "loaded": loaded_store}
+#: The simulated store is the session's small_run (tests/conftest.py: ``build_config(users=12, sessions=6,
+#: seed=0, actors=1)``, one Ray actor where the digest was recorded with two, so this is also the check that
+#: how users are sharded changes no row), hashed from the copy taken as soon as it finished; the others are
+#: built here.
+BUILDERS = {"online": online_store, "loaded": loaded_store}
+
+RECORDED_TORCH_THREADS = 2
 
 
-@pytest.fixture
-def recorded_conditions():
+@contextlib.contextmanager
+def recorded_conditions() -> Iterator[None]:
+    """As the digests were recorded: an embedder that has embedded nothing yet, torch at 2 threads."""
     import torch
 
     from personasim.agents.embedding import default_embedder
@@ -197,16 +196,20 @@ def recorded_conditions():
     default_embedder().clear_cache()
     before = torch.get_num_threads()
     torch.set_num_threads(RECORDED_TORCH_THREADS)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-RECORDED_TORCH_THREADS = 2
-
-
-@pytest.mark.parametrize("name", list(BUILDERS))
-def test_store_digest_is_unchanged(name, tmp_path, ray_session, recorded_conditions):
-    digest = store_digest(BUILDERS[name](tmp_path))
+@pytest.mark.parametrize("name", ["simulated", *BUILDERS])
+def test_store_digest_is_unchanged(name, request, tmp_path, ray_session):
+    if name == "simulated":
+        store = request.getfixturevalue("small_run_store")[2]  # built under recorded_conditions()
+    else:
+        with recorded_conditions():
+            store = BUILDERS[name](tmp_path)
+    digest = store_digest(store)
     assert digest == EXPECTED[name], (
         f"the {name} store changed: {json.dumps(digest, indent=1)}. A refactor changes no output; an intended "
         "change updates EXPECTED in the same commit and says why"

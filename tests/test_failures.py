@@ -156,32 +156,36 @@ def probe_refusing_server(tmp: Path) -> Outcome:
     return code, output, db, None
 
 
-def _stored_run(tmp: Path, status: str) -> tuple[Path, str]:
-    """A small finished run, its status then set as a kill (``interrupted``) or a failure leaves it."""
-    from personasim.api import run
-    from personasim.config import build_config
+#: A small finished run (``stored_run``, built once) and its run id.
+StoredRun = tuple[Path, str]
+
+
+def _copy_stored_run(tmp: Path, status: str, stored: StoredRun) -> Path:
+    """A copy of the small finished run, its status then set as a kill (``interrupted``) or a failure leaves it."""
     from personasim.sim.store import open_store
     from personasim.sim.store_runs import set_run_status
 
+    template, run_id = stored
     db = tmp / "run.duckdb"
-    config = build_config(users=2, sessions=1, seed=3, memory="none")
-    run(config, db)
+    shutil.copy(template, db)
     if status != "completed":
         with open_store(db, write=True) as store:
-            set_run_status(store, config.run_id, status)  # type: ignore[arg-type]
-    return db, config.run_id
+            set_run_status(store, run_id, status)  # type: ignore[arg-type]
+    return db
 
 
-def _on_stored(status: str, *args: str) -> Callable[[Path], Outcome]:
-    def probe(tmp: Path) -> Outcome:
-        db, run_id = _stored_run(tmp, status)
+def _on_stored(status: str, *args: str) -> Callable[[Path, StoredRun], Outcome]:
+    def probe(tmp: Path, stored: StoredRun) -> Outcome:
+        db = _copy_stored_run(tmp, status, stored)
+        run_id = stored[1]
         filled = [a.replace("{db}", str(db)).replace("{run}", run_id).replace("{tmp}", str(tmp)) for a in args]
         before = _contents(db)
         return (*_cli(filled), db, before)
+    probe.on_stored_run = True  # type: ignore[attr-defined]  # the test passes it stored_run
     return probe
 
 
-PROBES: dict[str, Callable[[Path], Outcome]] = {
+PROBES: dict[str, Callable[..., Outcome]] = {
     "header-only benchmark CSV": probe_header_only,
     "split not in the folder": probe_missing_split,
     "symlink out of the dataset": probe_symlink,
@@ -227,9 +231,25 @@ def test_the_table_and_the_probes_name_the_same_cases():
     assert [row["probe"] for row in _table()] == list(PROBES)
 
 
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory, ray_session) -> StoredRun:
+    """The small finished run the probes on a stored run are pointed at: built once, each probe gets a copy."""
+    from personasim.api import run
+    from personasim.config import build_config
+
+    db = tmp_path_factory.mktemp("stored") / "run.duckdb"
+    config = build_config(users=2, sessions=1, seed=3, memory="none")
+    run(config, db)
+    return db, config.run_id
+
+
 @pytest.mark.parametrize("row", _table(), ids=lambda row: row["probe"])
-def test_every_row_of_the_failure_table_holds(row, tmp_path, ray_session):
-    code, output, db, before = PROBES[row["probe"]](tmp_path)
+def test_every_row_of_the_failure_table_holds(row, tmp_path, ray_session, request):
+    probe = PROBES[row["probe"]]
+    if getattr(probe, "on_stored_run", False):
+        code, output, db, before = probe(tmp_path, request.getfixturevalue("stored_run"))
+    else:
+        code, output, db, before = probe(tmp_path)
     assert code == int(row["exit"]), output
     excerpt = row["message contains"].strip("`")
     assert excerpt in " ".join(output.split()), output  # rich may wrap a long line

@@ -14,7 +14,8 @@ from personasim.sim.config import RunConfig
 from tests.openai_server import FakeOpenAIServer
 
 # Asked once, at the end: forks are about the shared history, and fewer questions keep the runs short.
-SOURCE = {"seed": 9, "population": {"users": 5}, "schedule": {"sessions": 4},
+# 3 users (on 2 actors) x 4 sessions: sessions on both sides of the middle one for every check here.
+SOURCE = {"seed": 9, "population": {"users": 3}, "schedule": {"sessions": 4},
           "memory": {"strategies": ["none", "agentic"], "chatbot": "agentic"}, "questions": {"checkpoints": [1.0]}}
 
 
@@ -43,7 +44,7 @@ def test_fork_shares_the_history_before_t_and_runs_its_own_config_after(ray_sess
     assert config.fork is not None and config.run_id != RunConfig.model_validate(SOURCE).run_id
     fork_db = tmp_path / "fork.duckdb"
     summary = run(config, fork_db)
-    assert summary.sessions == 5 * 4
+    assert summary.sessions == 3 * 4
     assert _turns(fork_db, before=at) == _turns(source_db, before=at), "identical history up to T"
     assert len(_turns(fork_db, before=at)) < len(_turns(fork_db))
     con = duckdb.connect(str(fork_db), read_only=True)

@@ -19,8 +19,11 @@ from personasim.sim.store_runs import read_runs
 from tests.test_run import _dump
 
 # Asked once, at the end of each timeline: resume regenerates questions and answers either way, and
-# fewer questions keep these end-to-end tests short.
-BASE = {"seed": 5, "population": {"users": 6}, "schedule": {"sessions": 4},
+# fewer questions keep these end-to-end tests short. 4 users x 4 sessions on 2 actors: 8 batches (one
+# per shard and round), so a driver killed after 3 of them has written some sessions and not all, and
+# an actor killed at round 2 has rounds before and after it.
+USERS, SESSIONS = 4, 4
+BASE = {"seed": 5, "population": {"users": USERS}, "schedule": {"sessions": SESSIONS},
         "memory": {"strategies": ["none", "full_history", "agentic"]}, "questions": {"checkpoints": [1.0]}}
 
 
@@ -65,10 +68,10 @@ def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_sessi
         parts = f"{killed}.parts/*/turns/*.parquet"
         assert duckdb.sql(f"SELECT count(DISTINCT persona_id) FROM read_parquet('{parts}')").fetchall()[0][0] > 0
     else:
-        assert 0 < written < 6 * 4
+        assert 0 < written < USERS * SESSIONS
     assert _status(killed) == "running"
     summary = resume(killed, engine=EngineConfig(num_actors=2))  # `run --resume`, in either mode
-    assert summary.sessions == 6 * 4 and _status(killed) == "completed"
+    assert summary.sessions == USERS * SESSIONS and _status(killed) == "completed"
     assert _without_run_row(_dump(killed)) == _without_run_row(clean_dump)
 
 
@@ -168,7 +171,7 @@ def test_sessions_whose_backend_keeps_failing_are_recorded_as_failed_and_the_run
     ).fetchall()[0][0]
     con.close()
     assert statuses.get("failed", 0) > 0 and statuses.get("completed", 0) > 0, statuses
-    assert sum(statuses.values()) == 6 * 4, "no session dropped"
+    assert sum(statuses.values()) == USERS * SESSIONS, "no session dropped"
     assert summary.failed_sessions == statuses["failed"] and _status(tmp_path / "flaky.duckdb") == "completed"
     assert all("Error code: 500" in error for error, _ in errors)
     assert all(n == 0 for _, n in errors) and orphans == 0

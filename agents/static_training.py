@@ -74,12 +74,25 @@ def run_corpus(db: Path, users: int = CORPUS_USERS, sessions: int = CORPUS_SESSI
 
 
 def _corpus_run(db: Path, users: int, sessions: int) -> None:
-    from personasim.api import run
+    """Simulate and generate the questions; answering them would add nothing to the corpus."""
+    from personasim.agents.embedding import use_embedder
+    from personasim.analysis.questions import generate_questions
     from personasim.sim.config import RunConfig
+    from personasim.sim.engine import run_simulation
+    from personasim.sim.store import TrajectoryStore
+    from personasim.sim.store_runs import start_run
 
     config = RunConfig.model_validate({"seed": CORPUS_SEED, "population": {"users": users},
                                        "schedule": {"sessions": sessions}, "embedder": "minilm"})
-    run(config, db, show_progress=False)
+    use_embedder("minilm")
+    store = TrajectoryStore(db)
+    try:
+        start_run(store, config.run_id, config)
+        run_simulation(config, store)
+        store.write_many([("questions", generate_questions(store.con, config.run_id, config.seed,
+                                                           config=config.questions))])
+    finally:
+        store.close()
 
 
 def train(initial: np.ndarray, token_ids: list[list[int]], targets: np.ndarray,

@@ -54,6 +54,19 @@ def test_the_corpus_is_every_kind_of_text_a_run_embeds(small_run):
     assert corpus_texts(db) == texts  # a stable order: the same build every time
 
 
+def test_the_corpus_run_is_a_simulation_with_questions_in_a_child_process(tmp_path):
+    db = tmp_path / "corpus.duckdb"
+    static_training.run_corpus(db, users=2, sessions=2)
+    con = duckdb.connect(str(db), read_only=True)
+    seed, config = con.execute("SELECT seed, config_json FROM runs").fetchone()
+    counts = con.execute("SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM questions), "
+                         "(SELECT count(*) FROM answers)").fetchone()
+    con.close()
+    assert seed == static_training.CORPUS_SEED and '"embedder":"minilm"' in config.replace(" ", "")
+    assert counts[0] == 4 and counts[1] > 0 and counts[2] == 0  # questions asked, none answered
+    assert len(corpus_texts(db)) > 1000
+
+
 def test_training_brings_each_text_towards_its_target():
     rng = np.random.default_rng(0)
     initial = rng.normal(size=(12, 6)).astype(np.float32)

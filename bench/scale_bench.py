@@ -73,12 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory", default=None, help="strategies (default: the run default)")
+    parser.add_argument("--embedder", default="minilm", help="minilm (the default) or minilm-static")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     from personasim import build_config, run
 
-    config = build_config(users=args.users, sessions=args.sessions, seed=args.seed, memory=args.memory)
+    config = build_config(users=args.users, sessions=args.sessions, seed=args.seed, memory=args.memory,
+                          base={"embedder": args.embedder})
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "scale.duckdb"
         started = time.perf_counter()
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         wall = time.perf_counter() - started
         store_mb = db.stat().st_size / 2**20
     result = {
-        "users": args.users, "sessions_per_user": args.sessions, "seed": args.seed,
+        "users": args.users, "sessions_per_user": args.sessions, "seed": args.seed, "embedder": args.embedder,
         "strategies": config.memory.strategies, "sessions": summary.sessions, "turns": summary.turns,
         "questions": summary.questions, "actors": summary.actors,
         "wall_seconds": round(wall, 1), "simulation_seconds": summary.simulation_seconds,

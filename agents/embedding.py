@@ -143,11 +143,6 @@ def use_embedder(name: str) -> None:
     global _choice, _default
     if name not in EMBEDDER_NAMES:
         raise ValueError(f"unknown embedder {name!r}; choose from {', '.join(EMBEDDER_NAMES)}")
-    if name == "minilm-static":  # built here, in a driver, before any actor needs it
-        from personasim.agents.static_embedding import _in_ray_worker, build_static_model
-
-        if not _in_ray_worker():
-            build_static_model()
     with _lock:
         if name != _choice:
             _choice, _default = name, None

@@ -15,18 +15,16 @@ It is an option, not the default: ``bench/engine_bench.py embedders`` reports it
 MiniLM's on the default run, and MiniLM stays the default unless it matches within a point on
 every strategy. The vectors are built once per machine (a few minutes on two cores, with progress
 on stderr) into ``$PERSONASIM_CACHE_DIR`` (default ``~/.cache/personasim``), named by the MiniLM
-folder and the build settings, and reused by every process after that. A run's driver builds them
-before its actors start; an actor never builds (it would start a simulation inside a simulation)
-and says how to build them if they are missing.
+folder and the build settings, and reused by every process after that. ``analysis/static_build.py``
+builds them: a run's driver does so before its actors start; an actor never builds (it would
+start a simulation inside a simulation) and says how to if they are missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,11 @@ import numpy as np
 SIF_COEFFICIENT = 1e-4
 #: Changes whenever the build changes, so an older machine's file is not reused.
 BUILD_VERSION = "v2-trained"
+#: The corpus run the vectors are trained on (``analysis/static_build.py`` makes it): the default
+#: world, a seed no example uses, as many users and sessions as the default run.
+CORPUS_SEED = 1
+CORPUS_USERS = 24
+CORPUS_SESSIONS = 6
 
 
 def _minilm_path() -> Path:
@@ -44,15 +47,28 @@ def _minilm_path() -> Path:
 
 
 def static_model_file(minilm: Path | None = None) -> Path:
-    """Where the vectors built from this MiniLM folder live (built or not)."""
+    """Where the vectors built from this MiniLM folder live (built or not). The name hashes the
+    folder and every build setting, so a changed recipe is a new file, never a stale one."""
     from personasim.agents import static_training as training
 
     minilm = minilm or _minilm_path()
-    settings = (f"{minilm.resolve()}|{SIF_COEFFICIENT}|{BUILD_VERSION}|{training.CORPUS_SEED}|{training.CORPUS_USERS}"
-                f"|{training.CORPUS_SESSIONS}|{training.EPOCHS}|{training.LEARNING_RATE}|{training.BATCH_SIZE}")
+    settings = (f"{minilm.resolve()}|{SIF_COEFFICIENT}|{BUILD_VERSION}|{CORPUS_SEED}|{CORPUS_USERS}|{CORPUS_SESSIONS}"
+                f"|{training.EPOCHS}|{training.LEARNING_RATE}|{training.BATCH_SIZE}|{training.TRAIN_SEED}")
     key = hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
     folder = Path(os.environ.get("PERSONASIM_CACHE_DIR") or Path.home() / ".cache" / "personasim")
     return folder / f"minilm-static-{key}.npy"
+
+
+def save_static_model(vectors: np.ndarray, minilm: Path | None = None) -> Path:
+    """Write the built vectors where every process looks for them. Safe for processes finishing
+    together: written under a temporary name, then renamed."""
+    path = static_model_file(minilm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(partial, "wb") as out:
+        np.save(out, vectors.astype(np.float16))
+    os.replace(partial, path)
+    return path
 
 
 def distil(minilm: Path | None = None, batch_size: int = 512) -> np.ndarray:
@@ -87,36 +103,8 @@ def _in_ray_worker() -> bool:
         return False
 
 
-def _stderr(line: str) -> None:
-    print(f"personasim: building the minilm-static embedder (once per machine): {line}", file=sys.stderr, flush=True)
-
-
-def build_static_model(minilm: Path | None = None, corpus_db: Path | None = None,
-                       log: Callable[[str], None] | None = _stderr) -> Path:
-    """Distil and train (unless already built) and save; returns the file. ``corpus_db`` trains
-    on an existing run's store instead of a corpus run made here. Safe for processes starting
-    together: written under a temporary name, then renamed."""
-    from personasim.agents.static_training import trained_vectors
-
-    minilm = minilm or _minilm_path()
-    path = static_model_file(minilm)
-    if path.exists():
-        return path
-    if log:
-        log("distilling token vectors")
-    vectors = trained_vectors(minilm, distil(minilm), corpus_db, log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(partial, "wb") as out:
-        np.save(out, vectors.astype(np.float16))
-    os.replace(partial, path)
-    if log:
-        log(f"saved {path}")
-    return path
-
-
 class StaticModelMissingError(RuntimeError):
-    """An actor asked for the static model before any driver on its machine built it."""
+    """The static model was asked for on a machine where nothing has built it yet."""
 
 
 class StaticEmbedder:
@@ -128,12 +116,12 @@ class StaticEmbedder:
         from tokenizers import Tokenizer
 
         minilm = minilm or _minilm_path()
-        path = static_model_file(minilm)
-        if not path.exists() and _in_ray_worker():
+        self.model_path = static_model_file(minilm)
+        if not self.model_path.exists():
             raise StaticModelMissingError(
-                f"the minilm-static embedder is not built on this machine ({path} is missing); build it once "
-                "with `python -m personasim.agents.static_embedding` (or start the run's driver on this machine)")
-        self.model_path = build_static_model(minilm)
+                f"the minilm-static embedder is not built on this machine ({self.model_path} is missing); a run "
+                "with embedder minilm-static builds it in its driver, or build it now with "
+                "`python -m personasim.analysis.static_build` (a few minutes, once per machine)")
         self.vectors = np.load(self.model_path).astype(np.float32)
         self.tokenizer = Tokenizer.from_file(str(minilm / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -162,6 +150,3 @@ class StaticEmbedder:
     def dimension(self) -> int:
         return int(self.vectors.shape[1])
 
-
-if __name__ == "__main__":  # python -m personasim.agents.static_embedding: build it now
-    print(build_static_model())

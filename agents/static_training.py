@@ -11,26 +11,18 @@ index's descriptors). The run uses a seed of its own, so the default run (seed 0
 
 Everything is offline and deterministic: the corpus run is the scripted default world with
 MiniLM, the targets are MiniLM's vectors, and training is seeded. It takes a few minutes on two
-cores, once per machine (``agents/static_embedding.py`` caches the result).
+cores, once per machine: ``analysis/static_build.py`` makes the corpus run and saves the result where
+``agents/static_embedding.py`` loads it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-#: The corpus run: the default world, a seed no example uses, as many users as the default run.
-CORPUS_SEED = 1
-CORPUS_USERS = 24
-CORPUS_SESSIONS = 6
 #: Training: SparseAdam on the token table, cosine loss against MiniLM's vectors.
 EPOCHS = 10
 LEARNING_RATE = 0.01
@@ -62,37 +54,6 @@ def corpus_texts(db: str | Path) -> list[str]:
     descriptors = [d for topic in catalog.topics for d in topic_descriptors(catalog, topic.id)]
     texts = [*items, *item_sentences(items)[1], *users, *item_sentences(users)[1], *options, *queries, *descriptors]
     return [t for t in dict.fromkeys(texts) if t.strip()]
-
-
-def run_corpus(db: Path, users: int = CORPUS_USERS, sessions: int = CORPUS_SESSIONS) -> None:
-    """The corpus run, in a child process: it starts and stops its own Ray, whatever the caller's."""
-    command = [sys.executable, "-m", "personasim.agents.static_training", "corpus", str(db),
-               "--users", str(users), "--sessions", str(sessions)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the static embedder's corpus run failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
-
-
-def _corpus_run(db: Path, users: int, sessions: int) -> None:
-    """Simulate and generate the questions; answering them would add nothing to the corpus."""
-    from personasim.agents.embedding import use_embedder
-    from personasim.analysis.questions import generate_questions
-    from personasim.sim.config import RunConfig
-    from personasim.sim.engine import run_simulation
-    from personasim.sim.store import TrajectoryStore
-    from personasim.sim.store_runs import start_run
-
-    config = RunConfig.model_validate({"seed": CORPUS_SEED, "population": {"users": users},
-                                       "schedule": {"sessions": sessions}, "embedder": "minilm"})
-    use_embedder("minilm")
-    store = TrajectoryStore(db)
-    try:
-        start_run(store, config.run_id, config)
-        run_simulation(config, store)
-        store.write_many([("questions", generate_questions(store.con, config.run_id, config.seed,
-                                                           config=config.questions))])
-    finally:
-        store.close()
 
 
 def train(initial: np.ndarray, token_ids: list[list[int]], targets: np.ndarray,
@@ -127,18 +88,13 @@ def train(initial: np.ndarray, token_ids: list[list[int]], targets: np.ndarray,
     return table.weight.detach().numpy().copy()
 
 
-def trained_vectors(minilm: Path, initial: np.ndarray, corpus_db: Path | None = None,
+def trained_vectors(minilm: Path, initial: np.ndarray, corpus_db: Path,
                     log: Callable[[str], None] | None = None) -> np.ndarray:
-    """``initial`` trained on the corpus of ``corpus_db`` (default: a corpus run made here)."""
+    """``initial`` trained on the corpus of the run stored in ``corpus_db``."""
     from personasim.agents.minilm import MiniLM
 
     log = log or (lambda line: None)
-    with tempfile.TemporaryDirectory() as tmp:
-        if corpus_db is None:
-            corpus_db = Path(tmp) / "corpus.duckdb"
-            log(f"corpus run: {CORPUS_USERS} users x {CORPUS_SESSIONS} sessions, seed {CORPUS_SEED}")
-            run_corpus(corpus_db)
-        texts = corpus_texts(corpus_db)
+    texts = corpus_texts(corpus_db)
     model = MiniLM(minilm)
     log(f"MiniLM targets for {len(texts):,} texts")
     started = time.perf_counter()
@@ -148,28 +104,4 @@ def trained_vectors(minilm: Path, initial: np.ndarray, corpus_db: Path | None = 
     tokenizer.no_padding()
     tokenizer.no_truncation()
     token_ids = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return train(initial, token_ids, targets, log=log)
-
-
-def _main(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m personasim.agents.static_training")
-    sub = parser.add_subparsers(dest="command", required=True)
-    corpus = sub.add_parser("corpus", help="run the corpus simulation into a store")
-    corpus.add_argument("db", type=Path)
-    corpus.add_argument("--users", type=int, default=CORPUS_USERS)
-    corpus.add_argument("--sessions", type=int, default=CORPUS_SESSIONS)
-    texts = sub.add_parser("texts", help="print a store's corpus texts as JSON")
-    texts.add_argument("db", type=Path)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.command == "corpus":
-        _corpus_run(args.db, args.users, args.sessions)
-    else:
-        print(json.dumps(corpus_texts(args.db)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    return train(initial, token_ids, targets, epochs=EPOCHS, log=log)

@@ -27,6 +27,7 @@ from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.questions import QUESTION_TYPES, QuestionConfig, generate_questions
 from personasim.analysis.reader import Reader, ReaderAnswer
+from personasim.analysis.static_build import prepare_embedder
 from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
@@ -281,10 +282,12 @@ def evaluate(
     with open_store(path, write=True) as store:
         run_id = resolve_finished_run(store, run_id)
         run_embedder = _run_embedder(store, run_id)
+        prepare_embedder(run_embedder)
         use_embedder(run_embedder)  # questions are generated with the run's own model
         questions = _questions(store, run_id, regenerate)
         questions = _filter_types(questions, types)
         strategies = _strategies(store, run_id, strategies)
+        prepare_embedder(embedder or run_embedder)
         use_embedder(embedder or run_embedder)
         cache = str(path) + ".llmcache.sqlite" if reader.kind == "llm" else None
         answering = build_reader(reader, cache)

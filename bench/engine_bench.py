@@ -269,8 +269,9 @@ def embedders(args: argparse.Namespace) -> dict:
     run re-answered by the static model's reader alone. The static model stays an option unless it
     is within a point of MiniLM on every strategy with the same ordering."""
     from personasim.agents.embedding import use_embedder
-    from personasim.agents.static_embedding import build_static_model, static_model_file
+    from personasim.agents.static_embedding import static_model_file
     from personasim.analysis.evaluate import evaluate
+    from personasim.analysis.static_build import build_static_model
     from personasim.api import run
 
     out: dict = {"users": args.users, "sessions": args.sessions, "runs": {}}

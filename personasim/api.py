@@ -21,6 +21,7 @@ from personasim.agents.embedding import default_embedder, use_embedder
 from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
 from personasim.analysis.questions import generate_questions
 from personasim.analysis.reader import EmbeddingReader
+from personasim.analysis.static_build import prepare_embedder
 from personasim.sim.config import EngineConfig, RunConfig
 from personasim.sim.engine import run_simulation
 from personasim.sim.progress import progress_bar
@@ -272,6 +273,7 @@ def _with_cache_path(config: RunConfig, path: Path) -> RunConfig:
 def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: bool, show_progress: bool) -> RunSummary:
     started = time.perf_counter()
     run_id, path = config.run_id, store.path
+    prepare_embedder(config.embedder)  # built here, before any actor needs it
     use_embedder(config.embedder)  # the driver's questions and reader embed with the run's model
     try:
         with progress_bar(show_progress) as progress:

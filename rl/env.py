@@ -23,6 +23,7 @@ import gymnasium
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from personasim.analysis.static_build import prepare_embedder
 from personasim.rl.env_reward import RewardConfig
 from personasim.rl.env_worker import Action, EnvWorker, SlotResult
 from personasim.sim.config import RunConfig, later_fields_at_default
@@ -97,6 +98,7 @@ class _Workers:
             raise ValueError(f"num_envs={num_envs} needs at least that many users; run.population.users is {users}")
         slot_users = {slot: list(range(slot, users, num_envs)) for slot in range(num_envs)}
         self.loop: asyncio.AbstractEventLoop | None = None
+        prepare_embedder(config.run.embedder)  # built here, before any worker needs it
         args = (config.run, config.run_id, config.reward)
         if num_actors == 0:
             self.loop = asyncio.new_event_loop()

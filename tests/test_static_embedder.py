@@ -15,8 +15,15 @@ import pytest
 
 from personasim.agents import embedding, static_embedding, static_training
 from personasim.agents.minilm import MiniLM
-from personasim.agents.static_embedding import StaticEmbedder, StaticModelMissingError, distil, static_model_file
+from personasim.agents.static_embedding import (
+    CORPUS_SEED,
+    StaticEmbedder,
+    StaticModelMissingError,
+    distil,
+    static_model_file,
+)
 from personasim.agents.static_training import corpus_texts, train
+from personasim.analysis import static_build
 from personasim.config import ConfigError, build_config
 from tests.tiny_models import WORDS, build_tiny_bert
 
@@ -27,7 +34,7 @@ def tiny_bert(tmp_path, monkeypatch, small_run):
     folder = build_tiny_bert(tmp_path / "bert")
     monkeypatch.setenv("PERSONASIM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(static_embedding, "_minilm_path", lambda: folder)
-    monkeypatch.setattr(static_training, "run_corpus", lambda db: shutil.copy(small_run[1], db))
+    monkeypatch.setattr(static_build, "run_corpus", lambda db: shutil.copy(small_run[1], db))
     monkeypatch.setattr(static_training, "EPOCHS", 3)
     return folder
 
@@ -56,13 +63,13 @@ def test_the_corpus_is_every_kind_of_text_a_run_embeds(small_run):
 
 def test_the_corpus_run_is_a_simulation_with_questions_in_a_child_process(tmp_path):
     db = tmp_path / "corpus.duckdb"
-    static_training.run_corpus(db, users=2, sessions=2)
+    static_build.run_corpus(db, users=2, sessions=2)
     con = duckdb.connect(str(db), read_only=True)
     seed, config = con.execute("SELECT seed, config_json FROM runs").fetchone()
     counts = con.execute("SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM questions), "
                          "(SELECT count(*) FROM answers)").fetchone()
     con.close()
-    assert seed == static_training.CORPUS_SEED and '"embedder":"minilm"' in config.replace(" ", "")
+    assert seed == CORPUS_SEED and '"embedder":"minilm"' in config.replace(" ", "")
     assert counts[0] == 4 and counts[1] > 0 and counts[2] == 0  # questions asked, none answered
     assert len(corpus_texts(db)) > 1000
 
@@ -86,6 +93,11 @@ def test_training_brings_each_text_towards_its_target():
 
 
 def test_a_text_is_the_unit_sum_of_its_token_vectors_and_the_model_is_built_once(tiny_bert):
+    with pytest.raises(StaticModelMissingError, match="python -m personasim.analysis.static_build"):
+        StaticEmbedder()  # loading never builds: it says how to
+    static_build.prepare_embedder("minilm")
+    assert not static_model_file(tiny_bert).exists()  # MiniLM has nothing to build
+    static_build.prepare_embedder("minilm-static")
     embedder = StaticEmbedder()
     path = embedder.model_path
     assert path == static_model_file(tiny_bert) and path.exists()
@@ -98,13 +110,13 @@ def test_a_text_is_the_unit_sum_of_its_token_vectors_and_the_model_is_built_once
     assert np.allclose(got[0], expected / np.linalg.norm(expected), atol=1e-6)
     assert np.array_equal(got[0], got[1])
     assert np.allclose(np.linalg.norm(got[:2], axis=1), 1.0, atol=1e-6)
+    static_build.prepare_embedder("minilm-static")
     assert StaticEmbedder().model_path.stat().st_mtime_ns == built  # reused, not built again
 
 
-def test_an_actor_never_builds_and_says_how_to(tiny_bert, monkeypatch):
-    monkeypatch.setattr(static_embedding, "_in_ray_worker", lambda: True)
-    with pytest.raises(StaticModelMissingError, match="python -m personasim.agents.static_embedding"):
-        StaticEmbedder()
+def test_an_actor_never_builds(tiny_bert, monkeypatch):
+    monkeypatch.setattr(static_build, "_in_ray_worker", lambda: True)
+    static_build.prepare_embedder("minilm-static")
     assert not static_model_file(tiny_bert).exists()
 
 
@@ -117,6 +129,7 @@ def test_the_embedder_is_a_run_setting_outside_the_default_run_id(tiny_bert):
     with pytest.raises(ValueError, match="unknown embedder 'word2vec'; choose from minilm, minilm-static"):
         embedding.use_embedder("word2vec")
     try:
+        static_build.prepare_embedder("minilm-static")
         embedding.use_embedder("minilm-static")
         assert isinstance(embedding.default_embedder(), StaticEmbedder)
     finally:

@@ -86,7 +86,9 @@ def answer_questions(
             persona_id=q.persona_id, strategy=strategy, reader=reader.name,
             snapshot_id=snap.snapshot_id if snap else None, chosen_index=result.chosen_index,
             correct=result.chosen_index == q.correct_index, scores=result.scores,
-            context_tokens=count_tokens("\n".join(context)), reader_model=model_name,
+            # the count of the joined context, line by line: no token spans a newline, so the sum is
+            # the same number, and each line's count is cached (the whole context is too long to be)
+            context_tokens=sum(count_tokens(line) for line in context), reader_model=model_name,
             raw_output=result.raw_output,
         )
 

@@ -36,9 +36,15 @@ def _middle(db) -> datetime:
     return starts[len(starts) // 2]
 
 
-def test_fork_shares_the_history_before_t_and_runs_its_own_config_after(ray_session, tmp_path):
-    source_db = tmp_path / "source.duckdb"
-    run(RunConfig.model_validate(SOURCE), source_db)
+@pytest.fixture(scope="module")
+def source_db(ray_session, tmp_path_factory):
+    """SOURCE, run once: the source of the scripted forks here (forks only read it)."""
+    db = tmp_path_factory.mktemp("source") / "source.duckdb"
+    run(RunConfig.model_validate(SOURCE), db)
+    return db
+
+
+def test_fork_shares_the_history_before_t_and_runs_its_own_config_after(ray_session, tmp_path, source_db):
     at = _middle(source_db)
     config = fork_config(source_db, at, memory="none,temporal", chatbot_memory="temporal")
     assert config.fork is not None and config.run_id != RunConfig.model_validate(SOURCE).run_id
@@ -71,14 +77,12 @@ def test_fork_replays_the_shared_prefix_from_the_llm_cache(ray_session, tmp_path
     assert 0 < fork_calls < source_calls, "only the sessions after T call the model"
 
 
-def test_fork_cli_and_its_errors(ray_session, tmp_path):
-    source_db = tmp_path / "source.duckdb"
-    run(RunConfig.model_validate({**SOURCE, "population": {"users": 2}, "schedule": {"sessions": 2}}), source_db)
+def test_fork_cli_and_its_errors(ray_session, tmp_path, source_db):
     runner = CliRunner()
     ok = runner.invoke(app, ["run", "--fork-from", str(source_db), "--at", "2025-01-20T00:00", "--chatbot-memory",
                              "temporal", "--db", str(tmp_path / "fork.duckdb"), "--quiet"])
     assert ok.exit_code == 0, ok.output
-    users = runner.invoke(app, ["run", "--fork-from", str(source_db), "--at", "2025-01-20", "--users", "3",
+    users = runner.invoke(app, ["run", "--fork-from", str(source_db), "--at", "2025-01-20", "--users", "4",
                                 "--db", str(tmp_path / "bad.duckdb")])
     assert users.exit_code == 2 and "population must equal the source" in users.output
     no_at = runner.invoke(app, ["run", "--fork-from", str(source_db), "--db", str(tmp_path / "bad.duckdb")])

@@ -17,6 +17,16 @@ from typing import Any
 import numpy as np
 
 
+def in_ray_worker() -> bool:
+    """Whether this process is a Ray worker (an actor or a task), not a driver."""
+    try:
+        import ray
+
+        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    except Exception:  # no Ray, or an API without the runtime context: not a worker
+        return False
+
+
 def size_torch_threads(cores: float | None = None) -> int:
     """Set torch's intra-op threads to this process's share of the cores and return it.
 
@@ -28,9 +38,9 @@ def size_torch_threads(cores: float | None = None) -> int:
 
     if cores is None:
         try:
-            import ray
+            if in_ray_worker():
+                import ray
 
-            if ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE:
                 cores = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         except Exception:  # an older Ray API: leave the threads alone
             cores = None

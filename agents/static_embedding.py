@@ -94,15 +94,6 @@ def distil(minilm: Path | None = None, batch_size: int = 512) -> np.ndarray:
     return out
 
 
-def _in_ray_worker() -> bool:
-    try:
-        import ray
-
-        return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-    except Exception:  # no Ray, or an API without the runtime context: not a worker
-        return False
-
-
 class StaticModelMissingError(RuntimeError):
     """The static model was asked for on a machine where nothing has built it yet."""
 

@@ -10,9 +10,9 @@ run produces (every memory line and its sentences, user turn, question and optio
 index's descriptors). The run uses a seed of its own, so the default run (seed 0) is not in it.
 
 Everything is offline and deterministic: the corpus run is the scripted default world with
-MiniLM, the targets are MiniLM's vectors, and training is seeded. It takes a few minutes on two
-cores, once per machine: ``analysis/static_build.py`` makes the corpus run and saves the result where
-``agents/static_embedding.py`` loads it.
+MiniLM, the targets are MiniLM's vectors, and training is seeded. It takes minutes (17 on this
+2-core machine beside a test run), once per machine: ``analysis/static_build.py`` makes the
+corpus run and saves the result where ``agents/static_embedding.py`` loads it.
 """
 
 from __future__ import annotations

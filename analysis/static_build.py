@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from personasim.agents import static_embedding
+from personasim.agents.embedding import in_ray_worker
 from personasim.agents.static_embedding import (
     CORPUS_SEED,
     CORPUS_SESSIONS,
     CORPUS_USERS,
-    _in_ray_worker,
     distil,
     save_static_model,
     static_model_file,
@@ -36,7 +36,7 @@ def _stderr(line: str) -> None:
 def prepare_embedder(name: str) -> None:
     """Build ``name``'s files if it has any and they are missing (``minilm-static`` only), unless
     this process is a Ray worker."""
-    if name == "minilm-static" and not _in_ray_worker():
+    if name == "minilm-static" and not in_ray_worker():
         build_static_model()
 
 

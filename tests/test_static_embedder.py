@@ -115,7 +115,7 @@ def test_a_text_is_the_unit_sum_of_its_token_vectors_and_the_model_is_built_once
 
 
 def test_an_actor_never_builds(tiny_bert, monkeypatch):
-    monkeypatch.setattr(static_build, "_in_ray_worker", lambda: True)
+    monkeypatch.setattr(static_build, "in_ray_worker", lambda: True)
     static_build.prepare_embedder("minilm-static")
     assert not static_model_file(tiny_bert).exists()
 

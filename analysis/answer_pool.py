@@ -11,7 +11,9 @@ actors once took 270 ms per answer instead of 16).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import TypeVar
 
 from personasim.agents.embedding import size_torch_threads
 from personasim.analysis.reader import ReaderAnswer
@@ -20,8 +22,12 @@ from personasim.analysis.reader import ReaderAnswer
 MIN_PARALLEL_ANSWERS = 3000
 #: Users per task: small enough to balance the actors, big enough to batch the embedding calls.
 USERS_PER_TASK = 8
+#: Tasks queued on each actor at once: one answered, the next waiting, so no actor idles while the
+#: driver reads the next users' snapshots.
+TASKS_IN_FLIGHT = 2
 
 Work = tuple[list[str], str, list[str]]  # (context items, query, options)
+Key = TypeVar("Key")
 
 
 class AnswerWorker:
@@ -40,14 +46,17 @@ class AnswerWorker:
 
 
 def answer_users_in_parallel(
-    reader: object, users: Sequence[list[Work]], workers: int, on_done: Callable[[int], None] | None = None,
-    on_answered: Callable[[list[int], list[list[ReaderAnswer]]], None] | None = None,
-) -> list[list[ReaderAnswer]]:
-    """Each user's work answered by ``reader``'s settings in a pool of ``workers`` Ray actors, in order.
+    reader: object, users: Iterable[tuple[Key, list[Work]]], workers: int,
+    on_answered: Callable[[list[Key], list[list[ReaderAnswer]]], None],
+) -> None:
+    """Each user's work answered by ``reader``'s settings in a pool of ``workers`` Ray actors.
 
+    ``users`` is read lazily, a task at a time, as actors have room: a caller can build each
+    user's work (reading its snapshots) while the actors answer the users before it, so a run's
+    whole evaluation never has to sit in the driver's memory. Each actor has up to
+    ``TASKS_IN_FLIGHT`` tasks queued, so it does not wait while the driver builds the next one.
     ``reader`` is an ``EmbeddingReader`` (its embedder stays in this process; each actor loads its
-    own). ``on_done`` gets the number of answers of each finished task (a progress bar);
-    ``on_answered`` the users' indices and answers of each finished task (to store them)."""
+    own). ``on_answered`` gets each finished task's users' keys and answers, in completion order."""
     import ray
 
     from personasim.sim.engine import ensure_ray
@@ -56,30 +65,29 @@ def answer_users_in_parallel(
     settings = (getattr(reader.embedder, "name", "minilm"), reader.temperature,  # type: ignore[attr-defined]
                 reader.recency_weight, reader.relevance_floor)  # type: ignore[attr-defined]
     cores = max(1, int(ray.available_resources().get("CPU", 1)))
-    workers = max(1, min(workers, cores, len(users)))
     actor_cls = ray.remote(num_cpus=1)(AnswerWorker)
-    actors = [actor_cls.remote(*settings) for _ in range(workers)]
-    tasks = [list(range(i, min(i + USERS_PER_TASK, len(users)))) for i in range(0, len(users), USERS_PER_TASK)]
-    results: list[list[ReaderAnswer] | None] = [None] * len(users)
+    actors = [actor_cls.remote(*settings) for _ in range(max(1, min(workers, cores)))]
+    source = iter(users)
     try:
-        idle = list(actors)
-        pending: dict[ray.ObjectRef, tuple[object, list[int]]] = {}
-        queue = list(reversed(tasks))
-        while queue or pending:
-            while queue and idle:
-                actor, task = idle.pop(), queue.pop()
-                pending[actor.answer_users.remote([users[i] for i in task])] = (actor, task)  # type: ignore[attr-defined]
+        load = {i: 0 for i in range(len(actors))}
+        pending: dict[ray.ObjectRef, tuple[int, list[Key]]] = {}
+        exhausted = False
+        while True:
+            while not exhausted and min(load.values()) < TASKS_IN_FLIGHT:
+                task = list(islice(source, USERS_PER_TASK))
+                if not task:
+                    exhausted = True
+                    break
+                i = min(load, key=lambda a: (load[a], a))  # the least loaded actor
+                load[i] += 1
+                ref = actors[i].answer_users.remote([work for _, work in task])  # type: ignore[attr-defined]
+                pending[ref] = (i, [key for key, _ in task])
+            if not pending:
+                break
             ready, _ = ray.wait(list(pending), num_returns=1)
-            actor, task = pending.pop(ready[0])
-            finished = ray.get(ready[0])
-            for i, answers in zip(task, finished, strict=True):
-                results[i] = answers
-            idle.append(actor)
-            if on_answered:
-                on_answered(task, finished)
-            if on_done:
-                on_done(sum(len(users[i]) for i in task))
+            i, keys = pending.pop(ready[0])
+            load[i] -= 1
+            on_answered(keys, ray.get(ready[0]))
     finally:
         for actor in actors:
             ray.kill(actor)
-    return results  # type: ignore[return-value]  # every user's slot is filled above

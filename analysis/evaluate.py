@@ -14,9 +14,9 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,6 +50,7 @@ def answer_questions(
     concurrency: int = 16,
     workers: int = 1,
     on_batch: Callable[[list[AnswerRow]], None] | None = None,
+    keep_rows: bool = True,
 ) -> list[AnswerRow]:
     """Each strategy answers from its latest snapshot taken before the question (never after).
 
@@ -60,121 +61,159 @@ def answer_questions(
     ``workers`` > 1 a large evaluation is answered by a pool of that many Ray actors
     (``analysis.answer_pool``); the answers are the same either way.
 
+    Users are taken ``USERS_PER_CHUNK`` at a time (their snapshots read, their work built and
+    answered) so that a large run's evaluation holds one chunk of snapshots, not all of them.
     ``on_batch`` gets the rows as they are answered (a user's at a time for a batching reader,
     ``ANSWER_BATCH`` at a time otherwise), so a caller can commit them: a run or an evaluation
-    killed while answering keeps what it answered. Every row is passed to it exactly once."""
+    killed while answering keeps what it answered. Every row is passed to it exactly once. The
+    rows are returned in question order, each question's strategies in order; a caller that only
+    stores them passes ``keep_rows=False`` and gets an empty list (a million rows are a few GB)."""
     settings = settings or MemorySettings()
-    snapshots = read_snapshots(con, run_id)
     embedder = getattr(reader, "embedder", None) or default_embedder()
-    work: list[tuple[QuestionRow, str, SnapshotRef | None, list[str]]] = []
-    for q in questions:
-        for strategy in strategies:
-            before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
-            snap = before[-1] if before else None
-            select = memory_class(strategy).select_context
-            context = select(snap.items, q.query, embedder, settings) if snap else []
-            work.append((q, strategy, snap, context))
-
     model_name = getattr(reader, "model_name", None)
     reader_key = reader.name if model_name is None else f"{reader.name}:{model_name}"
+    whole_tokens: dict[str, int] = {}  # a snapshot used whole, by id: its lines' tokens, counted once
 
-    def row(
-        q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str], result: ReaderAnswer
-    ) -> AnswerRow:
+    def context_tokens(snap: SnapshotRef | None, context: list[str]) -> int:
+        # the count of the joined context, line by line: no token spans a newline, so the sum is the
+        # same number, and each line's count is cached (the whole context is too long to be); a
+        # snapshot every question of a checkpoint reads whole is counted once
+        if snap is not None and context is snap.items:
+            if snap.snapshot_id not in whole_tokens:
+                whole_tokens[snap.snapshot_id] = sum(count_tokens(line) for line in context)
+            return whole_tokens[snap.snapshot_id]
+        return sum(count_tokens(line) for line in context)
+
+    def row(item: _Work, result: ReaderAnswer) -> AnswerRow:
+        q, snap, context = item.question, item.snapshot, item.context
         return AnswerRow(
-            run_id=run_id, answer_id=f"{q.question_id}/{strategy}/{reader_key}", question_id=q.question_id,
-            persona_id=q.persona_id, strategy=strategy, reader=reader.name,
+            run_id=run_id, answer_id=f"{q.question_id}/{item.strategy}/{reader_key}", question_id=q.question_id,
+            persona_id=q.persona_id, strategy=item.strategy, reader=reader.name,
             snapshot_id=snap.snapshot_id if snap else None, chosen_index=result.chosen_index,
             correct=result.chosen_index == q.correct_index, scores=result.scores,
-            # the count of the joined context, line by line: no token spans a newline, so the sum is
-            # the same number, and each line's count is cached (the whole context is too long to be)
-            context_tokens=sum(count_tokens(line) for line in context), reader_model=model_name,
+            context_tokens=context_tokens(snap, context), reader_model=model_name,
             raw_output=result.raw_output,
         )
 
+    kept: list[tuple[int, AnswerRow]] = []
+
+    def store(rows: list[tuple[int, AnswerRow]]) -> None:
+        if on_batch is not None and rows:
+            on_batch([r for _, r in rows])
+        if keep_rows:
+            kept.extend(rows)
+        for _ in range(len(rows)) if on_answer else ():
+            on_answer()  # type: ignore[misc]
+
+    users = _users_work(con, run_id, questions, strategies, embedder, settings)
     if getattr(reader, "answer_many", None) is not None:  # batched per user: their questions share most texts
+        from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, answer_users_in_parallel
+        from personasim.analysis.reader import EmbeddingReader
 
-        def answered(done: list[tuple[int, ReaderAnswer]]) -> None:
-            if on_batch is not None:
-                on_batch([row(*work[n], result) for n, result in done])
+        def answered(keys: list[list[_Work]], answers: list[list[ReaderAnswer]]) -> None:
+            store([(item.position, row(item, a)) for items, user_answers in zip(keys, answers, strict=True)
+                   for item, a in zip(items, user_answers, strict=True)])
 
-        results = _answer_per_user(reader, work, workers, on_answer, answered)
-        return [row(q, s, snap, ctx, result) for (q, s, snap, ctx), result in zip(work, results, strict=True)]
-    pending: list[AnswerRow] = []
+        def payload(items: list[_Work]) -> list[tuple[list[str], str, list[str]]]:
+            return [(item.context, item.question.query, item.question.options) for item in items]
 
-    def keep(answer: AnswerRow) -> AnswerRow:
-        pending.append(answer)
-        if on_batch is not None and len(pending) >= ANSWER_BATCH:
-            on_batch(list(pending))
-            pending.clear()
-        return _counted(answer, on_answer)
-
-    answer_async = getattr(reader, "answer_async", None)
-    if answer_async is None:
-        rows = [keep(row(q, s, snap, ctx, reader.answer(ctx, q.query, q.options))) for q, s, snap, ctx in work]
+        total = len(questions) * len(strategies)
+        if workers > 1 and total >= MIN_PARALLEL_ANSWERS and isinstance(reader, EmbeddingReader):
+            answer_users_in_parallel(reader, ((items, payload(items)) for items in users), workers, answered)
+        else:
+            for items in users:
+                answered([items], [reader.answer_many(payload(items))])
     else:
-        async def run_all() -> list[AnswerRow]:
-            gate = asyncio.Semaphore(concurrency)
+        pending: list[tuple[int, AnswerRow]] = []
 
-            async def one(q: QuestionRow, strategy: str, snap: SnapshotRef | None, context: list[str]) -> AnswerRow:
-                async with gate:
-                    return keep(row(q, strategy, snap, context, await answer_async(context, q.query, q.options)))
+        def keep(item: _Work, result: ReaderAnswer) -> None:
+            pending.append((item.position, row(item, result)))
+            if len(pending) >= ANSWER_BATCH:
+                store(list(pending))
+                pending.clear()
 
-            return list(await asyncio.gather(*(one(*w) for w in work)))
-
-        rows = asyncio.run(run_all())
-    if pending and on_batch is not None:
-        on_batch(list(pending))
-    return rows
+        every = (item for items in users for item in items)
+        answer_async = getattr(reader, "answer_async", None)
+        if answer_async is None:
+            for item in every:
+                keep(item, reader.answer(item.context, item.question.query, item.question.options))
+        else:
+            asyncio.run(_answer_all(answer_async, every, concurrency, keep))
+        store(pending)
+    kept.sort(key=lambda pair: pair[0])
+    return [r for _, r in kept]
 
 
 #: Rows per ``on_batch`` call for readers that answer one question at a time (LLM, log-likelihood):
 #: a kill loses at most this many answers.
 ANSWER_BATCH = 50
+#: Users whose snapshots are read and whose work is built at once.
+USERS_PER_CHUNK = 256
 
 
-def _counted(answer: AnswerRow, on_answer: Callable[[], None] | None) -> AnswerRow:
-    if on_answer:
-        on_answer()
-    return answer
+class _Work(NamedTuple):
+    """One answer to give: a question, a strategy, the snapshot it reads and the context chosen."""
+
+    position: int  # in question order, each question's strategies in order
+    question: QuestionRow
+    strategy: str
+    snapshot: SnapshotRef | None
+    context: list[str]
 
 
-def _answer_per_user(
-    reader: Any, work: list[tuple[QuestionRow, str, SnapshotRef | None, list[str]]], workers: int,
-    on_answer: Callable[[], None] | None, on_users: Callable[[list[tuple[int, ReaderAnswer]]], None],
-) -> list[ReaderAnswer]:
-    """``reader.answer_many`` over each user's work (in process, or in a pool of actors), in ``work``'s order."""
-    from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, answer_users_in_parallel
-    from personasim.analysis.reader import EmbeddingReader
-
+def _users_work(
+    con: duckdb.DuckDBPyConnection, run_id: str, questions: list[QuestionRow], strategies: list[str],
+    embedder: Any, settings: MemorySettings,
+) -> Iterator[list[_Work]]:
+    """Each user's work, users in the order the questions first name them, snapshots read
+    ``USERS_PER_CHUNK`` users at a time."""
     by_user: dict[str, list[int]] = {}
-    for n, (q, _, _, _) in enumerate(work):
+    for n, q in enumerate(questions):
         by_user.setdefault(q.persona_id, []).append(n)
-    users = [[(work[n][3], work[n][0].query, work[n][0].options) for n in positions] for positions in by_user.values()]
+    personas = list(by_user)
+    selectors = {strategy: memory_class(strategy).select_context for strategy in strategies}
+    for start in range(0, len(personas), USERS_PER_CHUNK):
+        chunk = personas[start:start + USERS_PER_CHUNK]
+        snapshots = read_snapshots(con, run_id, chunk)
+        for persona_id in chunk:
+            items: list[_Work] = []
+            for n in by_user[persona_id]:
+                q = questions[n]
+                for k, strategy in enumerate(strategies):
+                    before = [s for s in snapshots.get((persona_id, strategy), []) if s.time <= q.asked_at]
+                    snap = before[-1] if before else None
+                    context = selectors[strategy](snap.items, q.query, embedder, settings) if snap else []
+                    items.append(_Work(n * len(strategies) + k, q, strategy, snap, context))
+            yield items
 
-    def advance(count: int) -> None:
-        for _ in range(count) if on_answer else ():
-            on_answer()  # type: ignore[misc]
 
-    groups = list(by_user.values())
+async def _answer_all(
+    answer_async: Any, items: Iterable[_Work], concurrency: int, keep: Callable[[_Work, ReaderAnswer], None]
+) -> None:
+    """``concurrency`` answers in flight, items taken as slots free up (a run's work is built
+    lazily, a chunk of users at a time); the first failure stops the scheduling and is raised."""
+    gate = asyncio.Semaphore(concurrency)
+    running: set[asyncio.Task] = set()
+    failures: list[BaseException] = []
 
-    def done(indices: list[int], answers: list[list[ReaderAnswer]]) -> None:
-        on_users([(n, a) for i, user_answers in zip(indices, answers, strict=True)
-                  for n, a in zip(groups[i], user_answers, strict=True)])
+    async def one(item: _Work) -> None:
+        try:
+            keep(item, await answer_async(item.context, item.question.query, item.question.options))
+        except Exception as error:  # noqa: BLE001 - re-raised below, after what is in flight settles
+            failures.append(error)
+        finally:
+            gate.release()
 
-    if workers > 1 and len(work) >= MIN_PARALLEL_ANSWERS and isinstance(reader, EmbeddingReader):
-        answered = answer_users_in_parallel(reader, users, workers, on_done=advance, on_answered=done)
-    else:
-        answered = []
-        for i, user in enumerate(users):
-            answered.append(reader.answer_many(user))
-            done([i], [answered[-1]])
-            advance(len(user))
-    results: list[ReaderAnswer | None] = [None] * len(work)
-    for positions, answers in zip(by_user.values(), answered, strict=True):
-        for n, answer in zip(positions, answers, strict=True):
-            results[n] = answer
-    return results  # type: ignore[return-value]  # every position is some user's
+    for item in items:
+        await gate.acquire()
+        if failures:
+            break
+        task = asyncio.create_task(one(item))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    await asyncio.gather(*running)
+    if failures:
+        raise failures[0]
 
 
 class StrategyScore(BaseModel):
@@ -295,11 +334,17 @@ def evaluate(
         answering = build_reader(reader, cache)
         with progress_bar(show_progress) as progress:
             task = progress.add_task(f"answering ({answering.name})", total=len(questions) * len(strategies))
-            answers = answer_questions(
+            answered = [0]
+
+            def commit(rows: list[AnswerRow]) -> None:  # committed as answered: a kill keeps them
+                store.replace_rows(
+                    {"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in rows]}}, [("answers", rows)])
+                answered[0] += len(rows)
+
+            answer_questions(
                 store.con, run_id, questions, strategies, answering, read_run(store, run_id).memory_settings,
                 on_answer=lambda: progress.advance(task), workers=workers or os.cpu_count() or 1,
-                on_batch=lambda rows: store.replace_rows(  # committed as answered: a kill keeps them
-                    {"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in rows]}}, [("answers", rows)]),
+                on_batch=commit, keep_rows=False,
             )
         tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
         report = _audit(store, run_id, questions, answering) if questions else None
@@ -307,7 +352,7 @@ def evaluate(
     return EvalSummary(
         run_id=run_id, db=str(path), reader=answering.name, reader_model=getattr(answering, "model_name", None),
         strategies=strategies, types=sorted({q.question_type for q in questions}), questions=len(questions),
-        answers=len(answers), chance=chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
+        answers=answered[0], chance=chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
         audit=report.model_dump() if report is not None else None,
     )
 

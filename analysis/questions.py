@@ -519,6 +519,12 @@ def _nearest_closing_length(needed: int) -> int:
     return min(_closings(), key=lambda n: (abs(n - needed), n))
 
 
+@cache
+def _closing_miss(needed: int) -> int:
+    """How far the nearest closing length is from ``needed`` characters."""
+    return abs(_nearest_closing_length(needed) - needed)
+
+
 def equalise_lengths(entries: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
     """Append a neutral closing sentence to every option so that all have the same length.
 
@@ -529,10 +535,15 @@ def equalise_lengths(entries: list[tuple[str, str]], rng: random.Random) -> list
     bases = [len(text) + 1 for text, _ in entries]  # + 1: the space before the closing
     low, high = max(bases) + min(closings), max(bases) + max(closings)
 
-    def miss(target: int) -> int:
-        return sum(abs(_nearest_closing_length(target - n) - (target - n)) for n in bases)
-
-    target = min(range(low, high + 1), key=lambda t: (miss(t), t))
+    # the shortest target with the smallest total miss; the first exact one ends the search (a
+    # question's generation spent half its time scoring every longer target after it)
+    target, best = low, None
+    for candidate in range(low, high + 1):
+        miss = sum(_closing_miss(candidate - n) for n in bases)
+        if best is None or miss < best:
+            target, best = candidate, miss
+            if miss == 0:
+                break
     used: set[str] = set()
     out = []
     for (text, source), n in zip(entries, bases, strict=True):

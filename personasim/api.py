@@ -56,6 +56,8 @@ class RunSummary(BaseModel):
     actor_restarts: int = 0
     simulation_seconds: float = 0.0
     store_seconds: float = 0.0
+    questions_seconds: float = 0.0  # generating and storing the questions
+    answering_seconds: float = 0.0  # every strategy's answers, stored
 
 
 def run(config: RunConfig, db: str | Path, overwrite: bool = False, show_progress: bool = False) -> RunSummary:
@@ -285,17 +287,22 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
                 config, store, on_sessions=lambda n: progress.advance(sim_task, n), resume=resume
             )
             failure = _failure(store, config)
+            asking = answering = 0.0
             if failure is None:
+                asking = time.perf_counter()
                 questions = generate_questions(store.con, run_id, config.seed, config=config.questions)
                 store.write_many([("questions", questions)])
+                asking = time.perf_counter() - asking
+                answering = time.perf_counter()
                 eval_task = progress.add_task(
                     "answering questions", total=len(questions) * len(config.memory.strategies))
                 reader = EmbeddingReader(default_embedder())
                 answer_questions(  # each user's answers committed as they come: a kill keeps them
                     store.con, run_id, questions, config.memory.strategies, reader, config.memory.settings,
                     on_answer=lambda: progress.advance(eval_task), workers=_eval_actors(config),
-                    on_batch=lambda rows: store.write_many([("answers", rows)]),
+                    on_batch=lambda rows: store.write_many([("answers", rows)]), keep_rows=False,
                 )
+                answering = time.perf_counter() - answering
         if failure is not None:
             set_run_status(store, run_id, "failed")
             store.close()
@@ -316,7 +323,8 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
         actors=counts.actors, scores=scores, chance=_chance(questions),
         wall_seconds=round(time.perf_counter() - started, 2), failed_sessions=counts.failed_sessions,
         actor_restarts=counts.actor_restarts, simulation_seconds=round(counts.wall_seconds, 2),
-        store_seconds=round(counts.store_seconds, 2),
+        store_seconds=round(counts.store_seconds, 2), questions_seconds=round(asking, 2),
+        answering_seconds=round(answering, 2),
     )
 
 

@@ -100,13 +100,18 @@ class SnapshotRef(BaseModel):
     tokens: int
 
 
-def read_snapshots(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[tuple[str, str], list[SnapshotRef]]:
-    """Each (persona, strategy)'s snapshots in time order."""
+def read_snapshots(
+    con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: list[str] | None = None
+) -> dict[tuple[str, str], list[SnapshotRef]]:
+    """Each (persona, strategy)'s snapshots in time order; only ``persona_ids``' when given (a
+    run's snapshots repeat each raw history at every session end, so a large run's do not fit in
+    memory at once: 170 MB of Python objects per 200 users of 10 sessions)."""
     out: dict[tuple[str, str], list[SnapshotRef]] = defaultdict(list)
+    which = "" if persona_ids is None else " AND persona_id IN (SELECT unnest(?::VARCHAR[]))"
     for sid, persona, strategy, time, items, tokens in con.execute(
         "SELECT snapshot_id, persona_id, strategy, time, items, tokens FROM memory_snapshots"
-        " WHERE run_id = ? ORDER BY time, snapshot_id",
-        [run_id],
+        f" WHERE run_id = ?{which} ORDER BY time, snapshot_id",
+        [run_id] if persona_ids is None else [run_id, persona_ids],
     ).fetchall():
         out[(persona, strategy)].append(SnapshotRef(snapshot_id=sid, time=time, items=items, tokens=tokens))
     return out

@@ -73,6 +73,50 @@ def test_a_pool_of_actors_gives_the_same_answers_and_counts_progress(stored, ray
     assert len(ticks) == len(pooled)
 
 
+def test_users_taken_a_chunk_at_a_time_give_the_same_rows_each_stored_once(stored, monkeypatch):
+    """A large run's evaluation reads snapshots a chunk of users at a time; nothing about an
+    answer may depend on the chunk it was in."""
+    from personasim.analysis import evaluate
+
+    con, run_id, questions = stored
+    strategies = ["none", "full_history", "agentic"]
+    reader = EmbeddingReader(default_embedder())
+    whole = answer_questions(con, run_id, questions, strategies, reader)
+    monkeypatch.setattr(evaluate, "USERS_PER_CHUNK", 2)
+    batches: list[list] = []
+    kept = answer_questions(con, run_id, questions, strategies, reader, on_batch=batches.append, keep_rows=False)
+    streamed = sorted((r for batch in batches for r in batch), key=lambda r: [a.answer_id for a in whole].index(
+        r.answer_id))
+    assert kept == []  # a caller that only stores the rows holds none of them
+    assert [r.model_dump() for r in streamed] == [r.model_dump() for r in whole]
+    assert {r.context_tokens for r in whole if r.strategy == "full_history"} != {0}
+
+
+def test_the_pool_reads_users_as_it_has_room_not_all_at_once(stored, ray_session, monkeypatch):
+    """The pool pulls each task's users when an actor has room, so the driver builds a few users'
+    work ahead of the actors rather than the whole run's."""
+    con, run_id, questions = stored
+    monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 1)
+    work = [([f"I love {food}."], "What should I cook?", ["Pasta tonight.", "Sushi tonight."])
+            for food in ("pasta", "sushi", "tacos", "ramen", "curry", "paella", "pho", "dumplings", "risotto")]
+    pulled, answered, ahead = [0], [0], []
+
+    def users():
+        for n, item in enumerate(work):
+            pulled[0] += 1
+            ahead.append(pulled[0] - answered[0])
+            yield n, [item]
+
+    def on_answered(keys, answers):  # type: ignore[no-untyped-def]
+        answered[0] += len(keys)
+        assert all(len(a) == 1 for a in answers)
+
+    workers = 2
+    answer_pool.answer_users_in_parallel(EmbeddingReader(default_embedder()), users(), workers, on_answered)
+    assert answered[0] == len(work)
+    assert max(ahead) <= workers * answer_pool.TASKS_IN_FLIGHT  # never more users than actor slots
+
+
 def test_torch_threads_follow_the_cores_given():
     import torch
 

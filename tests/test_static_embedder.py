@@ -152,3 +152,38 @@ def test_eval_with_the_static_embedder_stores_its_answers_beside_minilms(small_r
     rows = dict(con.execute("SELECT coalesce(reader_model, 'minilm'), count(*) FROM answers GROUP BY 1").fetchall())
     con.close()
     assert rows["minilm-static"] == summary.answers and rows["minilm"] == summary.answers
+
+
+def test_minilms_own_tokenizer_gives_the_fast_split_the_same_ids(small_run, tmp_path, monkeypatch):
+    """With MiniLM's BERT tokenizer, plain ASCII text is split in Python and each word's pieces
+    looked up once: the ids (and so the vectors) must be the tokenizer's, text by text."""
+    monkeypatch.setenv("PERSONASIM_CACHE_DIR", str(tmp_path / "cache"))
+    minilm = static_embedding._minilm_path()
+    vocab = MiniLM(minilm).tokenizer.get_vocab_size()
+    static_embedding.save_static_model(np.random.default_rng(0).normal(size=(vocab, 8)), minilm)
+    embedder = StaticEmbedder(minilm)
+    assert embedder._splits_like_bert
+    con = duckdb.connect(str(small_run[1]), read_only=True)
+    texts = [t for (t,) in con.execute("SELECT text FROM turns ORDER BY turn_id LIMIT 300").fetchall()]
+    texts += [o for (options,) in con.execute("SELECT options FROM questions LIMIT 50").fetchall() for o in options]
+    con.close()
+    texts += ["Crème brûlée, naïve café", "snake_case and C++ (v2.0)!", "tab\there\r\nnew line", "bell\x07 and \x0b",
+              "UPPER lower MiXeD", "", "   ", "x" * 150, "£5 or $5?", "emoji 🙂 here", "1,000.50 @home #tag ~ ` |"]
+    for text in texts:
+        assert embedder.token_ids(text) == embedder.tokenizer.encode(text, add_special_tokens=False).ids, text
+    vectors = embedder.encode(texts)
+    for text, vector in zip(texts, vectors, strict=True):
+        ids = embedder.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            assert not vector.any()
+            continue
+        mean = embedder.vectors[ids].mean(axis=0)
+        np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_a_tokenizer_that_splits_otherwise_is_used_as_it_is(tiny_bert):
+    static_embedding.save_static_model(np.ones((5 + len(WORDS), 8)))
+    embedder = StaticEmbedder()
+    assert not embedder._splits_like_bert  # the tiny BERT's word-level tokenizer keeps case and punctuation
+    text = f"{WORDS[0].upper()}, {WORDS[1]}!"
+    assert embedder.token_ids(text) == embedder.tokenizer.encode(text, add_special_tokens=False).ids

@@ -23,10 +23,10 @@ from personasim.agents.directive import (
     MemoryRewriteDirective,
     render_directive,
 )
-from personasim.agents.memory.base import MemorySettings, PersonaMemory, top_k_by_similarity
+from personasim.agents.memory.base import MemorySettings, MemorySnapshot, PersonaMemory, top_k_by_similarity
 from personasim.agents.memory.registry import register_memory
 from personasim.agents.memory.rules import personal_sentences
-from personasim.agents.tokens import truncate_to_tokens
+from personasim.agents.tokens import count_tokens, truncate_to_tokens
 
 _USER_LINE = re.compile(r"^\[[^\]]*\] user: ")
 
@@ -44,6 +44,7 @@ class _MessageLog(PersonaMemory):
         super().__init__(*args, **kwargs)
         self._packed = b""  # the log before this session
         self._new: list[str] = []  # this session's messages
+        self._tokens = 0  # the whole log's tokens, kept as lines come and go (not recounted per session)
 
     @property
     def _lines(self) -> list[str]:
@@ -52,14 +53,21 @@ class _MessageLog(PersonaMemory):
 
     @_lines.setter
     def _lines(self, lines: list[str]) -> None:
+        self._pack(lines, sum(count_tokens(line) for line in lines))
+
+    def _pack(self, lines: list[str], tokens: int) -> None:
+        """Hold ``lines`` (whose tokens are ``tokens``) as the whole log, packed."""
         self._packed = zlib.compress(json.dumps(lines).encode(), 6) if lines else b""
         self._new = []
+        self._tokens = tokens
 
     async def remember(self, role: str, text: str, time: str) -> None:
-        self._new.append(f"[{time}] {role}: {text}")
+        line = f"[{time}] {role}: {text}"
+        self._new.append(line)
+        self._tokens += count_tokens(line)
 
     async def end_session(self, session_end: datetime) -> None:
-        self._lines = self._lines
+        self._pack(self._lines, self._tokens)
 
     def _visible(self) -> tuple[int, list[str]]:
         """(offset into the log, entries visible in the context)."""
@@ -123,11 +131,27 @@ class FullHistory(_MessageLog):
         return False
 
     def _visible(self) -> tuple[int, list[str]]:
-        kept = truncate_to_tokens(self._lines, self.settings.full_history_max_tokens)
-        return len(self._lines) - len(kept), kept
+        lines = self._lines
+        if self._tokens <= self.settings.full_history_max_tokens:  # all of it fits: nothing to count
+            return 0, lines
+        kept = truncate_to_tokens(lines, self.settings.full_history_max_tokens)
+        return len(lines) - len(kept), kept
 
     async def end_session(self, session_end: datetime) -> None:
-        self._lines = self._visible()[1]
+        offset, kept = self._visible()
+        if offset:
+            self._lines = kept
+        else:
+            self._pack(kept, self._tokens)
+
+    def snapshot(self) -> MemorySnapshot:
+        """The base class's snapshot, with the token count kept rather than recounted: a whole raw
+        history is too long for the count cache, and counting it again at every session's end was
+        a tenth of a large run's shard time (no token spans the newline that joins two lines, so
+        the kept sum is the same number)."""
+        offset, items = self._visible()
+        tokens = self._tokens if offset == 0 else sum(count_tokens(line) for line in items)
+        return MemorySnapshot(text="\n".join(items), items=items, tokens=tokens)
 
 
 @register_memory

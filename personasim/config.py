@@ -39,7 +39,7 @@ def build_config(
     then the non-None ``overrides``.
 
     Overrides use the command line's names: users, sessions, seed, memory (list or comma string),
-    chatbot_memory, history_tokens, actors, address.
+    chatbot_memory, history_tokens, actors, address, cache, embedder.
     """
     try:
         data: dict[str, Any] = _merge(base or {}, load_preset(preset) if preset else {})
@@ -56,6 +56,7 @@ def build_config(
         "actors": ("engine", "num_actors"),
         "address": ("engine", "address"),
         "cache": ("engine", "cache"),
+        "embedder": ("embedder",),
     }
     for key, value in overrides.items():
         if value is None:

@@ -22,6 +22,7 @@ def _run(args):
         (["--memory", "none,telepathy"], "unknown memory strategy 'telepathy'"),
         (["--users", "0"], "population.users"),
         (["--sessions", "0"], "schedule.sessions"),
+        (["--embedder", "word2vec"], "embedder: Input should be 'minilm' or 'minilm-static'"),
     ],
 )
 def test_bad_flags(tmp_path, args, expected):
@@ -88,7 +89,8 @@ def test_console_script_reports_bad_input(tmp_path):
 
 def test_help_documents_every_option():
     out = CliRunner().invoke(app, ["run", "--help"]).output
-    for flag in ["--users", "--sessions", "--seed", "--memory", "--db", "--config", "--address", "--actors"]:
+    for flag in ["--users", "--sessions", "--seed", "--memory", "--db", "--config", "--address", "--actors",
+                 "--embedder"]:
         assert flag in out
 
 

@@ -11,10 +11,9 @@ from personasim.sim.rows import TABLES
 
 
 def _dump(db) -> dict[str, list[tuple]]:
-    """Every table, in key order. Answer scores are rounded: embeddings computed in another process
-    (another thread count) can differ in the last float bits; the chosen option must not."""
+    """Every table, in key order; answers without their scores, which `_scores` gives apart."""
     con = duckdb.connect(str(db), read_only=True)
-    columns = {"answers": "* REPLACE (list_transform(scores, lambda x: round(x, 3)) AS scores)"}
+    columns = {"answers": "* EXCLUDE (scores)"}
     try:
         return {
             name: con.execute(f"SELECT {columns.get(name, '*')} FROM {name} ORDER BY {', '.join(key)}").fetchall()
@@ -22,6 +21,24 @@ def _dump(db) -> dict[str, list[tuple]]:
         }
     finally:
         con.close()
+
+
+def _scores(db) -> list[list[float]]:
+    """Every answer's option scores, in key order. Embeddings computed in another process (another
+    thread count) can differ in the last float bits, so these are compared within a tolerance: rounding
+    them instead made the comparison flaky (a score next to a rounding boundary flips)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        key = ", ".join(TABLES["answers"][1])
+        return [list(scores) for (scores,) in con.execute(f"SELECT scores FROM answers ORDER BY {key}").fetchall()]
+    finally:
+        con.close()
+
+
+def _same_scores(a: list[list[float]], b: list[list[float]], tolerance: float = 1e-5) -> bool:
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):
+        return False
+    return all(abs(p - q) <= tolerance for x, y in zip(a, b, strict=True) for p, q in zip(x, y, strict=True))
 
 
 def _session_texts(db, index: int) -> list[str]:
@@ -221,6 +238,7 @@ def test_address_joins_an_existing_cluster(ray_session, tmp_path):
     run(build_config(users=2, sessions=2, seed=11), tmp_path / "embedded.duckdb")
     cluster, embedded = _dump(tmp_path / "cluster.duckdb"), _dump(tmp_path / "embedded.duckdb")
     assert cluster["turns"] == embedded["turns"] and cluster["answers"] == embedded["answers"]
+    assert _same_scores(_scores(tmp_path / "cluster.duckdb"), _scores(tmp_path / "embedded.duckdb"))
 
 
 def _leaks(db) -> tuple[int, int]:

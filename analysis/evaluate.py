@@ -11,6 +11,7 @@ answering itself, on an open store), ``build_reader`` and ``score_by_strategy``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
@@ -68,25 +69,68 @@ def answer_questions(
     killed while answering keeps what it answered. Every row is passed to it exactly once. The
     rows are returned in question order, each question's strategies in order; a caller that only
     stores them passes ``keep_rows=False`` and gets an empty list (a million rows are a few GB)."""
+    return _answer(con, run_id, _by_user(questions), strategies, reader, settings, on_answer, concurrency,
+                   workers, on_batch, keep_rows)
+
+
+def answer_questions_by_user(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    users: Iterable[list[QuestionRow]],
+    strategies: list[str],
+    reader: Reader,
+    settings: MemorySettings | None = None,
+    on_answer: Callable[[], None] | None = None,
+    concurrency: int = 16,
+    workers: int = 1,
+    on_batch: Callable[[list[AnswerRow]], None] | None = None,
+    keep_rows: bool = True,
+) -> list[AnswerRow]:
+    """``answer_questions`` for questions that come a user at a time (each list is one user's; a
+    user appears once), read lazily: a run generates, stores and answers its questions as they
+    come (``generate_questions_by_user``) instead of holding them all. Question order is the order
+    they come in."""
+
+    def numbered() -> Iterator[list[tuple[int, QuestionRow]]]:
+        n = 0
+        for questions in users:
+            yield list(enumerate(questions, start=n))
+            n += len(questions)
+
+    return _answer(con, run_id, numbered(), strategies, reader, settings, on_answer, concurrency,
+                   workers, on_batch, keep_rows)
+
+
+def _by_user(questions: list[QuestionRow]) -> Iterator[list[tuple[int, QuestionRow]]]:
+    """Each user's questions with their positions, users in the order the questions first name them."""
+    by_user: dict[str, list[tuple[int, QuestionRow]]] = {}
+    for n, q in enumerate(questions):
+        by_user.setdefault(q.persona_id, []).append((n, q))
+    yield from by_user.values()
+
+
+def _answer(
+    con: duckdb.DuckDBPyConnection, run_id: str, users: Iterable[list[tuple[int, QuestionRow]]],
+    strategies: list[str], reader: Reader, settings: MemorySettings | None, on_answer: Callable[[], None] | None,
+    concurrency: int, workers: int, on_batch: Callable[[list[AnswerRow]], None] | None, keep_rows: bool,
+) -> list[AnswerRow]:
     settings = settings or MemorySettings()
     embedder = getattr(reader, "embedder", None) or default_embedder()
     model_name = getattr(reader, "model_name", None)
     reader_key = reader.name if model_name is None else f"{reader.name}:{model_name}"
-    whole_tokens: dict[str, int] = {}  # a snapshot used whole, by id: its lines' tokens, counted once
 
     def context_tokens(snap: SnapshotRef | None, context: list[str]) -> int:
-        # the count of the joined context, line by line: no token spans a newline, so the sum is the
-        # same number, and each line's count is cached (the whole context is too long to be); a
-        # snapshot every question of a checkpoint reads whole is counted once
+        # a snapshot used whole: its stored count, which is the count of its joined lines (no token
+        # spans the newline joining two lines); otherwise the chosen lines' counts, each cached
         if snap is not None and context is snap.items:
-            if snap.snapshot_id not in whole_tokens:
-                whole_tokens[snap.snapshot_id] = sum(count_tokens(line) for line in context)
-            return whole_tokens[snap.snapshot_id]
+            return snap.tokens
         return sum(count_tokens(line) for line in context)
 
     def row(item: _Work, result: ReaderAnswer) -> AnswerRow:
+        # built without validation: every value comes from a validated question, snapshot or
+        # reader answer, and checking a million rows again was a tenth of the driver's evaluation
         q, snap, context = item.question, item.snapshot, item.context
-        return AnswerRow(
+        return AnswerRow.model_construct(
             run_id=run_id, answer_id=f"{q.question_id}/{item.strategy}/{reader_key}", question_id=q.question_id,
             persona_id=q.persona_id, strategy=item.strategy, reader=reader.name,
             snapshot_id=snap.snapshot_id if snap else None, chosen_index=result.chosen_index,
@@ -105,7 +149,7 @@ def answer_questions(
         for _ in range(len(rows)) if on_answer else ():
             on_answer()  # type: ignore[misc]
 
-    users = _users_work(con, run_id, questions, strategies, embedder, settings)
+    work = _users_work(con, run_id, users, strategies, embedder, settings)
     if getattr(reader, "answer_many", None) is not None:  # batched per user: their questions share most texts
         from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, answer_users_in_parallel
         from personasim.analysis.reader import EmbeddingReader
@@ -117,11 +161,18 @@ def answer_questions(
         def payload(items: list[_Work]) -> list[tuple[list[str], str, list[str]]]:
             return [(item.context, item.question.query, item.question.options) for item in items]
 
-        total = len(questions) * len(strategies)
-        if workers > 1 and total >= MIN_PARALLEL_ANSWERS and isinstance(reader, EmbeddingReader):
-            answer_users_in_parallel(reader, ((items, payload(items)) for items in users), workers, answered)
+        # a pool is worth its start-up only for a large evaluation: look ahead until it is known to be
+        first: list[list[_Work]] = []
+        if workers > 1 and isinstance(reader, EmbeddingReader):
+            for items in work:
+                first.append(items)
+                if sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
+                    break
+        work = itertools.chain(first, work)
+        if sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
+            answer_users_in_parallel(reader, ((items, payload(items)) for items in work), workers, answered)
         else:
-            for items in users:
+            for items in work:
                 answered([items], [reader.answer_many(payload(items))])
     else:
         pending: list[tuple[int, AnswerRow]] = []
@@ -132,7 +183,7 @@ def answer_questions(
                 store(list(pending))
                 pending.clear()
 
-        every = (item for items in users for item in items)
+        every = (item for items in work for item in items)
         answer_async = getattr(reader, "answer_async", None)
         if answer_async is None:
             for item in every:
@@ -162,25 +213,19 @@ class _Work(NamedTuple):
 
 
 def _users_work(
-    con: duckdb.DuckDBPyConnection, run_id: str, questions: list[QuestionRow], strategies: list[str],
-    embedder: Any, settings: MemorySettings,
+    con: duckdb.DuckDBPyConnection, run_id: str, users: Iterable[list[tuple[int, QuestionRow]]],
+    strategies: list[str], embedder: Any, settings: MemorySettings,
 ) -> Iterator[list[_Work]]:
-    """Each user's work, users in the order the questions first name them, snapshots read
-    ``USERS_PER_CHUNK`` users at a time."""
-    by_user: dict[str, list[int]] = {}
-    for n, q in enumerate(questions):
-        by_user.setdefault(q.persona_id, []).append(n)
-    personas = list(by_user)
+    """Each user's work, in the order the users come, snapshots read ``USERS_PER_CHUNK`` users at a time."""
     selectors = {strategy: memory_class(strategy).select_context for strategy in strategies}
-    for start in range(0, len(personas), USERS_PER_CHUNK):
-        chunk = personas[start:start + USERS_PER_CHUNK]
-        snapshots = read_snapshots(con, run_id, chunk)
-        for persona_id in chunk:
+    source = iter(users)
+    while chunk := list(itertools.islice(source, USERS_PER_CHUNK)):
+        snapshots = read_snapshots(con, run_id, [questions[0][1].persona_id for questions in chunk if questions])
+        for questions in chunk:
             items: list[_Work] = []
-            for n in by_user[persona_id]:
-                q = questions[n]
+            for n, q in questions:
                 for k, strategy in enumerate(strategies):
-                    before = [s for s in snapshots.get((persona_id, strategy), []) if s.time <= q.asked_at]
+                    before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
                     snap = before[-1] if before else None
                     context = selectors[strategy](snap.items, q.query, embedder, settings) if snap else []
                     items.append(_Work(n * len(strategies) + k, q, strategy, snap, context))

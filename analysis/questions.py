@@ -24,7 +24,7 @@ import bisect
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple
@@ -105,6 +105,39 @@ def generate_questions(
     reply is correct. ``others_preference`` asks, at each user's last checkpoint, about every liked
     preference of a person in the user's life revealed by then. Nothing after a checkpoint's time is
     used for its questions."""
+    own: list[QuestionRow] = []
+    others: list[QuestionRow] = []
+    for user_own, user_others in _by_user(con, run_id, seed, catalog, scenarios, config):
+        own += user_own
+        others += user_others
+    return own + sorted(others, key=lambda q: q.question_id)
+
+
+def generate_questions_by_user(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    seed: int,
+    catalog: TopicCatalog | None = None,
+    scenarios: ScenarioCatalog | None = None,
+    config: QuestionConfig | None = None,
+) -> Iterator[list[QuestionRow]]:
+    """The questions of ``generate_questions``, one user at a time (users in persona order, each
+    user's own questions, then those about the people in their life, by question id).
+
+    The same questions: each is drawn from its own seeded stream, so neither order nor grouping
+    changes one. The run's facts are read once; a user's questions are built when asked for,
+    so a caller can store and answer them as they come: a 10,000-user run asks 400,000 questions,
+    about 4 GB as Python objects."""
+    for own, others in _by_user(con, run_id, seed, catalog, scenarios, config):
+        if own or others:
+            yield own + sorted(others, key=lambda q: q.question_id)
+
+
+def _by_user(
+    con: duckdb.DuckDBPyConnection, run_id: str, seed: int, catalog: TopicCatalog | None,
+    scenarios: ScenarioCatalog | None, config: QuestionConfig | None,
+) -> Iterator[tuple[list[QuestionRow], list[QuestionRow]]]:
+    """Each user's own questions and their others_preference questions, of the wanted types."""
     catalog = catalog or load_topic_catalog()
     scenarios = scenarios or load_scenario_catalog()
     config = config or QuestionConfig()
@@ -112,17 +145,16 @@ def generate_questions(
     if config.balance_profile:
         facts.plausibility = _Plausibility.load(con, run_id, catalog)
     wanted = set(config.types)
-    questions: list[QuestionRow] = []
-    others: list[QuestionRow] = []
     for persona_id in sorted(facts.timelines):
+        own: list[QuestionRow] = []
+        others: list[QuestionRow] = []
         points = facts.checkpoints.get(persona_id, [])
         for checkpoint in points:
             user = _UserFacts(facts, persona_id, checkpoint)
-            questions += _user_questions(user, run_id, seed, catalog, scenarios, config)
+            own += _user_questions(user, run_id, seed, catalog, scenarios, config)
             if "others_preference" in wanted and checkpoint is points[-1]:
                 others += _others_questions(user, run_id, seed, catalog, scenarios, config)
-    questions += sorted(others, key=lambda q: q.question_id)
-    return [q for q in questions if q.question_type in wanted]
+        yield [q for q in own if q.question_type in wanted], [q for q in others if q.question_type in wanted]
 
 
 class _Plausibility:

@@ -8,9 +8,11 @@ they wrap and are exported from ``personasim`` too: ``evaluate`` (``analysis/eva
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from personasim.agents.embedding import default_embedder, use_embedder
-from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
-from personasim.analysis.questions import generate_questions
+from personasim.analysis.evaluate import StrategyScore, answer_questions_by_user, score_by_strategy
+from personasim.analysis.questions import generate_questions_by_user
 from personasim.analysis.reader import EmbeddingReader
 from personasim.analysis.static_build import prepare_embedder
 from personasim.sim.config import EngineConfig, RunConfig
 from personasim.sim.engine import run_simulation
 from personasim.sim.progress import progress_bar
+from personasim.sim.rows import QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, check_db_path, open_store, remove_store
 from personasim.sim.store_read import count_rows
 from personasim.sim.store_runs import (
@@ -287,22 +290,11 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
                 config, store, on_sessions=lambda n: progress.advance(sim_task, n), resume=resume
             )
             failure = _failure(store, config)
-            asking = answering = 0.0
+            asking = evaluating = 0.0
             if failure is None:
-                asking = time.perf_counter()
-                questions = generate_questions(store.con, run_id, config.seed, config=config.questions)
-                store.write_many([("questions", questions)])
-                asking = time.perf_counter() - asking
-                answering = time.perf_counter()
-                eval_task = progress.add_task(
-                    "answering questions", total=len(questions) * len(config.memory.strategies))
-                reader = EmbeddingReader(default_embedder())
-                answer_questions(  # each user's answers committed as they come: a kill keeps them
-                    store.con, run_id, questions, config.memory.strategies, reader, config.memory.settings,
-                    on_answer=lambda: progress.advance(eval_task), workers=_eval_actors(config),
-                    on_batch=lambda rows: store.write_many([("answers", rows)]), keep_rows=False,
-                )
-                answering = time.perf_counter() - answering
+                evaluating = time.perf_counter()
+                asking = _ask_and_answer(config, store, run_id, progress)
+                evaluating = time.perf_counter() - evaluating
         if failure is not None:
             set_run_status(store, run_id, "failed")
             store.close()
@@ -313,18 +305,21 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
             "SELECT count(*), coalesce(sum(n_turns), 0), (SELECT count(*) FROM drift_events WHERE run_id = $1)"
             " FROM sessions WHERE run_id = $1", [run_id]
         ).fetchall()[0]
+        questions, chance = store.con.execute(  # chance: the mean of 1 / options over the questions
+            "SELECT count(*), coalesce(avg(1.0 / len(options)), 0) FROM questions WHERE run_id = ?", [run_id]
+        ).fetchall()[0]
     except BaseException:
         _stop(store, run_id, created)
         raise
     store.close()
     return RunSummary(
         run_id=run_id, db=str(path), users=counts.users, sessions=totals[0], turns=totals[1],
-        drift_events=totals[2], questions=len(questions),
-        actors=counts.actors, scores=scores, chance=_chance(questions),
+        drift_events=totals[2], questions=questions,
+        actors=counts.actors, scores=scores, chance=chance,
         wall_seconds=round(time.perf_counter() - started, 2), failed_sessions=counts.failed_sessions,
         actor_restarts=counts.actor_restarts, simulation_seconds=round(counts.wall_seconds, 2),
         store_seconds=round(counts.store_seconds, 2), questions_seconds=round(asking, 2),
-        answering_seconds=round(answering, 2),
+        answering_seconds=round(evaluating - asking, 2),
     )
 
 
@@ -375,7 +370,42 @@ def _stop(store: TrajectoryStore, run_id: str, created: bool) -> None:
     store.close()
 
 
-def _chance(questions: list) -> float:
-    if not questions:
-        return 0.0
-    return sum(1.0 / len(q.options) for q in questions) / len(questions)
+def _ask_and_answer(config: RunConfig, store: TrajectoryStore, run_id: str, progress: Any) -> float:
+    """Generate, store and answer the run's questions a few users at a time, so that the driver
+    never holds a large run's questions (400,000 for 10,000 users: about 4 GB as objects). Each
+    batch of users' questions is committed before they are answered, and each user's answers as
+    they come: a kill keeps both, and ``resume`` asks and answers again. Returns the seconds spent
+    asking (generating and storing questions)."""
+    strategies = config.memory.strategies
+    users = progress.add_task("asking questions (users)", total=config.population.users)
+    answers = progress.add_task("answering questions", total=0)
+    asking = 0.0
+
+    def asked() -> Iterator[list[QuestionRow]]:
+        nonlocal asking
+        source = generate_questions_by_user(store.con, run_id, config.seed, config=config.questions)
+        expected = 0
+        while True:
+            started = time.perf_counter()
+            batch = list(itertools.islice(source, QUESTION_WRITE_USERS))
+            if batch:
+                store.write_many([("questions", [q for questions in batch for q in questions])])
+            asking += time.perf_counter() - started
+            if not batch:
+                return
+            expected += sum(map(len, batch)) * len(strategies)
+            progress.update(users, advance=len(batch))
+            progress.update(answers, total=expected)
+            yield from batch
+
+    reader = EmbeddingReader(default_embedder())
+    answer_questions_by_user(  # each user's answers committed as they come: a kill keeps them
+        store.con, run_id, asked(), strategies, reader, config.memory.settings,
+        on_answer=lambda: progress.advance(answers), workers=_eval_actors(config),
+        on_batch=lambda rows: store.write_many([("answers", rows)]), keep_rows=False,
+    )
+    return asking
+
+
+#: Users whose questions are generated and committed together before they are answered.
+QUESTION_WRITE_USERS = 64

@@ -11,10 +11,12 @@ import duckdb
 import pytest
 
 from personasim.agents.embedding import default_embedder
+from personasim.agents.tokens import count_tokens
 from personasim.analysis import answer_pool
-from personasim.analysis.evaluate import answer_questions
+from personasim.analysis.evaluate import answer_questions, answer_questions_by_user
+from personasim.analysis.questions import generate_questions, generate_questions_by_user
 from personasim.analysis.reader import EmbeddingReader
-from personasim.sim.store_read import read_questions
+from personasim.sim.store_read import read_questions, read_snapshots
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,55 @@ def test_users_taken_a_chunk_at_a_time_give_the_same_rows_each_stored_once(store
     assert kept == []  # a caller that only stores the rows holds none of them
     assert [r.model_dump() for r in streamed] == [r.model_dump() for r in whole]
     assert {r.context_tokens for r in whole if r.strategy == "full_history"} != {0}
+
+
+def test_questions_a_user_at_a_time_are_the_run_questions_answered_the_same(stored, monkeypatch):
+    """A run asks and answers its questions a few users at a time (personasim/api.py): the same
+    questions as all at once, the same answers, and the users are generated as they are answered."""
+    from personasim.analysis import evaluate
+
+    con, run_id, questions = stored
+    by_user = list(generate_questions_by_user(con, run_id, 0))
+    personas = [user[0].persona_id for user in by_user]
+    assert all({q.persona_id for q in user} == {user[0].persona_id} for user in by_user)
+    assert personas == sorted(set(personas))  # each user once, in persona order
+    flat = [q for user in by_user for q in user]
+    every = generate_questions(con, run_id, 0)
+    key = lambda q: q.question_id  # noqa: E731
+    assert [q.model_dump() for q in sorted(flat, key=key)] == [q.model_dump() for q in sorted(every, key=key)]
+    assert [q.model_dump() for q in sorted(flat, key=key)] == [q.model_dump() for q in sorted(questions, key=key)]
+
+    strategies = ["none", "full_history", "agentic"]
+    reader = EmbeddingReader(default_embedder())
+    whole = answer_questions(con, run_id, flat, strategies, reader)
+    monkeypatch.setattr(evaluate, "USERS_PER_CHUNK", 2)
+    pulled, pulled_at_first_batch = [0], []
+
+    def lazily():
+        for user in by_user:
+            pulled[0] += 1
+            yield user
+
+    def on_batch(rows) -> None:  # type: ignore[no-untyped-def]
+        if not pulled_at_first_batch:
+            pulled_at_first_batch.append(pulled[0])
+
+    streamed = answer_questions_by_user(con, run_id, lazily(), strategies, reader, on_batch=on_batch)
+    assert [r.model_dump() for r in streamed] == [r.model_dump() for r in whole]
+    assert pulled_at_first_batch == [2] and pulled[0] == len(by_user)  # one chunk read before answering
+
+
+def test_a_snapshot_token_count_is_the_sum_of_its_lines():
+    """What the evaluation counts for a snapshot used whole (its stored count) is the count of the
+    lines it reads: no token spans the newline joining two lines."""
+    assert count_tokens("I like tea.\nNo, coffee!") == count_tokens("I like tea.") + count_tokens("No, coffee!")
+
+
+def test_every_stored_snapshot_counts_its_lines(stored):
+    con, run_id, _ = stored
+    snapshots = [s for refs in read_snapshots(con, run_id).values() for s in refs]
+    assert len(snapshots) > 100
+    assert all(s.tokens == sum(count_tokens(line) for line in s.items) for s in snapshots)
 
 
 def test_the_pool_reads_users_as_it_has_room_not_all_at_once(stored, ray_session, monkeypatch):

@@ -130,6 +130,11 @@ class EngineConfig(BaseModel):
     )
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
+    wave_users: int = Field(
+        default=1000, ge=1,
+        description="Users of a shard whose sessions run at once: a round runs in waves of this many, so what a "
+        "shard holds at once stays bounded however many users it has. Any value gives the same store.",
+    )
     eval_actors: int | None = Field(
         default=None, ge=1,
         description="Ray actors answering the run's questions with the embedding reader (default: the cluster's CPUs; "

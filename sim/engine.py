@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from personasim.personas.generator import persona_id_for
 from personasim.sim.config import RunConfig
-from personasim.sim.shard import PersonaBatch, SessionBatch, UserShard
+from personasim.sim.shard import PersonaBatch, SessionBatch, UserShard, wave_bounds
 from personasim.sim.store import TrajectoryStore
 
 
@@ -120,7 +120,12 @@ def run_simulation(
         ).remote(config, shard, i, len(shards), {role: pool[i % len(pool)] for role, pool in servers.items()})
         for i, shard in enumerate(shards)
     ]
-    ids = [frozenset(persona_id_for(u) for u in shard) for shard in shards]
+    # each shard runs a round in waves of at most engine.wave_users users (UserShard.run_round)
+    ids = [
+        [frozenset(persona_id_for(u) for u in shard[start:start + n]) for start, n in wave_bounds(
+            len(shard), config.engine.wave_users)]
+        for shard in shards
+    ]
     # restarts are counted as new actor instances seen, not as errors caught (see UserShard.incarnation)
     seen = [{name} for name in ray.get([a.incarnation.remote() for a in actors])]
     counts = SimulationCounts(users=config.population.users, actors=len(actors), store_seconds=store_seconds)
@@ -129,33 +134,41 @@ def run_simulation(
     try:
         rounds = config.schedule.sessions
 
-        def submit(i: int, k: int) -> ray.ObjectRef:
-            done, failures = ids[i] & stored.get(k, frozenset()), _failed_upto(failed, k)
+        def submit(i: int, k: int, w: int) -> ray.ObjectRef:
+            done, failures = ids[i][w] & stored.get(k, frozenset()), _failed_upto(failed, k)
             if parts is not None:
-                return actors[i].run_round_to_parts.remote(k, str(parts), done, failures)
-            return actors[i].run_round.remote(k, done, failures)
+                return actors[i].run_round_to_parts.remote(k, str(parts), done, failures, w)
+            return actors[i].run_round.remote(k, done, failures, w)
+
+        def after(i: int, k: int, w: int) -> tuple[int, int] | None:
+            """A shard's next (round, wave): every wave of a round, then the next round."""
+            if w + 1 < len(ids[i]):
+                return k, w + 1
+            return (k + 1, 0) if k + 1 < rounds else None
 
         # no barrier between rounds: a shard's users never meet another shard's, so each shard moves
-        # on to its next round as soon as its last one is stored; time order holds within a user
-        pending = {submit(i, 0): (i, 0) for i in range(len(actors))} if rounds else {}
+        # on to its next wave as soon as it returns one, and the driver writes that one meanwhile;
+        # time order holds within a user (its sessions are in successive rounds of one wave)
+        pending = {submit(i, 0, 0): (i, 0, 0) for i in range(len(actors))} if rounds else {}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            i, k = pending.pop(ready[0])
+            i, k, w = pending.pop(ready[0])
             try:
                 batch: SessionBatch = ray.get(ready[0])
             except ray.exceptions.RayActorError as error:
                 seen[i].add(_await_actor(actors[i], seen[i], config, error))
                 restarts[i] = len(seen[i]) - 1
-                pending[submit(i, k)] = (i, k)  # the new instance replays what it missed, then runs round k
+                pending[submit(i, k, w)] = (i, k, w)  # the new instance replays what it missed, then runs it
                 continue
-            written = time.perf_counter()
-            store.write_many(batch.tables())
-            counts.store_seconds += time.perf_counter() - written
             for row in batch.sessions:
                 if row.status == "failed":
                     failed.setdefault(k, set()).add(row.persona_id)
-            if k + 1 < rounds:
-                pending[submit(i, k + 1)] = (i, k + 1)
+            step = after(i, k, w)
+            if step is not None:
+                pending[submit(i, *step)] = (i, *step)
+            written = time.perf_counter()
+            store.write_many(batch.tables())
+            counts.store_seconds += time.perf_counter() - written
             batches += 1
             _maybe_kill_driver(config, batches)
             counts.sessions += len(batch.sessions)

@@ -24,11 +24,13 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def small_config():
-    """What ``personasim run --users 12 --sessions 6 --seed 0`` runs, with one Ray actor: the simulated
-    store of tests/test_store_digest.py (recorded with two actors, so sharding is checked too)."""
+    """What ``personasim run --users 12 --sessions 6 --seed 0`` runs, with one Ray actor running its
+    rounds in waves of 5 users: the simulated store of tests/test_store_digest.py (recorded with two
+    actors and no waves, so sharding and waves are checked too)."""
     from personasim.config import build_config
 
-    return build_config(users=12, sessions=6, seed=0, actors=1)
+    config = build_config(users=12, sessions=6, seed=0, actors=1)
+    return config.model_copy(update={"engine": config.engine.model_copy(update={"wave_users": 5})})
 
 
 @pytest.fixture(scope="session")

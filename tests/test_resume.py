@@ -16,7 +16,7 @@ from personasim.api import resume, run
 from personasim.sim.config import EngineConfig, RunConfig
 from personasim.sim.store import open_store
 from personasim.sim.store_runs import read_runs
-from tests.test_run import _dump
+from tests.test_run import _dump, _same_scores, _scores
 
 # Asked once, at the end of each timeline: resume regenerates questions and answers either way, and
 # fewer questions keep these end-to-end tests short. 4 users x 4 sessions on 2 actors: 8 batches (one
@@ -28,12 +28,23 @@ BASE = {"seed": 5, "population": {"users": USERS}, "schedule": {"sessions": SESS
 
 
 @pytest.fixture(scope="module")
-def clean_dump(ray_session, tmp_path_factory):
+def clean_db(ray_session, tmp_path_factory):
     """BASE run uninterrupted, in the driver's store mode with the default actors: what every
     interrupted, restarted or parquet-mode run of BASE must end up as."""
     db = tmp_path_factory.mktemp("clean") / "clean.duckdb"
     run(RunConfig.model_validate(BASE), db)
-    return _dump(db)
+    return db
+
+
+@pytest.fixture(scope="module")
+def clean_dump(clean_db):
+    return _dump(clean_db)
+
+
+@pytest.fixture(scope="module")
+def clean_scores(clean_db):
+    """The clean run's answer scores (compared within a tolerance: tests/test_run.py ``_scores``)."""
+    return _scores(clean_db)
 
 
 def _without_run_row(dump: dict) -> dict:
@@ -50,7 +61,7 @@ def _status(db) -> str:
 
 @pytest.mark.parametrize("store_mode", ["driver", "parquet"])
 def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_session, tmp_path, store_mode,
-                                                                          clean_dump):
+                                                                          clean_dump, clean_scores):
     config = {**BASE, "engine": {"num_actors": 2, "store_mode": store_mode,
                                  "faults": {"kill_driver_after_batches": 3}}}
     (tmp_path / "run.json").write_text(json.dumps(config))
@@ -73,6 +84,7 @@ def test_driver_killed_with_sigkill_resumes_to_the_uninterrupted_store(ray_sessi
     summary = resume(killed, engine=EngineConfig(num_actors=2))  # `run --resume`, in either mode
     assert summary.sessions == USERS * SESSIONS and _status(killed) == "completed"
     assert _without_run_row(_dump(killed)) == _without_run_row(clean_dump)
+    assert _same_scores(_scores(killed), clean_scores)
 
 
 @contextlib.contextmanager
@@ -95,13 +107,21 @@ def _machine_loaded():
         busy.join()
 
 
-def test_actor_killed_mid_run_is_restarted_and_its_shard_resumes(ray_session, tmp_path, clean_dump):
-    faulty = RunConfig.model_validate({**BASE, "engine": {"num_actors": 2, "faults": {"kill_actor_at_round": 2}}})
+@pytest.mark.parametrize("wave_users", [None, 1])
+def test_actor_killed_mid_run_is_restarted_and_its_shard_resumes(ray_session, tmp_path, clean_dump, clean_scores,
+                                                                 wave_users):
+    """With waves (``engine.wave_users=1``: each actor's 2 users run a round one at a time), the
+    restarted actor replays each wave's missed rounds when that wave comes."""
+    engine = {"num_actors": 2, "faults": {"kill_actor_at_round": 2}}
+    if wave_users is not None:
+        engine["wave_users"] = wave_users
+    faulty = RunConfig.model_validate({**BASE, "engine": engine})
     with _machine_loaded():
         summary = run(faulty, tmp_path / "faulty.duckdb")
     assert summary.actor_restarts == 1  # one death, however long Ray took to bring the actor back
     assert (tmp_path / f".personasim-fault-{faulty.run_id}-actor0-round2").exists()
     assert _dump(tmp_path / "faulty.duckdb") == clean_dump  # engine settings are not part of the run id
+    assert _same_scores(_scores(tmp_path / "faulty.duckdb"), clean_scores)
 
 
 def test_resume_refuses_when_nothing_is_unfinished_and_cli_rejects_config_flags(ray_session, tmp_path):

@@ -209,9 +209,9 @@ def loaded_store(folder: Path) -> Path:
 
 
 #: The simulated store is the session's small_run (tests/conftest.py: ``build_config(users=12, sessions=6,
-#: seed=0, actors=1)``, one Ray actor where the digest was recorded with two, so this is also the check that
-#: how users are sharded changes no row), hashed from the copy taken as soon as it finished; the others are
-#: built here.
+#: seed=0, actors=1)`` with ``engine.wave_users=5``, one Ray actor running each round in three waves where the
+#: digest was recorded with two actors and whole rounds, so this is also the check that how users are sharded
+#: and waved changes no row), hashed from the copy taken as soon as it finished; the others are built here.
 BUILDERS = {"online": online_store, "loaded": loaded_store}
 
 RECORDED_TORCH_THREADS = 2

@@ -20,7 +20,7 @@ import json
 import random
 import re
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from pydantic import BaseModel, ConfigDict
@@ -132,6 +132,9 @@ class _SentenceIndex:
                             else:
                                 index[key] = found
         self.index = index
+        # a memory line is read again at every reply while it is remembered: what it says (and
+        # whether the user said it) is worked out once (this was a tenth of a large run's shard)
+        self.user_line_reveals = lru_cache(maxsize=65536)(self._user_line_reveals)
 
     def lookup(self, line: str) -> list[tuple[str, str, str]]:
         body = _ROLE.sub("", _LINE_PREFIX.sub("", line))
@@ -141,6 +144,13 @@ class _SentenceIndex:
             if found is not None:
                 out.append(found)
         return out
+
+    def _user_line_reveals(self, line: str) -> tuple[tuple[str, str, str], ...]:
+        """What a memory line expresses, unless it is the assistant's (or anyone but the user's)."""
+        role = _ROLE.match(_LINE_PREFIX.sub("", line))
+        if role is not None and role.group(1).lower() != "user":
+            return ()  # the assistant's own past words are not what the user said
+        return tuple(self.lookup(line))
 
 
 _INDEXES: dict[int, _SentenceIndex] = {}
@@ -174,11 +184,9 @@ class ReplyComposer:
 
     def remembered_option(self, memory_lines: Sequence[str], topics: Sequence[str]) -> str | None:
         """The label of the newest liked option of these topics that the memory holds (stale or not)."""
+        reveals = self.sentences.user_line_reveals
         for line in reversed(memory_lines):
-            role = _ROLE.match(_LINE_PREFIX.sub("", line))
-            if role is not None and role.group(1).lower() != "user":
-                continue  # the assistant's own past words are not what the user said
-            for topic, option, polarity in self.sentences.lookup(line):
+            for topic, option, polarity in reveals(line):
                 if topic in topics and polarity == "likes":
                     return self.catalog.topic(topic).option(option).label
         return None
@@ -213,10 +221,12 @@ class ReplyComposer:
 
         said = " ".join(earlier)
         fresh: list[str] = []
+        taken: set[str] = set()  # what fresh holds, for membership
         for pool in self._pools(scenario, kind):  # the task's own points first, then its kind's, then its domain's
-            unused = [p for p in pool if p not in said and p not in fresh]
+            unused = [p for p in pool if p not in taken and p not in said]
             rng.shuffle(unused)
             fresh += unused
+            taken.update(unused)
         tail: list[str] = []
         named = mentioned_options(last_user, self.catalog)
         if named and rng.random() < 0.5:  # a suggestion next to what the user named (exposure drift)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from abc import abstractmethod
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,6 +53,18 @@ _PII_PATTERNS = [
 #: most messages have none of them, and five regex passes over every long reply were a tenth of
 #: a large run's shard time.
 _PII_NEEDS = [re.compile("@"), re.compile("sk-"), re.compile(r"\d"), re.compile(r"\d"), re.compile(r"\d")]
+
+
+@lru_cache(maxsize=1024)
+def _redacted(text: str, values: tuple[str, ...]) -> str:
+    """``text`` with the user's sensitive ``values`` and PII patterns replaced. Cached: each of a
+    user's memories redacts the same message (three with the default memories)."""
+    for value in values:
+        text = text.replace(value, REDACTED)
+    for pattern, needs in zip(_PII_PATTERNS, _PII_NEEDS, strict=True):
+        if needs.search(text):
+            text = pattern.sub(REDACTED, text)
+    return text
 
 
 class MemorySettings(BaseModel):
@@ -146,7 +159,7 @@ class PersonaMemory(Memory):
     ) -> None:
         self.settings = settings
         self.model_client = model_client
-        self._redact_values = sorted({v for v in (redact_values or []) if len(v) >= 4}, key=len, reverse=True)
+        self._redact_values = tuple(sorted({v for v in (redact_values or []) if len(v) >= 4}, key=len, reverse=True))
         self._embedder = embedder
         self._topic_index: TopicIndex | None = None
 
@@ -184,12 +197,7 @@ class PersonaMemory(Memory):
     def redact(self, text: str) -> str:
         if not self.settings.redact:
             return text
-        for value in self._redact_values:
-            text = text.replace(value, REDACTED)
-        for pattern, needs in zip(_PII_PATTERNS, _PII_NEEDS, strict=True):
-            if needs.search(text):
-                text = pattern.sub(REDACTED, text)
-        return text
+        return _redacted(text, self._redact_values)
 
     @property
     def embedder(self) -> Any:

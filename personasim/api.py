@@ -278,6 +278,8 @@ def _with_cache_path(config: RunConfig, path: Path) -> RunConfig:
 def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: bool, show_progress: bool) -> RunSummary:
     started = time.perf_counter()
     run_id, path = config.run_id, store.path
+    if config.engine.store_memory_mb is not None:  # the store's page cache, bounded (EngineConfig)
+        store.limit_memory(config.engine.store_memory_mb)
     prepare_embedder(config.embedder)  # built here, before any actor needs it
     use_embedder(config.embedder)  # the driver's questions and reader embed with the run's model
     try:

@@ -130,6 +130,12 @@ class EngineConfig(BaseModel):
     )
 
     num_actors: int | None = Field(default=None, ge=1, description="Ray actors holding user shards (default: CPUs).")
+    store_memory_mb: int | None = Field(
+        default=2048, ge=64,
+        description="DuckDB's memory for the run's store, in MB; beyond it DuckDB evicts cached pages or spills "
+        "to disk. Its default (80% of RAM) lets the page cache grow with the store: 3.5 GB of a 10,000-user "
+        "run's driver. None = DuckDB's default.",
+    )
     wave_users: int = Field(
         default=1000, ge=1,
         description="Users of a shard whose sessions run at once: a round runs in waves of this many, so what a "

@@ -38,6 +38,22 @@ def test_batches_are_atomic_and_duplicates_rejected(tmp_path):
     assert ids == ["p/s0", "p/s1"], "a failed batch must leave nothing behind"
 
 
+def test_a_run_bounds_the_store_memory_and_writes_under_the_bound(tmp_path):
+    """A run's store gets ``engine.store_memory_mb`` (DuckDB's default is 80% of RAM) and still takes
+    batches larger than it caches."""
+    from personasim.sim.config import EngineConfig
+
+    with TrajectoryStore(tmp_path / "s.duckdb") as store:
+        default = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        store.limit_memory(EngineConfig().store_memory_mb)  # type: ignore[arg-type]
+        bounded = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        store.limit_memory(64)
+        store.write_many([("sessions", [_session(i) for i in range(20_000)])])
+        written = store.con.execute("SELECT count(*) FROM sessions").fetchall()[0][0]
+    assert default != bounded == "1.9 GiB"  # 2,048 MB, as DuckDB prints it
+    assert written == 20_000
+
+
 def test_second_writer_process_gets_a_clear_error(tmp_path):
     path = tmp_path / "locked.duckdb"
     store = TrajectoryStore(path)

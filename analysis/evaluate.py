@@ -43,7 +43,7 @@ ReaderKind = Literal["embed", "llm", "loglik"]
 def answer_questions(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
-    questions: list[QuestionRow],
+    questions: list[QuestionRow] | Iterable[list[QuestionRow]],
     strategies: list[str],
     reader: Reader,
     settings: MemorySettings | None = None,
@@ -54,6 +54,10 @@ def answer_questions(
     keep_rows: bool = True,
 ) -> list[AnswerRow]:
     """Each strategy answers from its latest snapshot taken before the question (never after).
+
+    ``questions`` is a list of questions, or users' lists of them read lazily as they come (each
+    list one user's, a user once; ``generate_questions_by_user``): a run generates, stores and
+    answers its questions a few users at a time instead of holding them all.
 
     The snapshot is the strategy's state; what of it enters the context for this question is the
     strategy's own choice (``select_context``: everything, or top-k retrieval for rag). Readers
@@ -69,36 +73,22 @@ def answer_questions(
     killed while answering keeps what it answered. Every row is passed to it exactly once. The
     rows are returned in question order, each question's strategies in order; a caller that only
     stores them passes ``keep_rows=False`` and gets an empty list (a million rows are a few GB)."""
-    return _answer(con, run_id, _by_user(questions), strategies, reader, settings, on_answer, concurrency,
+    users = _by_user(questions) if _flat(questions) else _numbered(questions)  # type: ignore[arg-type]
+    return _answer(con, run_id, users, strategies, reader, settings, on_answer, concurrency,
                    workers, on_batch, keep_rows)
 
 
-def answer_questions_by_user(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    users: Iterable[list[QuestionRow]],
-    strategies: list[str],
-    reader: Reader,
-    settings: MemorySettings | None = None,
-    on_answer: Callable[[], None] | None = None,
-    concurrency: int = 16,
-    workers: int = 1,
-    on_batch: Callable[[list[AnswerRow]], None] | None = None,
-    keep_rows: bool = True,
-) -> list[AnswerRow]:
-    """``answer_questions`` for questions that come a user at a time (each list is one user's; a
-    user appears once), read lazily: a run generates, stores and answers its questions as they
-    come (``generate_questions_by_user``) instead of holding them all. Question order is the order
-    they come in."""
+def _flat(questions: list[QuestionRow] | Iterable[list[QuestionRow]]) -> bool:
+    """A list of questions, rather than users' lists of them (an empty list is either)."""
+    return isinstance(questions, list) and (not questions or isinstance(questions[0], QuestionRow))
 
-    def numbered() -> Iterator[list[tuple[int, QuestionRow]]]:
-        n = 0
-        for questions in users:
-            yield list(enumerate(questions, start=n))
-            n += len(questions)
 
-    return _answer(con, run_id, numbered(), strategies, reader, settings, on_answer, concurrency,
-                   workers, on_batch, keep_rows)
+def _numbered(users: Iterable[list[QuestionRow]]) -> Iterator[list[tuple[int, QuestionRow]]]:
+    """Each user's questions with their positions in the order they come, read lazily."""
+    n = 0
+    for questions in users:
+        yield list(enumerate(questions, start=n))
+        n += len(questions)
 
 
 def _by_user(questions: list[QuestionRow]) -> Iterator[list[tuple[int, QuestionRow]]]:

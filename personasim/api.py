@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from personasim.agents.embedding import default_embedder, use_embedder
-from personasim.analysis.evaluate import StrategyScore, answer_questions_by_user, score_by_strategy
+from personasim.analysis.evaluate import StrategyScore, answer_questions, score_by_strategy
 from personasim.analysis.questions import generate_questions_by_user
 from personasim.analysis.reader import EmbeddingReader
 from personasim.analysis.static_build import prepare_embedder
@@ -401,7 +401,7 @@ def _ask_and_answer(config: RunConfig, store: TrajectoryStore, run_id: str, prog
             yield from batch
 
     reader = EmbeddingReader(default_embedder())
-    answer_questions_by_user(  # each user's answers committed as they come: a kill keeps them
+    answer_questions(  # each user's answers committed as they come: a kill keeps them
         store.con, run_id, asked(), strategies, reader, config.memory.settings,
         on_answer=lambda: progress.advance(answers), workers=_eval_actors(config),
         on_batch=lambda rows: store.write_many([("answers", rows)]), keep_rows=False,

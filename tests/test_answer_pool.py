@@ -13,7 +13,7 @@ import pytest
 from personasim.agents.embedding import default_embedder
 from personasim.agents.tokens import count_tokens
 from personasim.analysis import answer_pool
-from personasim.analysis.evaluate import answer_questions, answer_questions_by_user
+from personasim.analysis.evaluate import answer_questions
 from personasim.analysis.questions import generate_questions, generate_questions_by_user
 from personasim.analysis.reader import EmbeddingReader
 from personasim.sim.store_read import read_questions, read_snapshots
@@ -125,7 +125,7 @@ def test_questions_a_user_at_a_time_are_the_run_questions_answered_the_same(stor
         if not pulled_at_first_batch:
             pulled_at_first_batch.append(pulled[0])
 
-    streamed = answer_questions_by_user(con, run_id, lazily(), strategies, reader, on_batch=on_batch)
+    streamed = answer_questions(con, run_id, lazily(), strategies, reader, on_batch=on_batch)
     assert [r.model_dump() for r in streamed] == [r.model_dump() for r in whole]
     assert pulled_at_first_batch == [2] and pulled[0] == len(by_user)  # one chunk read before answering
 

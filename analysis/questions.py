@@ -114,21 +114,17 @@ def generate_questions(
 
 
 def generate_questions_by_user(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    seed: int,
-    catalog: TopicCatalog | None = None,
-    scenarios: ScenarioCatalog | None = None,
-    config: QuestionConfig | None = None,
+    con: duckdb.DuckDBPyConnection, run_id: str, seed: int, config: QuestionConfig | None = None
 ) -> Iterator[list[QuestionRow]]:
-    """The questions of ``generate_questions``, one user at a time (users in persona order, each
-    user's own questions, then those about the people in their life, by question id).
+    """The questions of ``generate_questions`` (with the shipped catalogs, as a run asks them), one
+    user at a time: users in persona order, each user's own questions, then those about the
+    people in their life, by question id.
 
     The same questions: each is drawn from its own seeded stream, so neither order nor grouping
     changes one. The run's facts are read once; a user's questions are built when asked for,
     so a caller can store and answer them as they come: a 10,000-user run asks 400,000 questions,
     about 4 GB as Python objects."""
-    for own, others in _by_user(con, run_id, seed, catalog, scenarios, config):
+    for own, others in _by_user(con, run_id, seed, None, None, config):
         if own or others:
             yield own + sorted(others, key=lambda q: q.question_id)
 

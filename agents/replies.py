@@ -166,7 +166,8 @@ class ReplyComposer:
         self._intents = sorted(
             ((intent, s) for s in self.scenarios.scenarios for intent in s.intents), key=lambda x: -len(x[0])
         )
-        self._by_opening: dict[str, Scenario | None] = {}
+        # a session's opening is read at each of its replies; bounded, since every session has its own
+        self.scenario_of = lru_cache(maxsize=4096)(self._scenario_of)
         self._domain_points: dict[str, list[str]] = {}
 
     @property
@@ -176,11 +177,9 @@ class ReplyComposer:
             index = _INDEXES[id(self.catalog)] = _SentenceIndex(self.catalog)
         return index
 
-    def scenario_of(self, opening: str) -> Scenario | None:
+    def _scenario_of(self, opening: str) -> Scenario | None:
         """The task the user opened the session with, recognised by its request."""
-        if opening not in self._by_opening:
-            self._by_opening[opening] = next((s for intent, s in self._intents if intent in opening), None)
-        return self._by_opening[opening]
+        return next((s for intent, s in self._intents if intent in opening), None)
 
     def remembered_option(self, memory_lines: Sequence[str], topics: Sequence[str]) -> str | None:
         """The label of the newest liked option of these topics that the memory holds (stale or not)."""

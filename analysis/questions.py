@@ -122,8 +122,8 @@ def generate_questions_by_user(
 
     The same questions: each is drawn from its own seeded stream, so neither order nor grouping
     changes one. The run's facts are read once; a user's questions are built when asked for,
-    so a caller can store and answer them as they come: a 10,000-user run asks 400,000 questions,
-    about 4 GB as Python objects."""
+    so a caller can store and answer them as they come: a 10,000-user run asks 400,000 questions
+    (the 40,413 of 1,000 users, with the run's facts, took 370 MB of the driver's memory)."""
     for own, others in _by_user(con, run_id, seed, None, None, config):
         if own or others:
             yield own + sorted(others, key=lambda q: q.question_id)

@@ -374,7 +374,7 @@ def _stop(store: TrajectoryStore, run_id: str, created: bool) -> None:
 
 def _ask_and_answer(config: RunConfig, store: TrajectoryStore, run_id: str, progress: Any) -> float:
     """Generate, store and answer the run's questions a few users at a time, so that the driver
-    never holds a large run's questions (400,000 for 10,000 users: about 4 GB as objects). Each
+    never holds a large run's questions (400,000 for 10,000 users, 40,000 per 1,000). Each
     batch of users' questions is committed before they are answered, and each user's answers as
     they come: a kill keeps both, and ``resume`` asks and answers again. Returns the seconds spent
     asking (generating and storing questions)."""

@@ -13,6 +13,11 @@ imported: about 2 s instead of 8.
 
 It reads BERT-family sentence-transformers folders with mean pooling (MiniLM, and the tiny
 random models the tests build); anything else is refused with a message naming the file.
+
+``precision="bfloat16"`` runs the encoder's matrix products in bfloat16 (the ``minilm-bf16``
+embedder). On CPUs that multiply bfloat16 in hardware (Intel AMX: Sapphire Rapids and later) a
+linear layer is 8x faster than in float32, and the whole encoder about 2.5x; the vectors differ
+from float32's by about 1e-3 (cosine 0.9999), which moved 0.3-0.7% of the default run's answers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ import numpy as np
 #: never read, keep every pass on the one path.
 MIN_ROWS = 32
 
+#: bfloat16 matrix products run on blocks of exactly this many token rows. oneDNN splits the
+#: 1536-wide reduction of the output layer differently with the number of rows (a text's vector
+#: moved by 1e-3 between a batch of 117 tokens and one of 526), while a product of fixed-size
+#: blocks gives every row the same bits whatever the batch around it.
+BF16_BLOCK_ROWS = 256
+
+PRECISIONS = ("float32", "bfloat16")
+
 
 class UnsupportedModelError(ValueError):
     """The folder is not a BERT encoder with mean pooling: use sentence-transformers for it."""
@@ -38,10 +51,13 @@ class UnsupportedModelError(ValueError):
 class MiniLM:
     """A BERT sentence encoder (mean pooling, unit norm) loaded from a sentence-transformers folder."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", precision: str = "float32") -> None:
         import torch
         from tokenizers import Tokenizer
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.path = Path(path)
         self.device = torch.device(device)
         config = _read_json(self.path / "config.json")
@@ -61,6 +77,7 @@ class MiniLM:
         limit = _read_json(st_config).get("max_seq_length") if st_config.exists() else None
         self.max_length = int(min(limit or config["max_position_embeddings"], config["max_position_embeddings"]))
         self.weights = {name: tensor.to(self.device) for name, tensor in _load_weights(self.path).items()}
+        self._bf16 = _bfloat16_layers(self.weights, self.layers) if precision == "bfloat16" else {}
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.no_padding()
@@ -83,16 +100,19 @@ class MiniLM:
 
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         encodings = self.tokenizer.encode_batch(list(texts))
+        # shortest first: a batch then holds a few lengths, and attention runs once per length
+        # (a run's options and memory lines took 22 attention calls per layer and batch unsorted)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         budget = batch_size * 64
         with torch.inference_mode():
             start = 0
-            while start < len(texts):
+            while start < len(order):
                 end, tokens = start, 0
-                while end < len(texts) and (end == start or tokens + len(encodings[end].ids) <= budget):
-                    tokens += len(encodings[end].ids)
+                while end < len(order) and (end == start or tokens + len(encodings[order[end]].ids) <= budget):
+                    tokens += len(encodings[order[end]].ids)
                     end += 1
-                pooled = self.mean_pooled([encodings[i].ids for i in range(start, end)])
-                out[start:end] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
+                pooled = self.mean_pooled([encodings[i].ids for i in order[start:end]])
+                out[order[start:end]] = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
                 start = end
         return out
 
@@ -110,16 +130,24 @@ class MiniLM:
         x = x + F.embedding(torch.zeros_like(ids), w["embeddings.token_type_embeddings.weight"])
         x = x + F.embedding(positions, w["embeddings.position_embeddings.weight"])
         x = self._norm(x, "embeddings.LayerNorm")
-        if x.shape[0] < MIN_ROWS:  # spare rows, never read: a tiny matrix takes another GEMM path
-            x = torch.cat([x, x.new_zeros(MIN_ROWS - x.shape[0], x.shape[1])])
-        head_size = self.hidden_size // self.heads
-        scale = 1.0 / math.sqrt(head_size)
         bounds = np.cumsum([0, *lengths]).tolist()
         # attention runs on the texts of one length at a time, as a batch: (texts, heads, length, d)
         rows_by_length: dict[int, list[int]] = {}
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             rows_by_length.setdefault(b - a, []).extend(range(a, b))
         groups = [(length, torch.tensor(rows, device=self.device)) for length, rows in rows_by_length.items()]
+        x = self._layers_bfloat16(x, groups) if self._bf16 else self._layers_float32(x, groups)
+        return torch.stack([x[a:b].sum(dim=0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+    def _layers_float32(self, x: Any, groups: list[tuple[int, Any]]) -> Any:
+        """The encoder's layers in float32, exactly as sentence-transformers computes them."""
+        import torch
+        import torch.nn.functional as F
+
+        if x.shape[0] < MIN_ROWS:  # spare rows, never read: a tiny matrix takes another GEMM path
+            x = torch.cat([x, x.new_zeros(MIN_ROWS - x.shape[0], x.shape[1])])
+        head_size = self.hidden_size // self.heads
+        scale = 1.0 / math.sqrt(head_size)
         for n in range(self.layers):
             p = f"encoder.layer.{n}."
             q, k, v = (self._linear(x, p + f"attention.self.{name}") for name in ("query", "key", "value"))
@@ -134,7 +162,55 @@ class MiniLM:
                                   p + "attention.output.LayerNorm")
             inner = F.gelu(self._linear(attended, p + "intermediate.dense"))
             x = self._norm(self._linear(inner, p + "output.dense") + attended, p + "output.LayerNorm")
-        return torch.stack([x[a:b].sum(dim=0) / (b - a) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        return x
+
+    def _layers_bfloat16(self, x: Any, groups: list[tuple[int, Any]]) -> Any:
+        """The encoder's layers with bfloat16 activations and products (query, key and value as one
+        product), on blocks of ``BF16_BLOCK_ROWS`` rows; the result is float32 again for pooling."""
+        import torch
+        import torch.nn.functional as F
+
+        w = self._bf16
+        rows = x.shape[0]
+        x = x.to(torch.bfloat16)
+        spare = -rows % BF16_BLOCK_ROWS
+        if spare:  # spare rows, never read, so that every block is whole
+            x = torch.cat([x, x.new_zeros(spare, x.shape[1])])
+        head_size = self.hidden_size // self.heads
+        scale = 1.0 / math.sqrt(head_size)
+
+        def product(t: Any, weight: Any) -> Any:
+            return (t.view(-1, BF16_BLOCK_ROWS, t.shape[1]) @ weight).view(t.shape[0], -1)
+
+        def linear(t: Any, name: str) -> Any:
+            weight, bias = w[name]
+            return product(t, weight) + bias
+
+        def feed_forward(t: Any, name: str) -> Any:
+            # in hidden-size slices, summed in float32: see _bfloat16_layers
+            out: Any = None
+            for (inner_weight, inner_bias), outer_weight in zip(w[name + ".in"], w[name + ".out"], strict=True):
+                part = product(F.gelu(product(t, inner_weight) + inner_bias), outer_weight).float()
+                out = part if out is None else out + part
+            return (out + w[name + ".bias"]).to(torch.bfloat16)
+
+        def norm(t: Any, name: str) -> Any:
+            weight, bias = w[name]
+            return F.layer_norm(t, (self.hidden_size,), weight, bias, self.eps)
+
+        for n in range(self.layers):
+            p = f"encoder.layer.{n}."
+            qkv = linear(x, p + "attention.self.qkv")
+            context = x.new_zeros(x.shape)
+            for length, members in groups:
+                texts = len(members) // length
+                q, k, v = (qkv.index_select(0, members).view(texts, length, 3, self.heads, head_size)
+                           .permute(2, 0, 3, 1, 4))
+                attended = F.scaled_dot_product_attention(q, k, v, scale=scale)
+                context.index_copy_(0, members, attended.transpose(1, 2).reshape(texts * length, self.hidden_size))
+            attended = norm(linear(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
+            x = norm(feed_forward(attended, p + "feed_forward") + attended, p + "output.LayerNorm")
+        return x[:rows].float()
 
     def _linear(self, x: Any, name: str) -> Any:
         import torch.nn.functional as F
@@ -146,6 +222,38 @@ class MiniLM:
 
         weights = self.weights
         return F.layer_norm(x, (self.hidden_size,), weights[name + ".weight"], weights[name + ".bias"], self.eps)
+
+
+def _bfloat16_layers(weights: dict[str, Any], layers: int) -> dict[str, Any]:
+    """Each layer's weights in bfloat16, transposed for ``x @ weight``, by layer name.
+
+    A layer's query, key and value are one product instead of three. The feed-forward block is cut
+    into hidden-size slices (four for MiniLM), each slice's output product summed in float32: oneDNN
+    splits a 1536-long reduction between threads, which gave a text other bits with another thread
+    count, while products of 384 are reduced the same way with any number of threads."""
+    import torch
+
+    def pair(names: tuple[str, ...]) -> tuple[Any, Any]:
+        weight = torch.cat([weights[name + ".weight"] for name in names])
+        bias = torch.cat([weights[name + ".bias"] for name in names])
+        return weight.t().contiguous().to(torch.bfloat16), bias.to(torch.bfloat16)
+
+    out: dict[str, Any] = {}
+    for n in range(layers):
+        p = f"encoder.layer.{n}."
+        out[p + "attention.self.qkv"] = pair(tuple(p + f"attention.self.{s}" for s in ("query", "key", "value")))
+        out[p + "attention.output.dense"] = pair((p + "attention.output.dense",))
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            out[p + name] = (weights[p + name + ".weight"].to(torch.bfloat16),
+                             weights[p + name + ".bias"].to(torch.bfloat16))
+        inner_weight, inner_bias = pair((p + "intermediate.dense",))
+        outer_weight = weights[p + "output.dense.weight"].t().to(torch.bfloat16)
+        hidden = outer_weight.shape[1]
+        slices = [slice(a, a + hidden) for a in range(0, inner_weight.shape[1], hidden)]
+        out[p + "feed_forward.in"] = [(inner_weight[:, s].contiguous(), inner_bias[s]) for s in slices]
+        out[p + "feed_forward.out"] = [outer_weight[s].contiguous() for s in slices]
+        out[p + "feed_forward.bias"] = weights[p + "output.dense.bias"].float()
+    return out
 
 
 def _read_json(path: Path) -> dict:

@@ -42,7 +42,7 @@ class AnswerWorker:
         self.reader = EmbeddingReader(default_embedder(), temperature, recency_weight, relevance_floor)
 
     def answer_users(self, users: list[list[Work]]) -> list[list[ReaderAnswer]]:
-        return [self.reader.answer_many(work) for work in users]
+        return self.reader.answer_users(users)
 
 
 def answer_users_in_parallel(

@@ -141,7 +141,7 @@ def _answer(
 
     work = _users_work(con, run_id, users, strategies, embedder, settings)
     if getattr(reader, "answer_many", None) is not None:  # batched per user: their questions share most texts
-        from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, answer_users_in_parallel
+        from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, USERS_PER_TASK, answer_users_in_parallel
         from personasim.analysis.reader import EmbeddingReader
 
         def answered(keys: list[list[_Work]], answers: list[list[ReaderAnswer]]) -> None:
@@ -153,17 +153,22 @@ def _answer(
 
         # a pool is worth its start-up only for a large evaluation: look ahead until it is known to be
         first: list[list[_Work]] = []
-        if workers > 1 and isinstance(reader, EmbeddingReader):
+        pooled = workers > 1 and isinstance(reader, EmbeddingReader)
+        if pooled:
             for items in work:
                 first.append(items)
                 if sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
                     break
         work = itertools.chain(first, work)
-        if sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
+        if pooled and sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
             answer_users_in_parallel(reader, ((items, payload(items)) for items in work), workers, answered)
-        else:
-            for items in work:
-                answered([items], [reader.answer_many(payload(items))])
+        else:  # a few users at a time: their texts embedded together (``EmbeddingReader.answer_users``)
+            answer_users = getattr(reader, "answer_users", None)
+            while task := list(itertools.islice(work, USERS_PER_TASK)):
+                if answer_users is None:
+                    answered(task, [reader.answer_many(payload(items)) for items in task])
+                else:
+                    answered(task, answer_users([payload(items) for items in task]))
     else:
         pending: list[tuple[int, AnswerRow]] = []
 
@@ -350,7 +355,7 @@ def evaluate(
     Questions are generated when the run has none (or ``regenerate``); a run loaded from
     PersonaMem-v2 keeps its own. Strategies default to those the run kept snapshots of. ``workers``:
     Ray actors answering a large evaluation with the embedding reader (default: every core).
-    ``embedder``: the embedding reader's model (``minilm`` or ``minilm-static``; default: the
+    ``embedder``: the embedding reader's model (``minilm``, ``minilm-bf16`` or ``minilm-static``; default: the
     run's own, ``RunConfig.embedder``)."""
     started = time.perf_counter()
     reader = reader or ReaderSpec()

@@ -68,35 +68,46 @@ class EmbeddingReader:
         question indexes into that one matrix. Answering one question at a time cost a cache
         lookup per memory line and a forward pass of four options per question: most of an
         evaluation's time went there, not into the arithmetic."""
-        contexts = [[item for item in items if not _ASSISTANT_LINE.match(item)] for items, _, _ in work]
-        texts = list(dict.fromkeys(t for ctx, (_, _, options) in zip(contexts, work, strict=True)
+        return self.answer_users([work])[0]
+
+    def answer_users(self, users: list[list[tuple[list[str], str, list[str]]]]) -> list[list[ReaderAnswer]]:
+        """``answer_many`` for several users' work, their texts embedded in one call: the same answers.
+
+        A text's vector does not depend on its batch, so this changes only the speed: one user's
+        hundred-odd texts have about twenty lengths, and the encoder runs attention once per
+        length and batch; eight users' texts sorted by length fill batches of a few lengths each."""
+        contexts = [[[item for item in items if not _ASSISTANT_LINE.match(item)] for items, _, _ in work]
+                    for work in users]
+        texts = list(dict.fromkeys(t for user_contexts, work in zip(contexts, users, strict=True)
+                                   for ctx, (_, _, options) in zip(user_contexts, work, strict=True)
                                    for t in (*options, *ctx)))
         index = {t: i for i, t in enumerate(texts)}
         vectors = self.embedder.encode(texts)
-        answers: list[ReaderAnswer | None] = [None] * len(work)
-        fallback: list[int] = []
-        for n, (ctx, (_, _, options)) in enumerate(zip(contexts, work, strict=True)):
-            if not ctx:
-                fallback.append(n)
-                continue
-            opts = vectors[[index[t] for t in options]]
-            items = vectors[[index[t] for t in ctx]]
-            similarity = items @ opts.T
-            if float(similarity.max()) < self.relevance_floor:
-                fallback.append(n)
-                continue
-            relevance = items @ opts.mean(axis=0)
-            recency = np.linspace(0.0, 1.0, len(ctx)) if len(ctx) > 1 else np.ones(1)
-            logits = (relevance + self.recency_weight * recency) / self.temperature
-            weights = np.exp(logits - logits.max())
-            weights /= weights.sum()
-            answers[n] = _answer(weights @ similarity)
+        answers: list[list[ReaderAnswer | None]] = [[None] * len(work) for work in users]
+        fallback: list[tuple[int, int]] = []
+        for u, (user_contexts, work) in enumerate(zip(contexts, users, strict=True)):
+            for n, (ctx, (_, _, options)) in enumerate(zip(user_contexts, work, strict=True)):
+                if not ctx:
+                    fallback.append((u, n))
+                    continue
+                opts = vectors[[index[t] for t in options]]
+                items = vectors[[index[t] for t in ctx]]
+                similarity = items @ opts.T
+                if float(similarity.max()) < self.relevance_floor:
+                    fallback.append((u, n))
+                    continue
+                relevance = items @ opts.mean(axis=0)
+                recency = np.linspace(0.0, 1.0, len(ctx)) if len(ctx) > 1 else np.ones(1)
+                logits = (relevance + self.recency_weight * recency) / self.temperature
+                weights = np.exp(logits - logits.max())
+                weights /= weights.sum()
+                answers[u][n] = _answer(weights @ similarity)
         if fallback:  # nothing relevant remembered: answer as with no memory, by the query alone
-            queries = list(dict.fromkeys(work[n][1] for n in fallback))
+            queries = list(dict.fromkeys(users[u][n][1] for u, n in fallback))
             query_vectors = dict(zip(queries, self.embedder.encode(queries), strict=True))
-            for n in fallback:
-                _, query, options = work[n]
-                answers[n] = _answer(vectors[[index[t] for t in options]] @ query_vectors[query])
+            for u, n in fallback:
+                _, query, options = users[u][n]
+                answers[u][n] = _answer(vectors[[index[t] for t in options]] @ query_vectors[query])
         return answers  # type: ignore[return-value]  # every slot is filled above
 
 

@@ -215,14 +215,15 @@ class _OneQuestionAtATime:
 
 
 def answers(args: argparse.Namespace) -> dict:
-    """Milliseconds per answer of the default run's evaluation three ways, in one run: one question
-    at a time (the old path), each user's questions in one batch, and a pool of actors. Each starts
-    from an empty embedding cache, so every way embeds every text itself."""
+    """Milliseconds per answer of the default run's evaluation, several ways in one run: one
+    question at a time (the old path), a few users' questions in one batch, and a pool of actors;
+    each with MiniLM, and the batched ways with ``minilm-bf16`` too. Each starts from an empty
+    embedding cache, so every way embeds every text itself."""
     import duckdb
     import ray
     import torch
 
-    from personasim.agents.embedding import default_embedder
+    from personasim.agents.embedding import Embedder, default_embedder
     from personasim.analysis import answer_pool
     from personasim.analysis.evaluate import answer_questions
     from personasim.analysis.reader import EmbeddingReader
@@ -236,51 +237,60 @@ def answers(args: argparse.Namespace) -> dict:
         con = duckdb.connect(str(db), read_only=True)
         questions = read_questions(con, summary.run_id)
         strategies = [s.strategy for s in summary.scores]
-        embedder = default_embedder()
-        reader = EmbeddingReader(embedder)
+        reader = EmbeddingReader(default_embedder())
+        bf16 = EmbeddingReader(Embedder(precision="bfloat16"))
         timings: dict[str, dict] = {}
         chosen: dict[str, list[int]] = {}
         ways = [("one_at_a_time", _OneQuestionAtATime(reader), 1), ("per_user_batches", reader, 1),
-                ("actor_pool", reader, cores)]
+                ("actor_pool", reader, cores), ("per_user_batches_bf16", bf16, 1), ("actor_pool_bf16", bf16, cores)]
         answer_pool.MIN_PARALLEL_ANSWERS = 0  # the pool even for this small run: the rate is what is measured
         for name, answering, workers in ways:
-            embedder.clear_cache()
+            getattr(answering, "reader", answering).embedder.clear_cache()
             torch.set_num_threads(cores)  # the driver alone: every core, as `personasim eval` has
             started = time.perf_counter()
             rows = answer_questions(con, summary.run_id, questions, strategies, answering, workers=workers)
             seconds = time.perf_counter() - started
             chosen[name] = [r.chosen_index for r in rows]
+            accuracy = {s: round(sum(r.correct for r in rows if r.strategy == s) / len(questions), 4)
+                        for s in strategies}
             timings[name] = {"answers": len(rows), "seconds": round(seconds, 2),
-                             "ms_per_answer": round(1000 * seconds / len(rows), 2), "workers": workers}
+                             "ms_per_answer": round(1000 * seconds / len(rows), 2), "workers": workers,
+                             "accuracy": accuracy}
         con.close()
     ray.shutdown()
     base = timings["one_at_a_time"]["ms_per_answer"]
     for timing in timings.values():
         timing["speedup"] = round(base / timing["ms_per_answer"], 2)
+    exact = [name for name in timings if not name.endswith("_bf16")]
     return {"users": args.users, "sessions": args.sessions, "cpus": cores, "strategies": strategies,
             "questions": len(questions), "ways": timings, "target_speedup": 10.0,
-            "same_choices": all(c == chosen["one_at_a_time"] for c in chosen.values()),
+            "same_choices": all(chosen[n] == chosen["one_at_a_time"] for n in exact),
+            "bf16_same_choices_as_minilm": sum(a == b for a, b in zip(chosen["per_user_batches_bf16"],
+                                                                        chosen["one_at_a_time"], strict=True)),
+            "bf16_same_choices_batched_and_pool": chosen["per_user_batches_bf16"] == chosen["actor_pool_bf16"],
             "note": "actor_pool includes starting its actors (each imports torch and loads MiniLM)"}
 
 
 def embedders(args: argparse.Namespace) -> dict:
     """The default run with each embedder end to end (``RunConfig.embedder``: simulation, questions
-    and the embedding reader), accuracy per strategy and wall time, in one bench run; and MiniLM's
-    run re-answered by the static model's reader alone. The static model stays an option unless it
-    is within a point of MiniLM on every strategy with the same ordering."""
+    and the embedding reader), accuracy per strategy and wall time, in one bench run; MiniLM's run
+    re-answered by the static and the bfloat16 readers alone; and how many of its answers each
+    reader chose alike. An embedder could replace MiniLM as the default only within a point of it
+    on every strategy with the same ordering (``can_be_default``)."""
     from personasim.agents.embedding import use_embedder
     from personasim.agents.static_embedding import static_model_file
     from personasim.analysis.evaluate import evaluate
     from personasim.analysis.static_build import build_static_model
     from personasim.api import run
 
+    names = ("minilm", "minilm-bf16", "minilm-static")
     out: dict = {"users": args.users, "sessions": args.sessions, "runs": {}}
     built = static_model_file().exists()
     started = time.perf_counter()
     build_static_model()  # once per machine: timed apart from the runs
     out["static_build_seconds"] = None if built else round(time.perf_counter() - started, 1)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("minilm", "minilm-static"):
+        for name in names:
             db = Path(tmp) / f"{name}.duckdb"
             summary = run(_config(args.users, args.sessions, embedder=name), db)
             out["runs"][name] = {
@@ -289,17 +299,36 @@ def embedders(args: argparse.Namespace) -> dict:
                 "questions": summary.questions,
                 "accuracy": {s.strategy: round(s.accuracy, 4) for s in summary.scores},
             }
-        reread = evaluate(Path(tmp) / "minilm.duckdb", embedder="minilm-static", n_boot=200, workers=1)
+        minilm_db = Path(tmp) / "minilm.duckdb"
+        out["minilm_run_reread"] = {}
+        for name in names[1:]:
+            reread = evaluate(minilm_db, embedder=name, n_boot=200, workers=1)
+            out["minilm_run_reread"][name] = {
+                "accuracy": {r["strategy"]: round(r["accuracy"], 4) for r in reread.tables["by_strategy"]},
+                "seconds": reread.wall_seconds, "same_choices_as_minilm": _same_choices(minilm_db, name)}
         use_embedder("minilm")
-    out["minilm_run_static_reader"] = {
-        "accuracy": {r["strategy"]: round(r["accuracy"], 4) for r in reread.tables["by_strategy"]},
-        "seconds": reread.wall_seconds}
-    base, static = out["runs"]["minilm"]["accuracy"], out["runs"]["minilm-static"]["accuracy"]
+    base = out["runs"]["minilm"]["accuracy"]
     order = sorted(base, key=base.get)
-    out["same_ordering"] = order == sorted(static, key=static.get)
-    out["max_gap_points"] = round(100 * max(abs(base[s] - static[s]) for s in base), 1)
-    out["static_can_be_default"] = out["same_ordering"] and out["max_gap_points"] <= 1.0
+    for name in names[1:]:
+        other = out["runs"][name]["accuracy"]
+        gap = round(100 * max(abs(base[s] - other[s]) for s in base), 1)
+        same_order = order == sorted(other, key=other.get)
+        out["runs"][name].update(same_ordering=same_order, max_gap_points=gap,
+                                 can_be_default=same_order and gap <= 1.0)
     return out
+
+
+def _same_choices(db: Path, reader_model: str) -> dict:
+    """Of MiniLM's answers in ``db``, how many ``reader_model``'s answers chose alike."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    same, total = con.execute(
+        "SELECT count(*) FILTER (WHERE a.chosen_index = b.chosen_index), count(*) FROM answers a JOIN answers b "
+        "ON a.question_id = b.question_id AND a.strategy = b.strategy "
+        "WHERE a.reader_model IS NULL AND b.reader_model = ?", [reader_model]).fetchone()
+    con.close()
+    return {"same": same, "answers": total}
 
 
 def llm(args: argparse.Namespace) -> dict:

@@ -67,7 +67,8 @@ def eval_command(
                                  "core; 1 = in this process).")
     ] = None,
     embedder: Annotated[
-        str | None, typer.Option(help="embed reader: minilm or minilm-static (default: the run's own embedder).")
+        str | None,
+        typer.Option(help="embed reader: minilm, minilm-bf16 or minilm-static (default: the run's own embedder)."),
     ] = None,
 ) -> None:
     """Answer every question with each memory strategy's state at question time; print accuracy

@@ -22,7 +22,7 @@ def _run(args):
         (["--memory", "none,telepathy"], "unknown memory strategy 'telepathy'"),
         (["--users", "0"], "population.users"),
         (["--sessions", "0"], "schedule.sessions"),
-        (["--embedder", "word2vec"], "embedder: Input should be 'minilm' or 'minilm-static'"),
+        (["--embedder", "word2vec"], "embedder: Input should be 'minilm', 'minilm-bf16' or 'minilm-static'"),
     ],
 )
 def test_bad_flags(tmp_path, args, expected):

@@ -126,7 +126,7 @@ def test_the_embedder_is_a_run_setting_outside_the_default_run_id(tiny_bert):
     assert default.embedder == "minilm" and static.run_id != default.run_id
     with pytest.raises(ConfigError, match="embedder"):
         build_config(base={"embedder": "word2vec"})
-    with pytest.raises(ValueError, match="unknown embedder 'word2vec'; choose from minilm, minilm-static"):
+    with pytest.raises(ValueError, match="unknown embedder 'word2vec'; choose from minilm, minilm-bf16, minilm-static"):
         embedding.use_embedder("word2vec")
     try:
         static_build.prepare_embedder("minilm-static")

@@ -35,12 +35,6 @@ import numpy as np
 #: never read, keep every pass on the one path.
 MIN_ROWS = 32
 
-#: bfloat16 matrix products run on blocks of exactly this many token rows. oneDNN splits the
-#: 1536-wide reduction of the output layer differently with the number of rows (a text's vector
-#: moved by 1e-3 between a batch of 117 tokens and one of 526), while a product of fixed-size
-#: blocks gives every row the same bits whatever the batch around it.
-BF16_BLOCK_ROWS = 256
-
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -166,31 +160,24 @@ class MiniLM:
 
     def _layers_bfloat16(self, x: Any, groups: list[tuple[int, Any]]) -> Any:
         """The encoder's layers with bfloat16 activations and products (query, key and value as one
-        product), on blocks of ``BF16_BLOCK_ROWS`` rows; the result is float32 again for pooling."""
+        product, the feed-forward block in slices: ``_bfloat16_layers``); float32 again for pooling."""
         import torch
         import torch.nn.functional as F
 
         w = self._bf16
-        rows = x.shape[0]
         x = x.to(torch.bfloat16)
-        spare = -rows % BF16_BLOCK_ROWS
-        if spare:  # spare rows, never read, so that every block is whole
-            x = torch.cat([x, x.new_zeros(spare, x.shape[1])])
         head_size = self.hidden_size // self.heads
         scale = 1.0 / math.sqrt(head_size)
 
-        def product(t: Any, weight: Any) -> Any:
-            return (t.view(-1, BF16_BLOCK_ROWS, t.shape[1]) @ weight).view(t.shape[0], -1)
-
         def linear(t: Any, name: str) -> Any:
             weight, bias = w[name]
-            return product(t, weight) + bias
+            return t @ weight + bias
 
         def feed_forward(t: Any, name: str) -> Any:
             # in hidden-size slices, summed in float32: see _bfloat16_layers
             out: Any = None
             for (inner_weight, inner_bias), outer_weight in zip(w[name + ".in"], w[name + ".out"], strict=True):
-                part = product(F.gelu(product(t, inner_weight) + inner_bias), outer_weight).float()
+                part = (F.gelu(t @ inner_weight + inner_bias) @ outer_weight).float()
                 out = part if out is None else out + part
             return (out + w[name + ".bias"]).to(torch.bfloat16)
 
@@ -210,7 +197,7 @@ class MiniLM:
                 context.index_copy_(0, members, attended.transpose(1, 2).reshape(texts * length, self.hidden_size))
             attended = norm(linear(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
             x = norm(feed_forward(attended, p + "feed_forward") + attended, p + "output.LayerNorm")
-        return x[:rows].float()
+        return x.float()
 
     def _linear(self, x: Any, name: str) -> Any:
         import torch.nn.functional as F
@@ -228,9 +215,12 @@ def _bfloat16_layers(weights: dict[str, Any], layers: int) -> dict[str, Any]:
     """Each layer's weights in bfloat16, transposed for ``x @ weight``, by layer name.
 
     A layer's query, key and value are one product instead of three. The feed-forward block is cut
-    into hidden-size slices (four for MiniLM), each slice's output product summed in float32: oneDNN
-    splits a 1536-long reduction between threads, which gave a text other bits with another thread
-    count, while products of 384 are reduced the same way with any number of threads."""
+    into hidden-size slices (four for MiniLM), each slice's output product summed in float32, so
+    that every product reduces over 384 values. oneDNN reduced the output layer's 1536 values
+    differently with the number of rows and of threads (a text's vector moved by 1e-3 between a
+    batch of 117 tokens and one of 526, and between one thread and two), while a reduction over
+    384 gave every row the same bits for any row count, offset and thread count tried (1 to
+    5,000 rows, 1 to 4 threads)."""
     import torch
 
     def pair(names: tuple[str, ...]) -> tuple[Any, Any]:

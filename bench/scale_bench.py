@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory", default=None, help="strategies (default: the run default)")
-    parser.add_argument("--embedder", default="minilm", help="minilm (the default) or minilm-static")
+    parser.add_argument("--embedder", default="minilm", help="minilm (the default), minilm-bf16 or minilm-static")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 

@@ -292,3 +292,23 @@ def test_abstention_questions_are_about_topics_never_discussed(small_run):
         assert not any(catalog.response(q.topic, o.id) in generic for o in options)
         assert q.option_sources.count("unsupported") == 3
     con.close()
+
+
+def test_a_run_with_the_bfloat16_embedder_embeds_and_answers_with_it(ray_session, tmp_path):
+    """``embedder: minilm-bf16`` is a run setting like the others: stored with the run, used by the
+    driver's questions and reader, and named on every answer."""
+    import json
+
+    from personasim.agents import embedding
+
+    db = tmp_path / "bf16.duckdb"
+    try:
+        summary = run(build_config(users=2, sessions=2, seed=3, base={"embedder": "minilm-bf16"}), db)
+        assert embedding.default_embedder().name == "minilm-bf16"
+    finally:
+        embedding.use_embedder("minilm")
+    con = duckdb.connect(str(db), read_only=True)
+    models = {m for (m,) in con.execute("SELECT DISTINCT reader_model FROM answers").fetchall()}
+    config = json.loads(con.execute("SELECT config_json FROM runs").fetchone()[0])
+    con.close()
+    assert summary.questions > 0 and models == {"minilm-bf16"} and config["embedder"] == "minilm-bf16"

@@ -160,8 +160,8 @@ def _warn_without_native_bfloat16() -> None:
 
 
 #: The offline embedders a run can choose (``RunConfig.embedder``): MiniLM itself, the default;
-#: MiniLM in bfloat16 (``minilm-bf16``: about 2.5x faster on CPUs with AMX, 0.3-0.7% of answers
-#: differ); or a static model distilled from it (``agents/static_embedding.py``: ~30x faster, less
+#: MiniLM in bfloat16 (``minilm-bf16``: about 2.5x faster on CPUs with AMX, 0.5% of the default
+#: run's answers differ); or a static model distilled from it (``agents/static_embedding.py``: ~30x faster, less
 #: accurate).
 EMBEDDER_NAMES = ("minilm", "minilm-bf16", "minilm-static")
 

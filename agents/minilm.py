@@ -16,8 +16,9 @@ random models the tests build); anything else is refused with a message naming t
 
 ``precision="bfloat16"`` runs the encoder's matrix products in bfloat16 (the ``minilm-bf16``
 embedder). On CPUs that multiply bfloat16 in hardware (Intel AMX: Sapphire Rapids and later) a
-linear layer is 8x faster than in float32, and the whole encoder about 2.5x; the vectors differ
-from float32's by about 1e-3 (cosine 0.9999), which moved 0.3-0.7% of the default run's answers.
+linear layer is 8x faster than in float32, and the whole encoder about 2.5x. Its vectors have
+cosine 0.9999 or more with float32's (2,191 options and queries of the default run; components
+within 3e-3), and 11 of that run's 2,073 answers choose another option.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -133,8 +134,6 @@ def test_minilm_bf16_warns_on_a_cpu_without_amx(monkeypatch):
         embedder = Embedder(precision="bfloat16")
     assert embedder.name == "minilm-bf16"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Embedder(precision="bfloat16")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -23,13 +24,18 @@ class PeakMemory:
     """Peak resident memory of every process of the run, sampled twice a second: this driver and
     each Ray process (shard and evaluation actors, idle workers, raylet, GCS), by process name.
     Ray's processes are not this process's children in the ``getrusage`` sense, so they are read
-    from the process table; a spike shorter than the interval can be missed."""
+    from the process table; a spike shorter than the interval can be missed.
+
+    It keeps each process's CPU seconds (user + system, as last sampled) too: their sum against
+    the wall time and the cores says whether the run kept the machine busy or waited."""
 
     def __init__(self, interval: float = 0.5) -> None:
         import threading
 
         self.interval = interval
         self.peaks: dict[str, float] = {}
+        self._cpu_by_pid: dict[int, float] = {}
+        self._name_by_pid: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -41,6 +47,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        return {self._name_by_pid[pid]: cpu for pid, cpu in self._cpu_by_pid.items()}
+
     def _sample(self) -> None:
         import os
 
@@ -48,7 +58,7 @@ class PeakMemory:
 
         me = os.getpid()
         while not self._stop.is_set():
-            for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
+            for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info", "cpu_times"]):
                 try:
                     info = proc.info
                     cmdline = " ".join(info["cmdline"] or [])
@@ -61,9 +71,14 @@ class PeakMemory:
                     else:
                         continue
                     rss = info["memory_info"].rss / 2**20
+                    cpu = info["cpu_times"].user + info["cpu_times"].system
                 except (psutil.Error, AttributeError, TypeError):
                     continue
                 self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+                # per process, not per name: an actor's name changes with its task (ray::IDLE between)
+                self._cpu_by_pid[info["pid"]] = max(self._cpu_by_pid.get(info["pid"], 0.0), cpu)
+                if not name.startswith("ray::IDLE") or info["pid"] not in self._name_by_pid:
+                    self._name_by_pid[info["pid"]] = name
             self._stop.wait(self.interval)
 
 
@@ -102,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
         "store_mb": round(store_mb, 1),
         "driver_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "peak_rss_mb_by_process": {name: round(mb) for name, mb in sorted(memory.peaks.items(), key=lambda kv: -kv[1])},
+        "cpu_seconds_by_process": {name: round(s, 1) for name, s in sorted(
+            memory.cpu_seconds.items(), key=lambda kv: -kv[1]) if s >= 1.0},
+        "cpu_seconds_total": round(sum(memory.cpu_seconds.values()), 1),
+        "cores": os.cpu_count(),
         "target_seconds": 600, "accuracy": {s.strategy: round(s.accuracy, 4) for s in summary.scores},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -280,6 +280,8 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
     run_id, path = config.run_id, store.path
     if config.engine.store_memory_mb is not None:  # the store's page cache, bounded (EngineConfig)
         store.limit_memory(config.engine.store_memory_mb)
+    if config.engine.store_checkpoint_mb is not None:  # fewer checkpoints while a run writes (EngineConfig)
+        store.checkpoint_every(config.engine.store_checkpoint_mb)
     prepare_embedder(config.embedder)  # built here, before any actor needs it
     use_embedder(config.embedder)  # the driver's questions and reader embed with the run's model
     try:

@@ -54,6 +54,32 @@ def test_a_run_bounds_the_store_memory_and_writes_under_the_bound(tmp_path):
     assert written == 20_000
 
 
+def test_a_store_killed_before_its_checkpoint_keeps_what_it_committed(tmp_path):
+    """With ``engine.store_checkpoint_mb`` the committed rows sit in the write-ahead log until the
+    next checkpoint; a writer killed before it (no close, no checkpoint) loses none of them: the
+    next open replays the log."""
+    from personasim.sim.config import EngineConfig
+
+    path = tmp_path / "killed.duckdb"
+    code = (
+        "import os\nfrom datetime import datetime\n"
+        "from personasim.sim.rows import SessionRow\nfrom personasim.sim.store import TrajectoryStore\n"
+        f"store = TrajectoryStore({str(path)!r})\nstore.checkpoint_every({EngineConfig().store_checkpoint_mb})\n"
+        "for b in range(3):\n"
+        "    store.write_many([('sessions', [SessionRow(run_id='r', session_id=f'p{b}/s{i}', persona_id=f'p{b}',"
+        " session_index=i, scenario_id='x', started_at=datetime(2025, 1, 1), ended_at=datetime(2025, 1, 1, 1),"
+        " n_turns=6, status='completed') for i in range(1000)])])\n"
+        "print(store.con.execute(\"SELECT current_setting('checkpoint_threshold')\").fetchall()[0][0], flush=True)\n"
+        "os._exit(9)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 9, out.stderr
+    assert out.stdout.strip() == "976.5 MiB"  # 1,024 MB, as DuckDB prints it
+    assert (tmp_path / "killed.duckdb.wal").exists(), "the rows should still be in the log, not checkpointed"
+    with TrajectoryStore(path, read_only=True) as store:
+        assert store.con.execute("SELECT count(*) FROM sessions").fetchall()[0][0] == 3000
+
+
 def test_second_writer_process_gets_a_clear_error(tmp_path):
     path = tmp_path / "locked.duckdb"
     store = TrajectoryStore(path)

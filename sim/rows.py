@@ -131,6 +131,10 @@ class TurnRow(BaseModel):
 
 
 class MemorySnapshotRow(BaseModel):
+    """A memory's state after a session, whole: what the ``memory_snapshots`` view gives and what
+    the session runner produces. It is stored as a ``MemorySnapshotItemsRow`` (sim/snapshots.py);
+    ``text`` is always the entries joined by newlines."""
+
     run_id: str
     snapshot_id: str
     persona_id: str
@@ -138,6 +142,29 @@ class MemorySnapshotRow(BaseModel):
     strategy: str
     time: datetime
     text: str
+    items: list[str]
+    tokens: int
+
+
+class MemorySnapshotItemsRow(BaseModel):
+    """A memory snapshot as stored (table ``memory_snapshot_items``; read them through the
+    ``memory_snapshots`` view, which gives every row whole).
+
+    A raw history's snapshot after session k is its snapshot after session k-1 with the new
+    messages appended (and the oldest dropped past the context budget): stored whole every time,
+    a 10-session run wrote each message ten times, and those copies were nine tenths of a large
+    run's bytes. ``carried`` says how this row's entries continue the previous row of the same
+    (run, persona, strategy), by session order: None, ``items`` are all of them; n, they are the
+    previous row's entries from the n-th (0-based) on, then ``items``. ``tokens`` is the whole
+    snapshot's (sim/snapshots.py)."""
+
+    run_id: str
+    snapshot_id: str
+    persona_id: str
+    session_index: int
+    strategy: str
+    time: datetime
+    carried: int | None
     items: list[str]
     tokens: int
 
@@ -252,7 +279,7 @@ TABLES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {
     "consistency_probes": (ConsistencyProbeRow, ("run_id", "probe_id")),
     "sessions": (SessionRow, ("run_id", "session_id")),
     "turns": (TurnRow, ("run_id", "turn_id")),
-    "memory_snapshots": (MemorySnapshotRow, ("run_id", "snapshot_id")),
+    "memory_snapshot_items": (MemorySnapshotItemsRow, ("run_id", "snapshot_id")),
     "questions": (QuestionRow, ("run_id", "question_id")),
     "answers": (AnswerRow, ("run_id", "answer_id")),
     "source_files": (SourceFileRow, ("run_id", "path")),

@@ -57,10 +57,12 @@ from personasim.sim.rows import (
     ConsistencyProbeRow,
     DriftEventRow,
     ForgetRequestRow,
+    MemorySnapshotItemsRow,
     MemorySnapshotRow,
     SessionRow,
     TurnRow,
 )
+from personasim.sim.snapshots import SnapshotChains
 from personasim.worlds.filler import filler_exchanges
 from personasim.worlds.scenarios import load_scenario_catalog
 from personasim.worlds.schedule import session_times
@@ -86,7 +88,7 @@ class SessionBatch(BaseModel):
 
     sessions: list[SessionRow] = Field(default_factory=list)
     turns: list[TurnRow] = Field(default_factory=list)
-    memory_snapshots: list[MemorySnapshotRow] = Field(default_factory=list)
+    memory_snapshots: list[MemorySnapshotItemsRow] = Field(default_factory=list)
     drift_events: list[DriftEventRow] = Field(default_factory=list)
     forget_requests: list[ForgetRequestRow] = Field(default_factory=list)
     consistency_probes: list[ConsistencyProbeRow] = Field(default_factory=list)
@@ -99,7 +101,7 @@ class SessionBatch(BaseModel):
             ("consistency_probes", list(self.consistency_probes)),
             ("sessions", list(self.sessions)),
             ("turns", list(self.turns)),
-            ("memory_snapshots", list(self.memory_snapshots)),
+            ("memory_snapshot_items", list(self.memory_snapshots)),
             ("drift_events", list(self.drift_events)),
             ("forget_requests", list(self.forget_requests)),
         ]
@@ -226,6 +228,7 @@ class SimulatedUser:
         self.history_tokens = 0  # every turn so far, filler included: what a history-length target counts
         self.dialogue_tokens = 0  # the user's and the chatbot's own turns (no filler) ...
         self.dialogue_exchanges = 0  # ... and how many user turns they came in: tokens per exchange
+        self.snapshot_chains = SnapshotChains()  # each session's snapshots continue the last ones written
 
     @property
     def persona(self) -> Persona:
@@ -376,7 +379,8 @@ class SimulatedUser:
                 status=status,
             )],
             turns=[turn_row(ctx.run_id, persona.id, k, r) for r in records],
-            memory_snapshots=memory_snapshot_rows(ctx.run_id, persona.id, k, self.memories, end),
+            memory_snapshots=[self.snapshot_chains.stored(row)
+                              for row in memory_snapshot_rows(ctx.run_id, persona.id, k, self.memories, end)],
             drift_events=drift_rows(ctx.run_id, persona, drift_events),
             forget_requests=forgets,
             consistency_probes=probes,

@@ -25,10 +25,15 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from personasim.sim.rows import TABLES
-from personasim.sim.store_migrations import rename_deleting_full_history
+from personasim.sim.rows import TABLES, MemorySnapshotRow
+from personasim.sim.snapshots import SNAPSHOTS_VIEW, STORED_TABLE, VIEW, stored_rows
+from personasim.sim.store_migrations import rename_deleting_full_history, snapshots_stored_as_chains
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
+
+#: What a reader sees by name: every table, with ``memory_snapshots`` (a view over
+#: ``memory_snapshot_items``, sim/snapshots.py) in place of the table that stores it.
+LOGICAL_TABLES: tuple[str, ...] = tuple(sorted(VIEW if name == STORED_TABLE else name for name in TABLES))
 
 # Each step brings a store from version N-1 to N. Tables new in a version are created by
 # ``create_schema`` itself; steps only alter what already existed (SQL, or a function for a step
@@ -64,6 +69,8 @@ MIGRATIONS: dict[int, list[str | Callable[[duckdb.DuckDBPyConnection], None]]] =
     8: ["ALTER TABLE preferences ADD COLUMN IF NOT EXISTS owner VARCHAR DEFAULT 'self'"],
     9: ["ALTER TABLE turns ADD COLUMN IF NOT EXISTS filler BOOLEAN DEFAULT false"],
     10: [rename_deleting_full_history],  # full_history became the raw history (sim/store_migrations.py)
+    # memory_snapshots became a view over memory_snapshot_items
+    11: [lambda con: snapshots_stored_as_chains(con, table_ddl(STORED_TABLE))],
 }
 
 _SQL = {str: "VARCHAR", int: "BIGINT", float: "DOUBLE", bool: "BOOLEAN", datetime: "TIMESTAMP"}
@@ -225,13 +232,20 @@ class TrajectoryStore:
                         self.con.execute(migration)
             for name in TABLES:
                 self.con.execute(table_ddl(name))
+            self.con.execute(f"CREATE OR REPLACE VIEW {VIEW} AS {SNAPSHOTS_VIEW}")
             self.con.execute(
                 "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
 
     def write(self, table: str, rows: Sequence[BaseModel]) -> int:
+        """Rows of ``table``. Whole snapshots (``MemorySnapshotRow``) may be written to
+        ``memory_snapshots``: they are stored as chains that start in this batch."""
         if not rows:
             return 0
+        if table == VIEW:
+            if not all(isinstance(r, MemorySnapshotRow) for r in rows):
+                raise StoreError(f"{VIEW} takes MemorySnapshotRow rows (or write {STORED_TABLE} rows)")
+            table, rows = STORED_TABLE, stored_rows(rows)  # type: ignore[arg-type]
         batch = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
         self.con.register("_personasim_batch", batch)
         try:
@@ -262,6 +276,12 @@ class TrajectoryStore:
                 self.write(table, rows)
 
     def _delete(self, table: str, where: Mapping[str, object]) -> None:
+        """Deleting from ``memory_snapshots`` deletes its stored rows: filter by run, persona or
+        strategy (whole chains), never by session, or a continuation would lose its start."""
+        if table == VIEW:
+            if any(column not in ("run_id", "persona_id", "strategy") for column in where):
+                raise StoreError(f"{VIEW} rows are deleted by run_id, persona_id and strategy only (whole chains)")
+            table = STORED_TABLE
         if table not in TABLES:
             raise StoreError(f"unknown table {table!r}")
         columns = TABLES[table][0].model_fields
@@ -324,7 +344,7 @@ class TrajectoryStore:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name in TABLES:
+        for name in LOGICAL_TABLES:  # snapshots whole, as the view gives them
             target = out / f"{name}.parquet"
             self.con.execute(f"COPY {name} TO '{target}' (FORMAT PARQUET)")
             paths.append(target)

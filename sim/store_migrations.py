@@ -81,3 +81,27 @@ def _rename_in_config(config: dict[str, Any]) -> tuple[bool, bool]:
     if isinstance(fork, dict) and isinstance(fork.get("source"), dict):
         changed = _rename_in_config(fork["source"])[0] or changed
     return changed, renamed
+
+
+def snapshots_stored_as_chains(con: duckdb.DuckDBPyConnection, stored_table_ddl: str) -> None:
+    """Schema 11: ``memory_snapshots`` became a view over ``memory_snapshot_items`` (sim/snapshots.py).
+
+    Every stored row moves over whole (``carried`` NULL), so the view gives back exactly what the
+    table held; only later writes continue chains. ``text`` is the view's join of ``items``, which
+    is what every writer stored: a row whose text is something else stops the migration (nothing
+    changes) rather than lose it. ``stored_table_ddl`` creates ``memory_snapshot_items`` (sim/store.py
+    generates it from its row model)."""
+    from personasim.sim.snapshots import STORED_TABLE, VIEW
+
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
+                         "AND table_type = 'BASE TABLE'", [VIEW]).fetchall()[0][0]
+    if not exists:
+        return
+    (odd,) = con.execute(f"SELECT count(*) FROM {VIEW} WHERE text <> array_to_string(items, chr(10))").fetchall()[0]
+    if odd:
+        raise ValueError(f"{odd} memory snapshots hold a text other than their items joined by newlines; "
+                         "this store cannot move to schema 11 as it is: export it with the personasim that wrote it")
+    con.execute(stored_table_ddl)
+    con.execute(f"INSERT INTO {STORED_TABLE} SELECT run_id, snapshot_id, persona_id, session_index, strategy, time, "
+                f"NULL, items, tokens FROM {VIEW}")
+    con.execute(f"DROP TABLE {VIEW}")

@@ -21,6 +21,8 @@ from pydantic import BaseModel
 from personasim.personas.models import DriftEvent, ForgetRequest, Polarity, Preference
 from personasim.personas.timeline import PersonaTimeline
 from personasim.sim.rows import TABLES, QuestionRow
+from personasim.sim.snapshots import STORED_TABLE as STORED_SNAPSHOTS
+from personasim.sim.snapshots import VIEW as SNAPSHOTS
 
 Row = TypeVar("Row", bound=BaseModel)
 
@@ -61,14 +63,14 @@ def read_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str, model: ty
 def read_frame(con: duckdb.DuckDBPyConnection, table: str, run_id: str, columns: Sequence[str] | None = None
                ) -> pd.DataFrame:
     """A table's rows of one run as a DataFrame (``columns``, default all)."""
-    if table not in TABLES and table not in VIEWS:
+    if table not in TABLES and table not in VIEWS and table != SNAPSHOTS:
         raise ValueError(f"unknown table or view {table!r}")
     select = ", ".join(columns) if columns else "*"
     return con.execute(f"SELECT {select} FROM {table} WHERE run_id = ?", [run_id]).df()
 
 
 def read_arrow(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pa.Table:
-    if table not in TABLES:
+    if table not in TABLES and table != SNAPSHOTS:
         raise ValueError(f"unknown table {table!r}")
     relation = con.sql(f"SELECT * FROM {table} WHERE run_id = $run_id", params={"run_id": run_id})
     # DuckDB 2 names it to_arrow_table; 1.x (still admitted by pyproject) arrow
@@ -77,6 +79,8 @@ def read_arrow(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pa.Ta
 
 
 def count_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> int:
+    if table == SNAPSHOTS:  # the view's rows are the stored rows: count them without joining chains
+        table = STORED_SNAPSHOTS
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
     return con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
@@ -119,7 +123,7 @@ def read_snapshots(
 
 def snapshot_strategies(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
     rows = con.execute(
-        "SELECT DISTINCT strategy FROM memory_snapshots WHERE run_id = ? ORDER BY strategy", [run_id]
+        f"SELECT DISTINCT strategy FROM {STORED_SNAPSHOTS} WHERE run_id = ? ORDER BY strategy", [run_id]
     ).fetchall()
     return [r[0] for r in rows]
 

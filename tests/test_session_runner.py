@@ -11,6 +11,7 @@ from personasim.agents.conversation import speak
 from personasim.agents.scripted import ScriptedChatCompletionClient
 from personasim.config import build_config
 from personasim.sim.session import SessionContext, replay_into_memories
+from personasim.sim.snapshots import whole_rows
 
 
 def _config(**extra):
@@ -98,7 +99,9 @@ def test_a_stored_history_replayed_into_memories_gives_the_runs_snapshots():
             config.run_id, sessions, turns, secrets, config.memory.strategies, config.memory.settings)
         return [s for b in batches for s in b.memory_snapshots], replayed
 
-    recorded, replayed = asyncio.run(scene())
+    stored, replayed = asyncio.run(scene())
+    assert any(r.carried is not None for r in stored), "a raw history's later snapshots continue the first"
+    recorded = whole_rows(stored)
     assert len(recorded) == 9
     key = lambda r: r.snapshot_id  # noqa: E731
     assert sorted(recorded, key=key) == sorted(replayed, key=key)

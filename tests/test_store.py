@@ -10,6 +10,20 @@ import pytest
 from personasim.sim.rows import TABLES, SessionRow
 from personasim.sim.store import StoreError, TrajectoryStore, table_ddl
 
+#: memory_snapshots as a table, before schema 11 made it a view over memory_snapshot_items
+V10_SNAPSHOTS_DDL = """CREATE TABLE IF NOT EXISTS memory_snapshots (
+  run_id VARCHAR NOT NULL,
+  snapshot_id VARCHAR NOT NULL,
+  persona_id VARCHAR NOT NULL,
+  session_index BIGINT NOT NULL,
+  strategy VARCHAR NOT NULL,
+  time TIMESTAMP NOT NULL,
+  text VARCHAR NOT NULL,
+  items VARCHAR[] NOT NULL,
+  tokens BIGINT NOT NULL,
+  PRIMARY KEY (run_id, snapshot_id)
+)"""
+
 
 def _session(i: int) -> SessionRow:
     return SessionRow(run_id="r", session_id=f"p/s{i}", persona_id="p", session_index=i, scenario_id="x",
@@ -22,9 +36,9 @@ def test_schema_has_the_required_tables(tmp_path):
         names = {r[0] for r in store.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     required = {"runs", "personas", "preferences", "drift_events", "forget_requests", "sensitive_facts",
                 "consistency_probes", "sessions",
-                "turns", "memory_snapshots", "questions", "answers", "source_files",
+                "turns", "memory_snapshot_items", "questions", "answers", "source_files",
                 "env_steps", "rewards", "training_runs", "training_metrics"}
-    assert required <= names
+    assert required | {"memory_snapshots"} <= names  # memory_snapshots: the view that gives snapshots whole
     assert "PRIMARY KEY (run_id, turn_id)" in table_ddl("turns")
     assert set(TABLES) == required
 
@@ -112,7 +126,8 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     con.execute("INSERT INTO schema_info VALUES ('schema_version', '1')")
     for name in ["runs", "personas", "preferences", "drift_events", "sessions", "turns", "memory_snapshots",
                  "questions", "answers"]:
-        lines = [ln for ln in table_ddl(name).splitlines() if ln.strip().split(" ")[0] not in added]
+        ddl = V10_SNAPSHOTS_DDL if name == "memory_snapshots" else table_ddl(name)
+        lines = [ln for ln in ddl.splitlines() if ln.strip().split(" ")[0] not in added]
         ddl = "\n".join(lines).replace(",\n)", "\n)")
         ddl = ddl.replace("old_preference_id VARCHAR,", "old_preference_id VARCHAR NOT NULL,")
         ddl = ddl.replace("new_preference_id VARCHAR,", "new_preference_id VARCHAR NOT NULL,")

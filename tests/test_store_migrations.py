@@ -14,6 +14,7 @@ import shutil
 from datetime import datetime
 
 import duckdb
+import pytest
 
 from personasim.config import build_config
 from personasim.sim.config import RunConfig
@@ -27,6 +28,7 @@ def _as_schema_9(path, config_edit=None, deleting: bool = False) -> None:
     """Mark a store as schema 9; ``deleting``: give its run the id schema 9 gave a full_history
     that deleted on request (the id ``full_history_forgetting`` has now), in every table."""
     con = duckdb.connect(str(path))
+    _snapshots_as_a_table(con)
     con.execute("UPDATE schema_info SET value = '9' WHERE key = 'schema_version'")
     if deleting:
         (run_id, config_json), = con.execute("SELECT run_id, config_json FROM runs").fetchall()
@@ -43,6 +45,14 @@ def _as_schema_9(path, config_edit=None, deleting: bool = False) -> None:
         config_edit(config)
         con.execute("UPDATE runs SET config_json = ? WHERE run_id = ?", [json.dumps(config), run_id])
     con.close()
+
+
+def _snapshots_as_a_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Back to the layout before schema 11: ``memory_snapshots`` a table of whole rows."""
+    con.execute("CREATE TABLE whole_snapshots AS SELECT * FROM memory_snapshots")
+    con.execute("DROP VIEW memory_snapshots")
+    con.execute("DROP TABLE memory_snapshot_items")
+    con.execute("ALTER TABLE whole_snapshots RENAME TO memory_snapshots")
 
 
 def _by_strategy(path, table: str) -> dict[str, int]:
@@ -128,3 +138,41 @@ def test_a_forks_source_config_is_renamed_too():
     assert changed and renamed
     assert config["fork"]["source"]["memory"]["strategies"] == ["none", "full_history_forgetting", "agentic"]
     RunConfig.model_validate(config["fork"]["source"])
+
+
+def test_a_schema_10_store_keeps_every_snapshot_through_the_view(small_run, tmp_path):
+    """Schema 11 stores snapshots as chains; an older store's rows move over whole, and the view
+    gives back exactly the rows the table held."""
+    _, source = small_run
+    path = tmp_path / "v10.duckdb"
+    shutil.copy(source, path)
+    con = duckdb.connect(str(path))
+    _snapshots_as_a_table(con)
+    con.execute("UPDATE schema_info SET value = '10' WHERE key = 'schema_version'")
+    before = con.execute("SELECT * FROM memory_snapshots ORDER BY snapshot_id").fetchall()
+    con.close()
+    with open_store(path, write=True) as store:
+        after = store.con.execute("SELECT * FROM memory_snapshots ORDER BY snapshot_id").fetchall()
+        carried = store.con.execute("SELECT count(carried) FROM memory_snapshot_items").fetchall()[0][0]
+        kind = store.con.execute("SELECT table_type FROM information_schema.tables "
+                                 "WHERE table_name = 'memory_snapshots'").fetchall()[0][0]
+    assert len(before) == 216 and after == before
+    assert carried == 0 and kind == "VIEW"
+
+
+def test_a_snapshot_whose_text_is_not_its_items_stops_the_migration(small_run, tmp_path):
+    _, source = small_run
+    path = tmp_path / "odd.duckdb"
+    shutil.copy(source, path)
+    con = duckdb.connect(str(path))
+    _snapshots_as_a_table(con)
+    con.execute("UPDATE schema_info SET value = '10' WHERE key = 'schema_version'")
+    con.execute("UPDATE memory_snapshots SET text = 'something else' WHERE strategy = 'agentic' AND session_index = 0")
+    con.close()
+    with pytest.raises(ValueError, match="other than their items joined"):
+        open_store(path, write=True)
+    con = duckdb.connect(str(path), read_only=True)
+    version = con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall()[0][0]
+    kept = con.execute("SELECT count(*) FROM memory_snapshots WHERE text = 'something else'").fetchall()[0][0]
+    con.close()
+    assert version == "10" and kept > 0, "a refused migration changes nothing"

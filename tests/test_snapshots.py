@@ -10,6 +10,7 @@ import pytest
 from personasim.sim.rows import MemorySnapshotRow
 from personasim.sim.snapshots import SnapshotChains, stored_rows, whole_rows
 from personasim.sim.store import StoreError, TrajectoryStore
+from personasim.sim.store_read import read_snapshots
 
 
 def _row(persona: str, strategy: str, k: int, items: list[str], run_id: str = "r") -> MemorySnapshotRow:
@@ -97,3 +98,19 @@ def test_snapshots_are_deleted_in_whole_chains_only(tmp_path):
         store.replace_rows({"memory_snapshots": {"run_id": "r", "strategy": ["agentic"]}})
         left = dict(store.con.execute("SELECT strategy, count(*) FROM memory_snapshots GROUP BY 1").fetchall())
     assert left == {"full_history": 24, "full_history_forgetting": 24, "none": 24}
+
+
+def test_read_snapshots_joins_the_chains_as_the_view_does(tmp_path):
+    rows = _histories(seed=4)
+    chains = SnapshotChains()
+    with TrajectoryStore(tmp_path / "s.duckdb") as store:
+        store.write_many([("memory_snapshot_items", [chains.stored(r) for r in rows])])
+        some = read_snapshots(store.con, "r", ["p1"])
+        every = read_snapshots(store.con, "r")
+    assert {p for p, _ in some} == {"p1"} and set(every) >= set(some)
+    for (persona, strategy), refs in every.items():
+        expected = sorted((r for r in rows if (r.persona_id, r.strategy) == (persona, strategy)),
+                          key=lambda r: (r.time, r.snapshot_id))
+        assert [(s.snapshot_id, s.time, s.items, s.tokens) for s in refs] == [
+            (r.snapshot_id, r.time, r.items, r.tokens) for r in expected]
+    assert some[("p1", "full_history")] == every[("p1", "full_history")]

@@ -34,7 +34,7 @@ def write_parts(batch: BaseModel, folder: str, name: str) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from personasim.sim.store import arrow_schema
+    from personasim.sim.store import arrow_schema, row_dicts
 
     counts = {}
     for table, rows in batch.tables():  # type: ignore[attr-defined]
@@ -43,7 +43,7 @@ def write_parts(batch: BaseModel, folder: str, name: str) -> dict[str, int]:
         target = Path(folder) / table / f"{name}.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table)), tmp)
+        pq.write_table(pa.Table.from_pylist(row_dicts(rows), schema=arrow_schema(table)), tmp)
         tmp.rename(target)
         counts[table] = len(rows)
     return counts

@@ -108,6 +108,13 @@ def table_ddl(name: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {name} (\n  " + ",\n  ".join(cols) + "\n)"
 
 
+def row_dicts(rows: Sequence[BaseModel]) -> list[dict[str, object]]:
+    """Rows as Arrow takes them: each model's own field dict. Store rows are flat (the DDL allows
+    scalars and lists of scalars only), so it holds what ``model_dump`` would copy out, and a
+    million answer rows spent 6% of an evaluation's driver time in ``model_dump``."""
+    return [r.__dict__ for r in rows]
+
+
 def arrow_schema(name: str) -> pa.Schema:
     model, _ = TABLES[name]
     return pa.schema([pa.field(c, t, nullable=n) for c, _, t, n in _column_types(model)])
@@ -246,7 +253,7 @@ class TrajectoryStore:
             if not all(isinstance(r, MemorySnapshotRow) for r in rows):
                 raise StoreError(f"{VIEW} takes MemorySnapshotRow rows (or write {STORED_TABLE} rows)")
             table, rows = STORED_TABLE, stored_rows(rows)  # type: ignore[arg-type]
-        batch = pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
+        batch = pa.Table.from_pylist(row_dicts(rows), schema=arrow_schema(table))
         self.con.register("_personasim_batch", batch)
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _personasim_batch")

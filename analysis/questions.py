@@ -162,6 +162,9 @@ class _Plausibility:
         self.catalog = catalog
         self.embedder = embedder
         self._replies: dict[str, dict[str, Any]] = {}
+        # a user is asked about the same topic at every checkpoint: each score is computed once
+        self._scores: dict[tuple[str, str, str], float] = {}
+        self._scored_persona = ""
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, catalog: TopicCatalog) -> _Plausibility:
@@ -177,11 +180,17 @@ class _Plausibility:
         profile = self.profiles.get(persona_id)
         if profile is None:
             return None
-        if topic not in self._replies:
-            options = [o.id for o in self.catalog.topic(topic).options]
-            vectors = self.embedder.encode([self.catalog.response(topic, o) for o in options])
-            self._replies[topic] = dict(zip(options, vectors, strict=True))
-        return round(float(self._replies[topic][option] @ profile), 3)
+        if persona_id != self._scored_persona:  # users are asked one after another: keep one user's scores
+            self._scores.clear()
+            self._scored_persona = persona_id
+        key = (persona_id, topic, option)
+        if key not in self._scores:
+            if topic not in self._replies:
+                options = [o.id for o in self.catalog.topic(topic).options]
+                vectors = self.embedder.encode([self.catalog.response(topic, o) for o in options])
+                self._replies[topic] = dict(zip(options, vectors, strict=True))
+            self._scores[key] = round(float(self._replies[topic][option] @ profile), 3)
+        return self._scores[key]
 
 
 class _Checkpoint(NamedTuple):

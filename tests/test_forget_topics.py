@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 
 from personasim.agents import ScriptedChatCompletionClient
@@ -136,3 +137,29 @@ def test_raw_messages_are_forgotten_when_one_sentence_is_about_the_topic(index):
     text = memory.snapshot().text
     assert "cucumber" not in text and "picnic" not in text
     assert "Rust side project" in text
+
+
+def _top2_by_partition(similarity: np.ndarray, slices: list[tuple[int, int]]) -> np.ndarray:
+    """The per-topic loop ``TopicIndex._per_topic_top2`` replaced: the reference it must equal."""
+    out = np.empty((similarity.shape[0], len(slices)), dtype=np.float32)
+    for t, (start, stop) in enumerate(slices):
+        block = similarity[:, start:stop]
+        if stop - start >= 2:
+            out[:, t] = np.partition(block, stop - start - 2, axis=1)[:, -2:].mean(axis=1)
+        else:
+            out[:, t] = block[:, 0]
+    return out
+
+
+def test_per_topic_top2_gives_the_partition_loops_exact_values():
+    """Same float32 bits as a partition per topic, ties (the best twice) and one-descriptor topics included."""
+    index = TopicIndex(load_topic_catalog(), embedder=None)
+    rng = np.random.default_rng(0)
+    width = index._slices[-1][1]
+    similarity = rng.standard_normal((300, width)).astype(np.float32)
+    similarity[::7] = np.round(similarity[::7], 1)  # many ties
+    assert np.array_equal(index._per_topic_top2(similarity), _top2_by_partition(similarity, index._slices))
+    singles = [(0, 1), (1, 3), (3, 4), (4, 8)]
+    index._slices = singles
+    small = np.round(rng.standard_normal((50, 8)), 1).astype(np.float32)
+    assert np.array_equal(index._per_topic_top2(small), _top2_by_partition(small, singles))

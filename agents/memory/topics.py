@@ -187,16 +187,17 @@ class TopicIndex:
         """(rows, descriptors) -> (rows, topics): the mean of each topic's two best descriptors.
 
         Steadier than the best one alone: one stray descriptor ("cards" in a topic about payments)
-        then needs a second to lift its topic (bench: +1 point of recall at the same collateral)."""
-        out = np.empty((similarity.shape[0], len(self.topic_ids)), dtype=np.float32)
-        for t, (start, stop) in enumerate(self._slices):
-            block = similarity[:, start:stop]
-            if stop - start >= 2:
-                top = np.partition(block, stop - start - 2, axis=1)[:, -2:]
-                out[:, t] = top.mean(axis=1)
-            else:
-                out[:, t] = block[:, 0]
-        return out
+        then needs a second to lift its topic (bench: +1 point of recall at the same collateral).
+        Whole-matrix reductions rather than a partition per topic (a Python loop over the topics
+        was a third of forgetting by topic); the same float32 values (tests/test_forget_topics.py)."""
+        starts = np.fromiter((a for a, _ in self._slices), dtype=np.intp, count=len(self._slices))
+        lengths = np.fromiter((b - a for a, b in self._slices), dtype=np.intp, count=len(self._slices))
+        best = np.maximum.reduceat(similarity, starts, axis=1)
+        is_best = similarity == np.repeat(best, lengths, axis=1)
+        ties = np.add.reduceat(is_best, starts, axis=1, dtype=np.intp)
+        runner_up = np.maximum.reduceat(np.where(is_best, np.float32(-np.inf), similarity), starts, axis=1)
+        second = np.where(ties >= 2, best, runner_up)  # the best twice over is its own second
+        return np.where(lengths >= 2, (best + second) / np.float32(2), best).astype(np.float32, copy=False)
 
     # -- subjects ---------------------------------------------------------------------------
     def resolve(self, subject: str) -> TopicMatch:

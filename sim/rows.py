@@ -130,10 +130,8 @@ class TurnRow(BaseModel):
     filler: bool = False
 
 
-class MemorySnapshotRow(BaseModel):
-    """A memory's state after a session, whole: what the ``memory_snapshots`` view gives and what
-    the session runner produces. It is stored as a ``MemorySnapshotItemsRow`` (sim/snapshots.py);
-    ``text`` is always the entries joined by newlines."""
+class _SnapshotOf(BaseModel):
+    """Which memory state a snapshot row is: the columns both of its shapes begin with."""
 
     run_id: str
     snapshot_id: str
@@ -141,12 +139,19 @@ class MemorySnapshotRow(BaseModel):
     session_index: int
     strategy: str
     time: datetime
+
+
+class MemorySnapshotRow(_SnapshotOf):
+    """A memory's state after a session, whole: what the ``memory_snapshots`` view gives and what
+    the session runner produces. It is stored as a ``MemorySnapshotItemsRow`` (sim/snapshots.py);
+    ``text`` is always the entries joined by newlines."""
+
     text: str
     items: list[str]
     tokens: int
 
 
-class MemorySnapshotItemsRow(BaseModel):
+class MemorySnapshotItemsRow(_SnapshotOf):
     """A memory snapshot as stored (table ``memory_snapshot_items``; read them through the
     ``memory_snapshots`` view, which gives every row whole).
 
@@ -158,12 +163,6 @@ class MemorySnapshotItemsRow(BaseModel):
     previous row's entries from the n-th (0-based) on, then ``items``. ``tokens`` is the whole
     snapshot's (sim/snapshots.py)."""
 
-    run_id: str
-    snapshot_id: str
-    persona_id: str
-    session_index: int
-    strategy: str
-    time: datetime
     carried: int | None
     items: list[str]
     tokens: int

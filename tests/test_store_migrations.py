@@ -140,15 +140,20 @@ def test_a_forks_source_config_is_renamed_too():
     RunConfig.model_validate(config["fork"]["source"])
 
 
-def test_a_schema_10_store_keeps_every_snapshot_through_the_view(small_run, tmp_path):
-    """Schema 11 stores snapshots as chains; an older store's rows move over whole, and the view
-    gives back exactly the rows the table held."""
-    _, source = small_run
-    path = tmp_path / "v10.duckdb"
+def _schema_10_copy(source, path) -> duckdb.DuckDBPyConnection:
+    """A copy of ``source`` as schema 10 wrote it (snapshots whole, in a table), open for writing."""
     shutil.copy(source, path)
     con = duckdb.connect(str(path))
     _snapshots_as_a_table(con)
     con.execute("UPDATE schema_info SET value = '10' WHERE key = 'schema_version'")
+    return con
+
+
+def test_a_schema_10_store_keeps_every_snapshot_through_the_view(small_run, tmp_path):
+    """Schema 11 stores snapshots as chains; an older store's rows move over whole, and the view
+    gives back exactly the rows the table held."""
+    path = tmp_path / "v10.duckdb"
+    con = _schema_10_copy(small_run[1], path)
     before = con.execute("SELECT * FROM memory_snapshots ORDER BY snapshot_id").fetchall()
     con.close()
     with open_store(path, write=True) as store:
@@ -161,12 +166,8 @@ def test_a_schema_10_store_keeps_every_snapshot_through_the_view(small_run, tmp_
 
 
 def test_a_snapshot_whose_text_is_not_its_items_stops_the_migration(small_run, tmp_path):
-    _, source = small_run
     path = tmp_path / "odd.duckdb"
-    shutil.copy(source, path)
-    con = duckdb.connect(str(path))
-    _snapshots_as_a_table(con)
-    con.execute("UPDATE schema_info SET value = '10' WHERE key = 'schema_version'")
+    con = _schema_10_copy(small_run[1], path)
     con.execute("UPDATE memory_snapshots SET text = 'something else' WHERE strategy = 'agentic' AND session_index = 0")
     con.close()
     with pytest.raises(ValueError, match="other than their items joined"):

@@ -52,8 +52,6 @@ class PeakMemory:
         return {self._name_by_pid[pid]: cpu for pid, cpu in self._cpu_by_pid.items()}
 
     def _sample(self) -> None:
-        import os
-
         import psutil
 
         me = os.getpid()

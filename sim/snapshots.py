@@ -91,9 +91,16 @@ def stored_rows(rows: Iterable[MemorySnapshotRow]) -> list[MemorySnapshotItemsRo
     """Whole snapshots as written in one batch: each chain starts whole here, and a persona's
     later sessions continue it (rows are taken in session order per persona and strategy)."""
     chains = SnapshotChains()
-    ordered = sorted(rows, key=lambda r: (r.run_id, r.persona_id, r.strategy, r.session_index))
-    by_id = {r.snapshot_id: chains.stored(r) for r in ordered}
-    return list(by_id.values())
+    return [chains.stored(r) for r in sorted(rows, key=lambda r: (r.run_id, r.persona_id, r.strategy, r.session_index))]
+
+
+def joined(previous: list[str] | None, carried: int | None, items: list[str], snapshot_id: str) -> list[str]:
+    """A stored row's whole entries, given its chain's previous whole entries (None: no row before)."""
+    if carried is None:
+        return list(items)
+    if previous is None:
+        raise ValueError(f"snapshot {snapshot_id} continues a row that is not there")
+    return previous[carried:] + list(items)
 
 
 def whole_rows(stored: Iterable[MemorySnapshotItemsRow]) -> list[MemorySnapshotRow]:
@@ -102,13 +109,7 @@ def whole_rows(stored: Iterable[MemorySnapshotItemsRow]) -> list[MemorySnapshotR
     last: dict[tuple[str, str, str], list[str]] = {}
     for row in sorted(stored, key=lambda r: (r.run_id, r.persona_id, r.strategy, r.session_index)):
         key = (row.run_id, row.persona_id, row.strategy)
-        if row.carried is None:
-            items = list(row.items)
-        elif key not in last:
-            raise ValueError(f"snapshot {row.snapshot_id} continues a row that is not there")
-        else:
-            items = last[key][row.carried:] + list(row.items)
-        last[key] = items
+        items = last[key] = joined(last.get(key), row.carried, row.items, row.snapshot_id)
         out.append(MemorySnapshotRow(
             run_id=row.run_id, snapshot_id=row.snapshot_id, persona_id=row.persona_id,
             session_index=row.session_index, strategy=row.strategy, time=row.time, text="\n".join(items),

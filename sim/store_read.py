@@ -23,6 +23,7 @@ from personasim.personas.timeline import PersonaTimeline
 from personasim.sim.rows import TABLES, QuestionRow
 from personasim.sim.snapshots import STORED_TABLE as STORED_SNAPSHOTS
 from personasim.sim.snapshots import VIEW as SNAPSHOTS
+from personasim.sim.snapshots import joined
 
 Row = TypeVar("Row", bound=BaseModel)
 
@@ -125,15 +126,11 @@ def read_snapshots(
         [run_id] if persona_ids is None else [run_id, persona_ids],
     ).fetchall():
         chain = chains[(persona, strategy)]
-        if carried is not None:
-            if not chain:
-                raise ValueError(f"snapshot {sid} continues a row that is not in the store")
-            items = chain[-1][2][carried:] + items
-        chain.append((sid, time, items, tokens))
+        chain.append((sid, time, joined(chain[-1][2] if chain else None, carried, items, sid), tokens))
     out: dict[tuple[str, str], list[SnapshotRef]] = defaultdict(list)
-    for key in sorted(chains, key=lambda k: min((t, sid) for sid, t, _, _ in chains[k])):
+    for key, chain in chains.items():
         out[key] = [SnapshotRef(snapshot_id=sid, time=time, items=items, tokens=tokens)
-                    for sid, time, items, tokens in sorted(chains[key], key=lambda c: (c[1], c[0]))]
+                    for sid, time, items, tokens in sorted(chain, key=lambda c: (c[1], c[0]))]
     return out
 
 

@@ -165,6 +165,21 @@ def test_a_schema_10_store_keeps_every_snapshot_through_the_view(small_run, tmp_
     assert carried == 0 and kind == "VIEW"
 
 
+def test_snapshots_of_an_unmigrated_store_read_as_after_its_migration(small_run, tmp_path):
+    """``read_snapshots`` on a schema-10 store opened read-only (no migration) reads its table."""
+    from personasim.sim.store_read import read_snapshots
+
+    path = tmp_path / "v10.duckdb"
+    _schema_10_copy(small_run[1], path).close()
+    con = duckdb.connect(str(path), read_only=True)
+    (run_id,) = con.execute("SELECT run_id FROM runs").fetchall()[0]
+    old = read_snapshots(con, run_id, ["p0000001"])
+    con.close()
+    with open_store(path, write=True) as store:
+        new = read_snapshots(store.con, run_id, ["p0000001"])
+    assert old and old == new
+
+
 def test_a_snapshot_whose_text_is_not_its_items_stops_the_migration(small_run, tmp_path):
     path = tmp_path / "odd.duckdb"
     con = _schema_10_copy(small_run[1], path)

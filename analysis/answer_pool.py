@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from personasim.agents.embedding import size_torch_threads
 from personasim.analysis.reader import ReaderAnswer
@@ -51,43 +51,59 @@ def answer_users_in_parallel(
 ) -> None:
     """Each user's work answered by ``reader``'s settings in a pool of ``workers`` Ray actors.
 
-    ``users`` is read lazily, a task at a time, as actors have room: a caller can build each
-    user's work (reading its snapshots) while the actors answer the users before it, so a run's
-    whole evaluation never has to sit in the driver's memory. Each actor has up to
-    ``TASKS_IN_FLIGHT`` tasks queued, so it does not wait while the driver builds the next one.
-    ``reader`` is an ``EmbeddingReader`` (its embedder stays in this process; each actor loads its
-    own). ``on_answered`` gets each finished task's users' keys and answers, in completion order."""
+    ``users`` is read lazily, ``USERS_PER_TASK`` at a time, as actors have room (``in_pool``): a
+    caller can build each user's work (reading its snapshots) while the actors answer the users
+    before it, so a run's whole evaluation never has to sit in the driver's memory. ``reader`` is
+    an ``EmbeddingReader`` (its embedder stays in this process; each actor loads its own).
+    ``on_answered`` gets each finished task's users' keys and answers, in completion order."""
+    settings = (getattr(reader.embedder, "name", "minilm"), reader.temperature,  # type: ignore[attr-defined]
+                reader.recency_weight, reader.relevance_floor)  # type: ignore[attr-defined]
+    source = iter(users)
+    tasks = iter(lambda: list(islice(source, USERS_PER_TASK)), [])
+    in_pool(AnswerWorker, settings, "answer_users", ((
+        [key for key, _ in task], [work for _, work in task]) for task in tasks), workers, on_answered)
+
+
+def in_pool(
+    worker: type, args: tuple, method: str, tasks: Iterable[tuple[Key, object]], workers: int,
+    on_done: Callable[[Key, Any], None],
+) -> None:
+    """Each task's payload handed to ``method`` of one of ``workers`` Ray actors of class
+    ``worker`` (built with ``args``, one core each); ``on_done(key, result)`` in completion order.
+
+    ``tasks`` is read lazily, a task whenever an actor has room: each actor has up to
+    ``TASKS_IN_FLIGHT`` queued, so it does not wait while the driver builds the next one, and the
+    driver never holds more than that many tasks per actor. The actors are killed at the end,
+    and on the first failure, which is raised."""
     import ray
 
     from personasim.sim.engine import ensure_ray
 
     ensure_ray()
-    settings = (getattr(reader.embedder, "name", "minilm"), reader.temperature,  # type: ignore[attr-defined]
-                reader.recency_weight, reader.relevance_floor)  # type: ignore[attr-defined]
     cores = max(1, int(ray.available_resources().get("CPU", 1)))
-    actor_cls = ray.remote(num_cpus=1)(AnswerWorker)
-    actors = [actor_cls.remote(*settings) for _ in range(max(1, min(workers, cores)))]
-    source = iter(users)
+    actor_cls = ray.remote(num_cpus=1)(worker)
+    actors = [actor_cls.remote(*args) for _ in range(max(1, min(workers, cores)))]
+    source = iter(tasks)
     try:
         load = {i: 0 for i in range(len(actors))}
-        pending: dict[ray.ObjectRef, tuple[int, list[Key]]] = {}
+        pending: dict[ray.ObjectRef, tuple[int, Key]] = {}
         exhausted = False
         while True:
             while not exhausted and min(load.values()) < TASKS_IN_FLIGHT:
-                task = list(islice(source, USERS_PER_TASK))
-                if not task:
+                task = next(source, None)
+                if task is None:
                     exhausted = True
                     break
                 i = min(load, key=lambda a: (load[a], a))  # the least loaded actor
                 load[i] += 1
-                ref = actors[i].answer_users.remote([work for _, work in task])  # type: ignore[attr-defined]
-                pending[ref] = (i, [key for key, _ in task])
+                key, payload = task
+                pending[getattr(actors[i], method).remote(payload)] = (i, key)
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
-            i, keys = pending.pop(ready[0])
+            i, key = pending.pop(ready[0])
             load[i] -= 1
-            on_answered(keys, ray.get(ready[0]))
+            on_done(key, ray.get(ready[0]))
     finally:
         for actor in actors:
             ray.kill(actor)

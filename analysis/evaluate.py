@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -107,27 +107,11 @@ def _answer(
     settings = settings or MemorySettings()
     embedder = getattr(reader, "embedder", None) or default_embedder()
     model_name = getattr(reader, "model_name", None)
-    reader_key = reader.name if model_name is None else f"{reader.name}:{model_name}"
 
-    def context_tokens(snap: SnapshotRef | None, context: list[str]) -> int:
-        # a snapshot used whole: its stored count, which is the count of its joined lines (no token
-        # spans the newline joining two lines); otherwise the chosen lines' counts, each cached
-        if snap is not None and context is snap.items:
-            return snap.tokens
-        return sum(count_tokens(line) for line in context)
-
-    def row(item: _Work, result: ReaderAnswer) -> AnswerRow:
+    def row(item: AnswerItem, result: ReaderAnswer) -> AnswerRow:
         # built without validation: every value comes from a validated question, snapshot or
         # reader answer, and checking a million rows again was a tenth of the driver's evaluation
-        q, snap, context = item.question, item.snapshot, item.context
-        return AnswerRow.model_construct(
-            run_id=run_id, answer_id=f"{q.question_id}/{item.strategy}/{reader_key}", question_id=q.question_id,
-            persona_id=q.persona_id, strategy=item.strategy, reader=reader.name,
-            snapshot_id=snap.snapshot_id if snap else None, chosen_index=result.chosen_index,
-            correct=result.chosen_index == q.correct_index, scores=result.scores,
-            context_tokens=context_tokens(snap, context), reader_model=model_name,
-            raw_output=result.raw_output,
-        )
+        return AnswerRow.model_construct(**answer_record(run_id, reader.name, model_name, item, result))
 
     kept: list[tuple[int, AnswerRow]] = []
 
@@ -144,15 +128,15 @@ def _answer(
         from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, USERS_PER_TASK, answer_users_in_parallel
         from personasim.analysis.reader import EmbeddingReader
 
-        def answered(keys: list[list[_Work]], answers: list[list[ReaderAnswer]]) -> None:
+        def answered(keys: list[list[AnswerItem]], answers: list[list[ReaderAnswer]]) -> None:
             store([(item.position, row(item, a)) for items, user_answers in zip(keys, answers, strict=True)
                    for item, a in zip(items, user_answers, strict=True)])
 
-        def payload(items: list[_Work]) -> list[tuple[list[str], str, list[str]]]:
+        def payload(items: list[AnswerItem]) -> list[tuple[list[str], str, list[str]]]:
             return [(item.context, item.question.query, item.question.options) for item in items]
 
         # a pool is worth its start-up only for a large evaluation: look ahead until it is known to be
-        first: list[list[_Work]] = []
+        first: list[list[AnswerItem]] = []
         pooled = workers > 1 and isinstance(reader, EmbeddingReader)
         if pooled:
             for items in work:
@@ -172,7 +156,7 @@ def _answer(
     else:
         pending: list[tuple[int, AnswerRow]] = []
 
-        def keep(item: _Work, result: ReaderAnswer) -> None:
+        def keep(item: AnswerItem, result: ReaderAnswer) -> None:
             pending.append((item.position, row(item, result)))
             if len(pending) >= ANSWER_BATCH:
                 store(list(pending))
@@ -197,7 +181,7 @@ ANSWER_BATCH = 50
 USERS_PER_CHUNK = 256
 
 
-class _Work(NamedTuple):
+class AnswerItem(NamedTuple):
     """One answer to give: a question, a strategy, the snapshot it reads and the context chosen."""
 
     position: int  # in question order, each question's strategies in order
@@ -207,28 +191,61 @@ class _Work(NamedTuple):
     context: list[str]
 
 
+def answer_record(run_id: str, reader: str, model_name: str | None, item: AnswerItem,
+                  result: ReaderAnswer) -> dict[str, Any]:
+    """An answer row's values: one definition for rows built here and for those an evaluation
+    actor sends back as an Arrow table (``analysis.asking``)."""
+    q, snap = item.question, item.snapshot
+    key = reader if model_name is None else f"{reader}:{model_name}"
+    return {
+        "run_id": run_id, "answer_id": f"{q.question_id}/{item.strategy}/{key}", "question_id": q.question_id,
+        "persona_id": q.persona_id, "strategy": item.strategy, "reader": reader,
+        "snapshot_id": snap.snapshot_id if snap else None, "chosen_index": result.chosen_index,
+        "correct": result.chosen_index == q.correct_index, "scores": result.scores,
+        "context_tokens": _context_tokens(snap, item.context), "reader_model": model_name,
+        "raw_output": result.raw_output,
+    }
+
+
+def _context_tokens(snap: SnapshotRef | None, context: list[str]) -> int:
+    """A snapshot used whole: its stored count, which is the count of its joined lines (no token
+    spans the newline joining two lines); otherwise the chosen lines' counts, each cached."""
+    if snap is not None and context is snap.items:
+        return snap.tokens
+    return sum(count_tokens(line) for line in context)
+
+
+def user_items(
+    questions: list[tuple[int, QuestionRow]], snapshots: Mapping[tuple[str, str], list[SnapshotRef]],
+    strategies: list[str], embedder: Any, settings: MemorySettings,
+) -> list[AnswerItem]:
+    """One user's answers to give: each strategy answers from its latest snapshot at or before the
+    question, with the context its memory class selects from it."""
+    items: list[AnswerItem] = []
+    selectors = {strategy: memory_class(strategy).select_context for strategy in strategies}
+    for n, q in questions:
+        for k, strategy in enumerate(strategies):
+            before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
+            snap = before[-1] if before else None
+            context = selectors[strategy](snap.items, q.query, embedder, settings) if snap else []
+            items.append(AnswerItem(n * len(strategies) + k, q, strategy, snap, context))
+    return items
+
+
 def _users_work(
     con: duckdb.DuckDBPyConnection, run_id: str, users: Iterable[list[tuple[int, QuestionRow]]],
     strategies: list[str], embedder: Any, settings: MemorySettings,
-) -> Iterator[list[_Work]]:
+) -> Iterator[list[AnswerItem]]:
     """Each user's work, in the order the users come, snapshots read ``USERS_PER_CHUNK`` users at a time."""
-    selectors = {strategy: memory_class(strategy).select_context for strategy in strategies}
     source = iter(users)
     while chunk := list(itertools.islice(source, USERS_PER_CHUNK)):
         snapshots = read_snapshots(con, run_id, [questions[0][1].persona_id for questions in chunk if questions])
         for questions in chunk:
-            items: list[_Work] = []
-            for n, q in questions:
-                for k, strategy in enumerate(strategies):
-                    before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
-                    snap = before[-1] if before else None
-                    context = selectors[strategy](snap.items, q.query, embedder, settings) if snap else []
-                    items.append(_Work(n * len(strategies) + k, q, strategy, snap, context))
-            yield items
+            yield user_items(questions, snapshots, strategies, embedder, settings)
 
 
 async def _answer_all(
-    answer_async: Any, items: Iterable[_Work], concurrency: int, keep: Callable[[_Work, ReaderAnswer], None]
+    answer_async: Any, items: Iterable[AnswerItem], concurrency: int, keep: Callable[[AnswerItem, ReaderAnswer], None]
 ) -> None:
     """``concurrency`` answers in flight, items taken as slots free up (a run's work is built
     lazily, a chunk of users at a time); the first failure stops the scheduling and is raised."""
@@ -236,7 +253,7 @@ async def _answer_all(
     running: set[asyncio.Task] = set()
     failures: list[BaseException] = []
 
-    async def one(item: _Work) -> None:
+    async def one(item: AnswerItem) -> None:
         try:
             keep(item, await answer_async(item.context, item.question.query, item.question.options))
         except Exception as error:  # noqa: BLE001 - re-raised below, after what is in flight settles

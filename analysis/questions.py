@@ -124,9 +124,8 @@ def generate_questions_by_user(
     changes one. The run's facts are read once; a user's questions are built when asked for,
     so a caller can store and answer them as they come: a 10,000-user run asks 400,000 questions
     (the 40,413 of 1,000 users, with the run's facts, took 370 MB of the driver's memory)."""
-    for own, others in _by_user(con, run_id, seed, None, None, config):
-        if own or others:
-            yield own + sorted(others, key=lambda q: q.question_id)
+    config = config or QuestionConfig()
+    yield from UsersAsker(run_id, seed, config).ask(load_run_facts(con, run_id, config))
 
 
 def _by_user(
@@ -134,12 +133,55 @@ def _by_user(
     scenarios: ScenarioCatalog | None, config: QuestionConfig | None,
 ) -> Iterator[tuple[list[QuestionRow], list[QuestionRow]]]:
     """Each user's own questions and their others_preference questions, of the wanted types."""
+    config = config or QuestionConfig()
+    yield from users_questions(load_run_facts(con, run_id, config), run_id, seed, catalog, scenarios, config)
+
+
+class UsersAsker:
+    """Asks slices of a run's users their questions (``RunFacts.of_users``), in any process: what
+    the slices share is loaded once (the catalogs, the options' vectors for profile balancing)."""
+
+    def __init__(self, run_id: str, seed: int, config: QuestionConfig) -> None:
+        self.run_id, self.seed, self.config = run_id, seed, config
+        self.catalog = load_topic_catalog()
+        self.scenarios = load_scenario_catalog()
+        self._plausibility: _Plausibility | None = None
+
+    def ask(self, facts: RunFacts) -> Iterator[list[QuestionRow]]:
+        """Each user's questions as ``generate_questions_by_user`` gives them (users without any skipped)."""
+        if self.config.balance_profile:
+            if self._plausibility is None:
+                from personasim.agents.embedding import default_embedder
+
+                self._plausibility = _Plausibility(self.catalog, default_embedder())
+            facts.plausibility = self._plausibility.with_profiles(facts.profiles)
+        for own, others in users_questions(facts, self.run_id, self.seed, self.catalog, self.scenarios, self.config):
+            if own or others:
+                yield own + sorted(others, key=lambda q: q.question_id)
+
+
+def load_run_facts(con: duckdb.DuckDBPyConnection, run_id: str, config: QuestionConfig) -> RunFacts:
+    """What the questions of ``config`` are built from, read once from the store (with each user's
+    demographic profile when distractors are balanced against it)."""
+    facts = RunFacts.load(con, run_id, config.checkpoints)
+    if config.balance_profile:
+        facts.profiles = {pid: text for pid, text in load_profiles(con, run_id).items() if text}
+    return facts
+
+
+def users_questions(
+    facts: RunFacts, run_id: str, seed: int, catalog: TopicCatalog | None, scenarios: ScenarioCatalog | None,
+    config: QuestionConfig,
+) -> Iterator[tuple[list[QuestionRow], list[QuestionRow]]]:
+    """Each user's own and others_preference questions, of the wanted types, users in persona
+    order: from the facts alone, so any process holding a slice of them (``RunFacts.of_users``)
+    asks exactly what the driver would have asked those users."""
     catalog = catalog or load_topic_catalog()
     scenarios = scenarios or load_scenario_catalog()
-    config = config or QuestionConfig()
-    facts = _RunFacts.load(con, run_id, config.checkpoints)
-    if config.balance_profile:
-        facts.plausibility = _Plausibility.load(con, run_id, catalog)
+    if config.balance_profile and facts.plausibility is None:
+        from personasim.agents.embedding import default_embedder
+
+        facts.plausibility = _Plausibility(catalog, default_embedder()).with_profiles(facts.profiles)
     wanted = set(config.types)
     for persona_id in sorted(facts.timelines):
         own: list[QuestionRow] = []
@@ -157,8 +199,8 @@ class _Plausibility:
     """How well each option's reply fits a user's demographic profile (MiniLM cosine, 3 decimals):
     what a stereotype-only reader would go by. Replies are embedded per topic, once per run."""
 
-    def __init__(self, profiles: dict[str, Any], catalog: TopicCatalog, embedder: Any) -> None:
-        self.profiles = profiles
+    def __init__(self, catalog: TopicCatalog, embedder: Any) -> None:
+        self.profiles: dict[str, Any] = {}
         self.catalog = catalog
         self.embedder = embedder
         self._replies: dict[str, dict[str, Any]] = {}
@@ -166,15 +208,15 @@ class _Plausibility:
         self._scores: dict[tuple[str, str, str], float] = {}
         self._scored_persona = ""
 
-    @classmethod
-    def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, catalog: TopicCatalog) -> _Plausibility:
-        from personasim.agents.embedding import default_embedder
-
-        embedder = default_embedder()
-        texts = {pid: text for pid, text in load_profiles(con, run_id).items() if text}
+    def with_profiles(self, texts: dict[str, str]) -> _Plausibility:
+        """Scores for these users (their profile texts), in place of the users before: the options'
+        vectors are kept. A text's vector does not depend on what it is embedded with."""
         ids = sorted(texts)
-        vectors = embedder.encode([texts[i] for i in ids]) if ids else []
-        return cls(dict(zip(ids, vectors, strict=True)), catalog, embedder)
+        vectors = self.embedder.encode([texts[i] for i in ids]) if ids else []
+        self.profiles = dict(zip(ids, vectors, strict=True))
+        self._scores.clear()
+        self._scored_persona = ""
+        return self
 
     def score(self, persona_id: str, topic: str, option: str) -> float | None:
         profile = self.profiles.get(persona_id)
@@ -213,7 +255,7 @@ class _Session(NamedTuple):
     ended_at: datetime
 
 
-class _RunFacts:
+class RunFacts:
     """What the store says about a run, gathered once: timelines, reveals, sessions, token counts."""
 
     def __init__(self) -> None:
@@ -221,14 +263,30 @@ class _RunFacts:
         self.sessions: dict[str, list[_Session]] = defaultdict(list)
         self.checkpoints: dict[str, list[_Checkpoint]] = {}
         # the user's own reveals by (topic, option, polarity); another person's by (preference id,)
-        self.reveals: dict[str, dict[tuple[str, ...], list[_Reveal]]] = defaultdict(lambda: defaultdict(list))
-        self.topic_mentions: dict[str, dict[str, list[datetime]]] = defaultdict(lambda: defaultdict(list))
+        # named factories, not lambdas: a slice of the facts is pickled to the process that asks
+        self.reveals: dict[str, dict[tuple[str, ...], list[_Reveal]]] = defaultdict(_lists_by_key)
+        self.topic_mentions: dict[str, dict[str, list[datetime]]] = defaultdict(_lists_by_key)
         self.liked_by_count: dict[int, Counter[tuple[str, str]]] = defaultdict(Counter)
-        self.plausibility: _Plausibility | None = None
+        self.profiles: dict[str, str] = {}  # demographic profile texts, for balance_profile
+        self.plausibility: _Plausibility | None = None  # built from the profiles where questions are asked
         self.token_clock: dict[str, tuple[list[datetime], list[int]]] = {}
 
+    def of_users(self, persona_ids: list[str]) -> RunFacts:
+        """These users' facts, with the run-wide counts (who likes what at each checkpoint) they
+        are asked against: what a process needs to ask them their questions."""
+        part = RunFacts()
+        part.timelines = {p: self.timelines[p] for p in persona_ids if p in self.timelines}
+        for p in persona_ids:
+            for mine, theirs in ((part.sessions, self.sessions), (part.checkpoints, self.checkpoints),
+                                 (part.reveals, self.reveals), (part.topic_mentions, self.topic_mentions),
+                                 (part.profiles, self.profiles), (part.token_clock, self.token_clock)):
+                if p in theirs:
+                    mine[p] = theirs[p]  # type: ignore[index]
+        part.liked_by_count = self.liked_by_count
+        return part
+
     @classmethod
-    def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, fractions: list[float]) -> _RunFacts:
+    def load(cls, con: duckdb.DuckDBPyConnection, run_id: str, fractions: list[float]) -> RunFacts:
         facts = cls()
         facts.timelines = read_timelines(con, run_id)
         for persona_id, index, scenario_id, started_at, ended_at in con.execute(
@@ -293,6 +351,10 @@ def _checkpoints(sessions: list[_Session], fractions: list[float]) -> list[_Chec
     return out
 
 
+def _lists_by_key() -> defaultdict[Any, list]:
+    return defaultdict(list)
+
+
 class _Reveal(NamedTuple):
     time: datetime
     session_index: int
@@ -302,7 +364,7 @@ class _Reveal(NamedTuple):
 class _UserFacts:
     """One user's state at one checkpoint, from the run's facts: nothing after ``t`` is seen."""
 
-    def __init__(self, facts: _RunFacts, persona_id: str, checkpoint: _Checkpoint) -> None:
+    def __init__(self, facts: RunFacts, persona_id: str, checkpoint: _Checkpoint) -> None:
         self.facts = facts
         self.persona_id = persona_id
         self.checkpoint = checkpoint
@@ -312,9 +374,7 @@ class _UserFacts:
         self.held = timeline.at(t)
         self.liked = {(p.topic, p.option) for p in self.held if p.polarity == Polarity.LIKES}
         self.disliked = {(p.topic, p.option) for p in self.held if p.polarity == Polarity.DISLIKES}
-        # liked by another user at their own checkpoint of the same rank
-        liked_by_count = facts.liked_by_count[checkpoint.ordinal]
-        self.others_like = {key for key, n in liked_by_count.items() if n - (key in self.liked) > 0}
+        self._liked_by_count = facts.liked_by_count[checkpoint.ordinal]
         self.replaced_by = {
             e.new.id: e.old for e in timeline.drift_events if e.new is not None and e.old is not None and e.time <= t
         }
@@ -324,6 +384,11 @@ class _UserFacts:
         }
         self.forgotten_at = {f.preference_id: f.time for f in timeline.forgotten_by(t)}
         self.discussed_scenarios = {s.scenario_id for s in facts.sessions[persona_id] if s.started_at < t}
+
+    def others_like(self, key: tuple[str, str]) -> bool:
+        """Liked by another user at their own checkpoint of the same rank (asked per option: the
+        set of every such option, built per user and checkpoint, was a tenth of asking)."""
+        return self._liked_by_count.get(key, 0) - (key in self.liked) > 0
 
     def question_id(self, *parts: str) -> str:
         """``{persona}/q/{checkpoint}/{parts...}``: unique per checkpoint, stable across processes."""
@@ -648,11 +713,11 @@ def _distractors(
 ) -> list[tuple[str, str]]:
     """Options the user does not like now: the stale one first, then others' likes, their dislikes, the rest,
     each group ordered by how close its reply is to the correct one in plausibility for the user's profile."""
-    liked, disliked, others_like = user.liked, user.disliked, user.others_like
+    liked, disliked = user.liked, user.disliked
     free = [o.id for o in topic.options if (topic.id, o.id) not in liked]
     groups: list[tuple[str, list[str]]] = [
         ("stale", [o for o in free if stale is not None and o == stale.option]),
-        ("other_user", [o for o in free if (topic.id, o) in others_like]),
+        ("other_user", [o for o in free if user.others_like((topic.id, o))]),
         ("disliked", [o for o in free if (topic.id, o) in disliked]),
         ("alternative", list(free)),
     ]

@@ -76,7 +76,10 @@ class EmbeddingReader:
         A text's vector does not depend on its batch, so this changes only the speed: one user's
         hundred-odd texts have about twenty lengths, and the encoder runs attention once per
         length and batch; eight users' texts sorted by length fill batches of a few lengths each."""
-        contexts = [[[item for item in items if not _ASSISTANT_LINE.match(item)] for items, _, _ in work]
+        # a snapshot's lines serve all of a checkpoint's questions, and a question's options all its
+        # strategies: what depends only on them is computed once per list (the same list object)
+        said: dict[int, list[str]] = {}
+        contexts = [[said.get(id(items)) or said.setdefault(id(items), _user_lines(items)) for items, _, _ in work]
                     for work in users]
         texts = list(dict.fromkeys(t for user_contexts, work in zip(contexts, users, strict=True)
                                    for ctx, (_, _, options) in zip(user_contexts, work, strict=True)
@@ -85,19 +88,26 @@ class EmbeddingReader:
         vectors = self.embedder.encode(texts)
         answers: list[list[ReaderAnswer | None]] = [[None] * len(work) for work in users]
         fallback: list[tuple[int, int]] = []
+        lines: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # a context's vectors and recency ramp
+        choices: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # an option list's vectors and centroid
         for u, (user_contexts, work) in enumerate(zip(contexts, users, strict=True)):
             for n, (ctx, (_, _, options)) in enumerate(zip(user_contexts, work, strict=True)):
                 if not ctx:
                     fallback.append((u, n))
                     continue
-                opts = vectors[[index[t] for t in options]]
-                items = vectors[[index[t] for t in ctx]]
+                if id(options) not in choices:
+                    opts = vectors[[index[t] for t in options]]
+                    choices[id(options)] = opts, opts.mean(axis=0)
+                opts, centroid = choices[id(options)]
+                if id(ctx) not in lines:
+                    lines[id(ctx)] = (vectors[[index[t] for t in ctx]],
+                                      np.linspace(0.0, 1.0, len(ctx)) if len(ctx) > 1 else np.ones(1))
+                items, recency = lines[id(ctx)]
                 similarity = items @ opts.T
                 if float(similarity.max()) < self.relevance_floor:
                     fallback.append((u, n))
                     continue
-                relevance = items @ opts.mean(axis=0)
-                recency = np.linspace(0.0, 1.0, len(ctx)) if len(ctx) > 1 else np.ones(1)
+                relevance = items @ centroid
                 logits = (relevance + self.recency_weight * recency) / self.temperature
                 weights = np.exp(logits - logits.max())
                 weights /= weights.sum()
@@ -111,5 +121,10 @@ class EmbeddingReader:
         return answers  # type: ignore[return-value]  # every slot is filled above
 
 
+def _user_lines(items: list[str]) -> list[str]:
+    return [item for item in items if not _ASSISTANT_LINE.match(item)]
+
+
 def _answer(scores: np.ndarray) -> ReaderAnswer:
-    return ReaderAnswer(chosen_index=int(np.argmax(scores)), scores=[round(float(s), 6) for s in scores])
+    # ``tolist`` gives the floats ``float(s)`` would, without a numpy scalar per option
+    return ReaderAnswer(chosen_index=int(np.argmax(scores)), scores=[round(s, 6) for s in scores.tolist()])

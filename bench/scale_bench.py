@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "store_seconds": summary.store_seconds,
         "store_share_of_simulation": round(summary.store_seconds / max(summary.simulation_seconds, 1e-9), 4),
         "evaluation_seconds": round(wall - summary.simulation_seconds, 1),
-        "questions_seconds": summary.questions_seconds, "answering_seconds": summary.answering_seconds,
+        "evaluation_store_seconds": summary.evaluation_store_seconds,
         "sessions_per_second": round(summary.sessions / max(summary.simulation_seconds, 1e-9), 1),
         "turns_per_second": round(summary.turns / max(summary.simulation_seconds, 1e-9), 1),
         "store_mb": round(store_mb, 1),

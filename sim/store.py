@@ -244,25 +244,38 @@ class TrajectoryStore:
                 "INSERT OR REPLACE INTO schema_info VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
 
-    def write(self, table: str, rows: Sequence[BaseModel]) -> int:
-        """Rows of ``table``. Whole snapshots (``MemorySnapshotRow``) may be written to
-        ``memory_snapshots``: they are stored as chains that start in this batch."""
+    def write(self, table: str, rows: Sequence[BaseModel] | pa.Table) -> int:
+        """Rows of ``table``: row models, or an Arrow table with ``arrow_schema(table)`` (what a
+        process that built the rows sends back, so the writer converts nothing). Whole snapshots
+        (``MemorySnapshotRow``) may be written to ``memory_snapshots``: they are stored as chains
+        that start in this batch."""
+        if isinstance(rows, pa.Table):
+            if table == VIEW:
+                raise StoreError(f"{VIEW} takes MemorySnapshotRow rows; write Arrow tables to {STORED_TABLE}")
+            if not rows.schema.equals(arrow_schema(table)):
+                raise StoreError(f"an Arrow table written to {table} must have arrow_schema({table!r}); "
+                                 f"it has {rows.schema}")
+            return self._insert(table, rows)
         if not rows:
             return 0
         if table == VIEW:
             if not all(isinstance(r, MemorySnapshotRow) for r in rows):
                 raise StoreError(f"{VIEW} takes MemorySnapshotRow rows (or write {STORED_TABLE} rows)")
             table, rows = STORED_TABLE, stored_rows(rows)  # type: ignore[arg-type]
-        batch = pa.Table.from_pylist(row_dicts(rows), schema=arrow_schema(table))
+        return self._insert(table, pa.Table.from_pylist(row_dicts(rows), schema=arrow_schema(table)))
+
+    def _insert(self, table: str, batch: pa.Table) -> int:
+        if not batch.num_rows:
+            return 0
         self.con.register("_personasim_batch", batch)
         try:
             self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _personasim_batch")
         finally:
             with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses; the next register replaces it
                 self.con.unregister("_personasim_batch")
-        return len(rows)
+        return batch.num_rows
 
-    def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel]]]) -> None:
+    def write_many(self, batches: Iterable[tuple[str, Sequence[BaseModel] | pa.Table]]) -> None:
         """Write several tables in one transaction: all rows land, or none do."""
         with self.transaction():
             for table, rows in batches:

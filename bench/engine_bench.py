@@ -256,6 +256,7 @@ def answers(args: argparse.Namespace) -> dict:
             timings[name] = {"answers": len(rows), "seconds": round(seconds, 2),
                              "ms_per_answer": round(1000 * seconds / len(rows), 2), "workers": workers,
                              "accuracy": accuracy}
+        floor = _options_floor(questions, len(questions) * len(strategies), cores)
         con.close()
     ray.shutdown()
     base = timings["one_at_a_time"]["ms_per_answer"]
@@ -268,7 +269,38 @@ def answers(args: argparse.Namespace) -> dict:
             "bf16_same_choices_as_minilm": sum(a == b for a, b in zip(chosen["per_user_batches_bf16"],
                                                                         chosen["one_at_a_time"], strict=True)),
             "bf16_same_choices_batched_and_pool": chosen["per_user_batches_bf16"] == chosen["actor_pool_bf16"],
+            "options_floor": floor,
             "note": "actor_pool includes starting its actors (each imports torch and loads MiniLM)"}
+
+
+def _options_floor(questions: list, answers: int, cores: int) -> dict:
+    """What float32 MiniLM must spend on the options alone, per answer: every distinct option text
+    of the run embedded once (the least any reader embedding them can do), timed with every core.
+    Beside it, one 4096 x 384 x 1536 product (MiniLM's feed-forward shape): how close MiniLM's
+    linear layers run to what torch reaches on this CPU."""
+    import torch
+
+    from personasim.agents.embedding import Embedder
+
+    torch.set_num_threads(cores)
+    model = Embedder().model  # the bundled MiniLM itself, without the embedder's text cache
+    texts = list(dict.fromkeys(o for q in questions for o in q.options))
+    tokens = sum(len(e.ids) for e in model.tokenizer.encode_batch(texts))
+    model.encode(texts[:64])  # warm: the first pass prepares torch's kernels
+    started = time.perf_counter()
+    model.encode(texts)
+    seconds = time.perf_counter() - started
+    flop_per_token = 6 * 2 * (384 * 1152 + 384 * 384 + 2 * 384 * 1536)  # six layers' linear products
+    a, w = torch.randn(4096, 384), torch.randn(1536, 384)
+    torch.nn.functional.linear(a, w)
+    product_started = time.perf_counter()
+    for _ in range(20):
+        torch.nn.functional.linear(a, w)
+    product = (time.perf_counter() - product_started) / 20
+    return {"distinct_options": len(texts), "option_tokens": tokens, "seconds": round(seconds, 2),
+            "tokens_per_second": round(tokens / seconds), "ms_per_answer": round(1000 * seconds / answers, 2),
+            "linear_gflops_in_minilm": round(tokens * flop_per_token / seconds / 1e9),
+            "linear_gflops_one_product": round(2 * 4096 * 384 * 1536 / product / 1e9)}
 
 
 def embedders(args: argparse.Namespace) -> dict:

@@ -150,8 +150,9 @@ class EngineConfig(BaseModel):
     )
     eval_actors: int | None = Field(
         default=None, ge=1,
-        description="Ray actors answering the run's questions with the embedding reader (default: the cluster's CPUs; "
-        "1 = in the driver). Small evaluations are answered in the driver either way.")
+        description="Ray actors asking and answering the run's users: each generates a few users' questions and "
+        "answers them with the embedding reader (default: the cluster's CPUs; 1 = in the driver). The first 3,000 "
+        "answers are given in the driver either way, so a small evaluation starts no actor.")
     address: str | None = Field(default=None, description="Address of an existing Ray cluster (default: embedded).")
     connect_timeout_s: float = Field(
         default=30.0, gt=0,

@@ -124,3 +124,26 @@ def test_an_arrow_table_of_another_shape_is_refused_before_anything_is_written(f
         with pytest.raises(StoreError, match="arrow_schema"):
             store.write("questions", wrong)
         assert store.con.execute("SELECT count(*) FROM questions").fetchall()[0][0] == 0
+
+
+def test_a_task_that_fails_in_the_pool_raises_its_error_and_stops_the_pool(ray_session):
+    """The first failure reaches the caller with its message; no later task is handed out."""
+
+    class Halves:
+        def half(self, n: int) -> int:
+            if n % 2:
+                raise ValueError(f"{n} is odd")
+            return n // 2
+
+    done: list[int] = []
+    handed: list[int] = []
+
+    def tasks():  # type: ignore[no-untyped-def]
+        for n in (2, 4, 7, *range(8, 2000, 2)):
+            handed.append(n)
+            yield n, n
+
+    with pytest.raises(Exception, match="7 is odd"):
+        answer_pool.in_pool(Halves, (), "half", tasks(), 2, lambda key, result: done.append(result))
+    assert 7 in handed and len(handed) < 999  # the rest was never built
+    assert all(r * 2 in handed for r in done)

@@ -42,24 +42,48 @@ def bare_loop(users: int, sessions: int) -> dict:
 
     torch.set_num_threads(1)  # one core, as an actor gets
     config = _config(users, sessions)
+    minilm = _time_minilm()
     started = time.perf_counter()
     shard = UserShard(config, list(range(users)))
-    marks: list[tuple[float, int]] = []
+    marks: list[tuple[float, int, float]] = []
 
     async def all_rounds() -> int:
         turns = 0
         for k in range(sessions):
             turns += len((await shard.run_round(k)).turns)
-            marks.append((time.perf_counter(), turns))
+            marks.append((time.perf_counter(), turns, minilm[0]))
         return turns
 
     turns = asyncio.run(all_rounds())
-    (t1, turns1), (t_end, _) = marks[0], marks[-1]
+    (t1, turns1, m1), (t_end, _, m_end) = marks[0], marks[-1]
     import personasim
 
     return {"turns": turns, "seconds": time.perf_counter() - started,
             "steady_turns_per_s": (turns - turns1) / (t_end - t1),
+            # MiniLM's forward passes (texts not in the embedder's cache) in the steady rounds
+            "steady_minilm_share": round((m_end - m1) / (t_end - t1), 3) if minilm[0] >= 0 else None,
             "code": str(Path(personasim.__file__).resolve().parents[1])}
+
+
+def _time_minilm() -> list[float]:
+    """Seconds spent in MiniLM's ``encode`` from now on ([-1.0] where the checkout has no
+    ``agents/minilm.py``: a baseline from before it)."""
+    try:
+        from personasim.agents.minilm import MiniLM
+    except ImportError:
+        return [-1.0]
+    spent = [0.0]
+    encode = MiniLM.encode
+
+    def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return encode(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    MiniLM.encode = timed  # type: ignore[method-assign]
+    return spent
 
 
 def engine(users: int, sessions: int, actors: int) -> dict:
@@ -102,7 +126,7 @@ def throughput(args: argparse.Namespace) -> dict:
     bare_tps = bare["turns"] / bare["seconds"]
     result: dict = {"users": args.users, "sessions": args.sessions, "cpus": os.cpu_count(),
                     "bare_loop": {"turns_per_s": round(bare_tps, 1), "steady_turns_per_s": round(
-                        bare["steady_turns_per_s"], 1)},
+                        bare["steady_turns_per_s"], 1), "steady_minilm_share": bare["steady_minilm_share"]},
                     "target_per_core_ratio": 0.8}
     for actors in (1, 2):
         run = engine(args.users, args.sessions, actors)
@@ -197,7 +221,18 @@ def against_baseline(ref: str, users: int, sessions: int, repeats: int) -> dict:
             "code": {name: rs[0]["code"] for name, rs in runs.items()},
             "steady_turns_per_s": {name: round(v, 1) for name, v in best.items()},
             "total_seconds": {name: round(min(r["seconds"] for r in rs), 1) for name, rs in runs.items()},
-            "speedup": round(best["current"] / best["baseline"], 2), "target_speedup": 4.0}
+            "speedup": round(best["current"] / best["baseline"], 2), "target_speedup": 4.0,
+            **_minilm_ceiling(runs["current"], best)}
+
+
+def _minilm_ceiling(current: list[dict], best: dict[str, float]) -> dict:
+    """The speedup the current code would reach if everything but MiniLM's forward passes took no
+    time: what float32 MiniLM alone leaves possible, from the best current run's MiniLM share."""
+    share = next(r["steady_minilm_share"] for r in current if r["steady_turns_per_s"] == best["current"])
+    if not share:
+        return {"current_steady_minilm_share": share}
+    return {"current_steady_minilm_share": share,
+            "speedup_if_only_minilm_took_time": round(best["current"] / share / best["baseline"], 2)}
 
 
 # -- evaluation: one question at a time, per user in batches, in a pool of actors -------------------

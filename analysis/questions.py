@@ -134,30 +134,49 @@ def _by_user(
 ) -> Iterator[tuple[list[QuestionRow], list[QuestionRow]]]:
     """Each user's own questions and their others_preference questions, of the wanted types."""
     config = config or QuestionConfig()
-    yield from users_questions(load_run_facts(con, run_id, config), run_id, seed, catalog, scenarios, config)
+    yield from UsersAsker(run_id, seed, config, catalog, scenarios).pairs(load_run_facts(con, run_id, config))
 
 
 class UsersAsker:
-    """Asks slices of a run's users their questions (``RunFacts.of_users``), in any process: what
-    the slices share is loaded once (the catalogs, the options' vectors for profile balancing)."""
+    """Asks a run's users their questions from its facts, or from slices of them
+    (``RunFacts.of_users``) in any process: what the slices share is loaded once (the catalogs,
+    the options' vectors for profile balancing)."""
 
-    def __init__(self, run_id: str, seed: int, config: QuestionConfig) -> None:
+    def __init__(self, run_id: str, seed: int, config: QuestionConfig, catalog: TopicCatalog | None = None,
+                 scenarios: ScenarioCatalog | None = None) -> None:
         self.run_id, self.seed, self.config = run_id, seed, config
-        self.catalog = load_topic_catalog()
-        self.scenarios = load_scenario_catalog()
+        self.catalog = catalog or load_topic_catalog()
+        self.scenarios = scenarios or load_scenario_catalog()
         self._plausibility: _Plausibility | None = None
 
     def ask(self, facts: RunFacts) -> Iterator[list[QuestionRow]]:
         """Each user's questions as ``generate_questions_by_user`` gives them (users without any skipped)."""
+        for own, others in self.pairs(facts):
+            if own or others:
+                yield own + sorted(others, key=lambda q: q.question_id)
+
+    def pairs(self, facts: RunFacts) -> Iterator[tuple[list[QuestionRow], list[QuestionRow]]]:
+        """Each user's own and others_preference questions, of the wanted types, users in persona
+        order: from the facts alone, so a process holding a slice of them asks exactly what the
+        driver would have asked those users."""
         if self.config.balance_profile:
             if self._plausibility is None:
                 from personasim.agents.embedding import default_embedder
 
                 self._plausibility = _Plausibility(self.catalog, default_embedder())
             facts.plausibility = self._plausibility.with_profiles(facts.profiles)
-        for own, others in users_questions(facts, self.run_id, self.seed, self.catalog, self.scenarios, self.config):
-            if own or others:
-                yield own + sorted(others, key=lambda q: q.question_id)
+        catalog, scenarios, config, run_id, seed = self.catalog, self.scenarios, self.config, self.run_id, self.seed
+        wanted = set(config.types)
+        for persona_id in sorted(facts.timelines):
+            own: list[QuestionRow] = []
+            others: list[QuestionRow] = []
+            points = facts.checkpoints.get(persona_id, [])
+            for checkpoint in points:
+                user = _UserFacts(facts, persona_id, checkpoint)
+                own += _user_questions(user, run_id, seed, catalog, scenarios, config)
+                if "others_preference" in wanted and checkpoint is points[-1]:
+                    others += _others_questions(user, run_id, seed, catalog, scenarios, config)
+            yield [q for q in own if q.question_type in wanted], [q for q in others if q.question_type in wanted]
 
 
 def load_run_facts(con: duckdb.DuckDBPyConnection, run_id: str, config: QuestionConfig) -> RunFacts:
@@ -167,32 +186,6 @@ def load_run_facts(con: duckdb.DuckDBPyConnection, run_id: str, config: Question
     if config.balance_profile:
         facts.profiles = {pid: text for pid, text in load_profiles(con, run_id).items() if text}
     return facts
-
-
-def users_questions(
-    facts: RunFacts, run_id: str, seed: int, catalog: TopicCatalog | None, scenarios: ScenarioCatalog | None,
-    config: QuestionConfig,
-) -> Iterator[tuple[list[QuestionRow], list[QuestionRow]]]:
-    """Each user's own and others_preference questions, of the wanted types, users in persona
-    order: from the facts alone, so any process holding a slice of them (``RunFacts.of_users``)
-    asks exactly what the driver would have asked those users."""
-    catalog = catalog or load_topic_catalog()
-    scenarios = scenarios or load_scenario_catalog()
-    if config.balance_profile and facts.plausibility is None:
-        from personasim.agents.embedding import default_embedder
-
-        facts.plausibility = _Plausibility(catalog, default_embedder()).with_profiles(facts.profiles)
-    wanted = set(config.types)
-    for persona_id in sorted(facts.timelines):
-        own: list[QuestionRow] = []
-        others: list[QuestionRow] = []
-        points = facts.checkpoints.get(persona_id, [])
-        for checkpoint in points:
-            user = _UserFacts(facts, persona_id, checkpoint)
-            own += _user_questions(user, run_id, seed, catalog, scenarios, config)
-            if "others_preference" in wanted and checkpoint is points[-1]:
-                others += _others_questions(user, run_id, seed, catalog, scenarios, config)
-        yield [q for q in own if q.question_type in wanted], [q for q in others if q.question_type in wanted]
 
 
 class _Plausibility:

@@ -27,6 +27,7 @@ from personasim.agents.memory import MemorySettings
 from personasim.analysis.evaluate import USERS_PER_CHUNK, answer_record, user_items
 from personasim.analysis.questions import QuestionConfig, RunFacts, UsersAsker, load_run_facts
 from personasim.analysis.reader import EmbeddingReader
+from personasim.sim.rows import QuestionRow
 from personasim.sim.store_read import SnapshotRef, read_snapshots
 
 
@@ -114,7 +115,7 @@ class PoolEvaluator(UsersEvaluator):
         super().__init__(spec)
 
 
-def _check_asked_at_checkpoints(questions: list, facts: RunFacts) -> None:
+def _check_asked_at_checkpoints(questions: list[QuestionRow], facts: RunFacts) -> None:
     """A task carries only the snapshots at its users' checkpoints, which is exact only for
     questions asked at a checkpoint (every generated one is): refuse anything else loudly."""
     times = {c.t for c in facts.checkpoints.get(questions[0].persona_id, [])} if questions else set()

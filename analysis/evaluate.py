@@ -56,8 +56,8 @@ def answer_questions(
     """Each strategy answers from its latest snapshot taken before the question (never after).
 
     ``questions`` is a list of questions, or users' lists of them read lazily as they come (each
-    list one user's, a user once; ``generate_questions_by_user``): a run generates, stores and
-    answers its questions a few users at a time instead of holding them all.
+    list one user's, a user once; ``generate_questions_by_user``), so a large evaluation never
+    holds them all. (A run itself asks and answers user by user: ``analysis.asking``.)
 
     The snapshot is the strategy's state; what of it enters the context for this question is the
     strategy's own choice (``select_context``: everything, or top-k retrieval for rag). Readers

@@ -78,9 +78,14 @@ class EmbeddingReader:
         length and batch; eight users' texts sorted by length fill batches of a few lengths each."""
         # a snapshot's lines serve all of a checkpoint's questions, and a question's options all its
         # strategies: what depends only on them is computed once per list (the same list object)
-        said: dict[int, list[str]] = {}
-        contexts = [[said.get(id(items)) or said.setdefault(id(items), _user_lines(items)) for items, _, _ in work]
-                    for work in users]
+        said: dict[int, list[str]] = {}  # each context list's user lines, by the list's identity
+
+        def user_lines(items: list[str]) -> list[str]:
+            if id(items) not in said:
+                said[id(items)] = [item for item in items if not _ASSISTANT_LINE.match(item)]
+            return said[id(items)]
+
+        contexts = [[user_lines(items) for items, _, _ in work] for work in users]
         texts = list(dict.fromkeys(t for user_contexts, work in zip(contexts, users, strict=True)
                                    for ctx, (_, _, options) in zip(user_contexts, work, strict=True)
                                    for t in (*options, *ctx)))
@@ -119,10 +124,6 @@ class EmbeddingReader:
                 _, query, options = users[u][n]
                 answers[u][n] = _answer(vectors[[index[t] for t in options]] @ query_vectors[query])
         return answers  # type: ignore[return-value]  # every slot is filled above
-
-
-def _user_lines(items: list[str]) -> list[str]:
-    return [item for item in items if not _ASSISTANT_LINE.match(item)]
 
 
 def _answer(scores: np.ndarray) -> ReaderAnswer:

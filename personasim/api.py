@@ -379,8 +379,8 @@ def _ask_and_answer(config: RunConfig, store: TrajectoryStore, run_id: str, prog
     kill keeps what was committed, and ``resume`` asks and answers again. Returns the seconds the
     driver spent writing them."""
     users = progress.add_task("asking and answering (users)", total=config.population.users)
-    answers = progress.add_task("answers", total=0)
-    writing, answered = 0.0, 0
+    answers = progress.add_task("answers", total=None)  # how many is known only as users are asked
+    writing = 0.0
     pending: list[Asked] = []
 
     def commit() -> None:
@@ -393,10 +393,8 @@ def _ask_and_answer(config: RunConfig, store: TrajectoryStore, run_id: str, prog
         pending.clear()
 
     def done(asked: Asked) -> None:
-        nonlocal answered
         pending.append(asked)
-        answered += asked.answers.num_rows
-        progress.update(answers, total=answered, completed=answered)
+        progress.update(answers, advance=asked.answers.num_rows)
         if sum(a.users for a in pending) >= WRITE_USERS:
             commit()
 

@@ -15,6 +15,7 @@ from personasim.analysis.asking import Asked, AskingSpec, UsersEvaluator, _tasks
 from personasim.analysis.evaluate import answer_questions
 from personasim.analysis.questions import generate_questions_by_user, load_run_facts
 from personasim.analysis.reader import EmbeddingReader
+from personasim.sim.rows import AnswerRow
 from personasim.sim.store import StoreError, arrow_schema, open_store
 from personasim.sim.store_runs import read_run
 
@@ -72,9 +73,9 @@ def test_asking_user_by_user_gives_the_questions_and_answers_of_the_two_steps(fr
     flat = sorted((q for user in by_user for q in user), key=lambda q: q.question_id)
     as_table = pa.Table.from_pylist([q.model_dump() for q in flat], schema=arrow_schema("questions"))
     assert [tuple(r.values()) for r in as_table.to_pylist()] == questions
-    expected = sorted(rows, key=lambda a: a.answer_id)
-    assert [(a.answer_id, a.chosen_index, a.correct, a.scores, a.context_tokens, a.snapshot_id) for a in expected] \
-        == [(a[1], a[7], a[8], a[9], a[10], a[6]) for a in answers]
+    columns = [c for c in AnswerRow.model_fields]
+    assert [tuple(getattr(a, c) for c in columns) for a in sorted(rows, key=lambda a: a.answer_id)] \
+        == [tuple(row) for row in answers]
 
 
 def test_a_task_carries_only_the_snapshots_its_checkpoints_read(fresh):

@@ -16,8 +16,9 @@ facts (tests/test_asking.py compares the stores).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -30,13 +31,16 @@ from personasim.analysis.reader import EmbeddingReader
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store_read import SnapshotRef, read_snapshots
 
+#: Users whose questions and answers a driver commits together: a commit costs about 8 ms whatever
+#: its size, and committing each task of eight users was a third of a run's writing time.
+WRITE_USERS = 64
 
-class AskingSpec(BaseModel):
-    """What every process that asks and answers needs to give the driver's answers."""
+
+class AnsweringSpec(BaseModel):
+    """What every process that answers needs to give the driver's answers: the run, the strategies
+    and their settings, and the embedding reader's."""
 
     run_id: str
-    seed: int
-    questions: QuestionConfig
     strategies: list[str]
     memory: MemorySettings
     embedder: str  # the embedder's name (``minilm``, ``minilm-bf16``, ``minilm-static``)
@@ -44,12 +48,23 @@ class AskingSpec(BaseModel):
     recency_weight: float
     relevance_floor: float
 
+    @staticmethod
+    def reader_settings(reader: EmbeddingReader) -> dict[str, object]:
+        return {"embedder": getattr(reader.embedder, "name", "minilm"), "temperature": reader.temperature,
+                "recency_weight": reader.recency_weight, "relevance_floor": reader.relevance_floor}
+
+
+class AskingSpec(AnsweringSpec):
+    """... and, to ask, what the run's questions are generated from."""
+
+    seed: int
+    questions: QuestionConfig
+
     @classmethod
     def for_reader(cls, reader: EmbeddingReader, run_id: str, seed: int, questions: QuestionConfig,
                    strategies: list[str], memory: MemorySettings) -> AskingSpec:
         return cls(run_id=run_id, seed=seed, questions=questions, strategies=strategies, memory=memory,
-                   embedder=getattr(reader.embedder, "name", "minilm"), temperature=reader.temperature,
-                   recency_weight=reader.recency_weight, relevance_floor=reader.relevance_floor)
+                   **AnsweringSpec.reader_settings(reader))
 
 
 class UsersTask(NamedTuple):
@@ -68,50 +83,72 @@ class Asked(NamedTuple):
     answers: pa.Table
 
 
-class UsersEvaluator:
-    """Asks and answers tasks of users with one embedding reader (the driver's, or an actor's own)."""
+class UsersAnswerer:
+    """Answers users' questions with every strategy, with one embedding reader (the driver's, or an
+    actor's own), as an Arrow table of answer rows."""
 
-    def __init__(self, spec: AskingSpec, reader: EmbeddingReader | None = None) -> None:
+    def __init__(self, spec: AnsweringSpec, reader: EmbeddingReader | None = None) -> None:
         from personasim.agents.embedding import default_embedder
 
         self.spec = spec
-        self.asker = UsersAsker(spec.run_id, spec.seed, spec.questions)
         self.reader = reader or EmbeddingReader(default_embedder(), spec.temperature, spec.recency_weight,
                                                 spec.relevance_floor)
 
-    def ask_and_answer(self, task: UsersTask) -> Asked:
-        from personasim.sim.store import arrow_schema, row_dicts
+    def answer(self, users: list[list[QuestionRow]],
+               snapshots: Mapping[tuple[str, str], list[SnapshotRef]]) -> pa.Table:
+        """Each user's questions (one list per user) answered from ``snapshots``, which must hold,
+        per user and strategy, at least the latest snapshot at or before each question."""
+        from personasim.sim.store import arrow_schema
 
         spec, reader = self.spec, self.reader
-        users = list(self.asker.ask(task.facts))
-        for questions in users:
-            _check_asked_at_checkpoints(questions, task.facts)
         position = itertools.count()
-        items = [user_items([(next(position), q) for q in questions], task.snapshots, spec.strategies,
+        items = [user_items([(next(position), q) for q in questions], snapshots, spec.strategies,
                             reader.embedder, spec.memory) for questions in users]
         answers = reader.answer_users([[(i.context, i.question.query, i.question.options) for i in user]
                                        for user in items])
         records = [answer_record(spec.run_id, reader.name, reader.model_name, item, answer)
                    for user, user_answers in zip(items, answers, strict=True)
                    for item, answer in zip(user, user_answers, strict=True)]
+        return pa.Table.from_pylist(records, schema=arrow_schema("answers"))
+
+
+class UsersEvaluator(UsersAnswerer):
+    """Asks and answers tasks of users: their questions generated from their facts, then answered."""
+
+    def __init__(self, spec: AskingSpec, reader: EmbeddingReader | None = None) -> None:
+        super().__init__(spec, reader)
+        self.asker = UsersAsker(spec.run_id, spec.seed, spec.questions)
+
+    def ask_and_answer(self, task: UsersTask) -> Asked:
+        from personasim.sim.store import arrow_schema, row_dicts
+
+        users = list(self.asker.ask(task.facts))
+        for questions in users:
+            _check_asked_at_checkpoints(questions, task.facts)
         return Asked(
             users=len(task.facts.timelines),
             questions=pa.Table.from_pylist(row_dicts([q for user in users for q in user]),
                                            schema=arrow_schema("questions")),
-            answers=pa.Table.from_pylist(records, schema=arrow_schema("answers")),
+            answers=self.answer(users, task.snapshots),
         )
 
 
+def load_embedder_in_actor(name: str) -> None:
+    """A pool actor's embedder: the spec's, loaded (and built, for ``minilm-static``) in the actor,
+    with torch's threads at the cores Ray gave it."""
+    from personasim.agents.embedding import size_torch_threads, use_embedder
+    from personasim.analysis.static_build import prepare_embedder
+
+    prepare_embedder(name)
+    use_embedder(name)
+    size_torch_threads()
+
+
 class PoolEvaluator(UsersEvaluator):
-    """A pool actor: the spec's embedder, loaded in the actor, with torch at the actor's cores."""
+    """A pool actor that asks and answers."""
 
     def __init__(self, spec: AskingSpec) -> None:
-        from personasim.agents.embedding import size_torch_threads, use_embedder
-        from personasim.analysis.static_build import prepare_embedder
-
-        prepare_embedder(spec.embedder)
-        use_embedder(spec.embedder)
-        size_torch_threads()
+        load_embedder_in_actor(spec.embedder)
         super().__init__(spec)
 
 
@@ -135,21 +172,36 @@ def ask_and_answer(
     The first users are asked in this process with ``reader``; once they have given
     ``answer_pool.MIN_PARALLEL_ANSWERS`` answers and ``workers`` > 1, the rest go to a pool of that many Ray
     actors (``answer_pool.in_pool``), each with the spec's embedder. Either way the same tables."""
+    facts = load_run_facts(con, spec.run_id, spec.questions)
+    here = UsersEvaluator(spec, reader)
+    here_then_pool(_tasks(con, spec.run_id, facts, spec.strategies), here.ask_and_answer, PoolEvaluator, spec,
+                   "ask_and_answer", workers, on_asked)
+
+
+Task = TypeVar("Task")
+Done = TypeVar("Done", bound=tuple)
+
+
+def here_then_pool(
+    tasks: Iterator[Task], here: Callable[[Task], Done], pool: type, spec: AnsweringSpec, method: str,
+    workers: int, on_done: Callable[[Done], None],
+) -> None:
+    """Tasks done with ``here`` in this process until they have given
+    ``answer_pool.MIN_PARALLEL_ANSWERS`` answers (a result's ``answers`` table), then, with
+    ``workers`` > 1, the rest by ``method`` of a pool of that many ``pool(spec)`` Ray actors
+    (``answer_pool.in_pool``). A small evaluation never pays for the actors' start; a large one
+    loses only the first few seconds to the driver. ``on_done`` gets each result as it comes."""
     from personasim.analysis import answer_pool
 
-    facts = load_run_facts(con, spec.run_id, spec.questions)
-    tasks = _tasks(con, spec.run_id, facts, spec.strategies)
-    here = UsersEvaluator(spec, reader)
     answered = 0
     for task in tasks:
         if workers > 1 and answered >= answer_pool.MIN_PARALLEL_ANSWERS:
             rest = ((None, t) for t in itertools.chain([task], tasks))
-            answer_pool.in_pool(PoolEvaluator, (spec,), "ask_and_answer", rest, workers,
-                                lambda _, asked: on_asked(asked))
+            answer_pool.in_pool(pool, (spec,), method, rest, workers, lambda _, done: on_done(done))
             return
-        asked = here.ask_and_answer(task)
-        answered += asked.answers.num_rows
-        on_asked(asked)
+        done = here(task)
+        answered += done.answers.num_rows  # type: ignore[attr-defined]
+        on_done(done)
 
 
 def _tasks(con: duckdb.DuckDBPyConnection, run_id: str, facts: RunFacts, strategies: list[str]) -> Iterator[UsersTask]:
@@ -163,18 +215,20 @@ def _tasks(con: duckdb.DuckDBPyConnection, run_id: str, facts: RunFacts, strateg
         for start in range(0, len(chunk), USERS_PER_TASK):
             users = chunk[start:start + USERS_PER_TASK]
             part = facts.of_users(users)
-            yield UsersTask(part, _at_checkpoints(snapshots, part, strategies))
+            times = {p: [c.t for c in part.checkpoints.get(p, [])] for p in part.timelines}
+            yield UsersTask(part, latest_at(snapshots, times, strategies))
 
 
-def _at_checkpoints(snapshots: Mapping[tuple[str, str], list[SnapshotRef]], facts: RunFacts,
-                    strategies: list[str]) -> dict[tuple[str, str], list[SnapshotRef]]:
-    """For each user and strategy, the latest snapshot at or before each checkpoint, in time order."""
+def latest_at(snapshots: Mapping[tuple[str, str], list[SnapshotRef]], times: Mapping[str, Iterable[datetime]],
+              strategies: list[str]) -> dict[tuple[str, str], list[SnapshotRef]]:
+    """For each user of ``times`` and each strategy, the latest snapshot at or before each of the
+    user's times, in time order: all that questions asked at those times read, and no more to send."""
     kept: dict[tuple[str, str], list[SnapshotRef]] = {}
-    for persona_id in facts.timelines:
-        times = [c.t for c in facts.checkpoints.get(persona_id, [])]
+    for persona_id, at in times.items():
+        times_here = list(at)
         for strategy in strategies:
             refs = snapshots.get((persona_id, strategy), [])
-            latest = {id(before[-1]) for t in times if (before := [s for s in refs if s.time <= t])}
+            latest = {id(before[-1]) for t in times_here if (before := [s for s in refs if s.time <= t])}
             if latest:
                 kept[(persona_id, strategy)] = [s for s in refs if id(s) in latest]
     return kept

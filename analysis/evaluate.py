@@ -27,7 +27,7 @@ from personasim.agents.embedding import default_embedder, use_embedder
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.questions import QUESTION_TYPES, QuestionConfig, generate_questions
-from personasim.analysis.reader import Reader, ReaderAnswer
+from personasim.analysis.reader import EmbeddingReader, Reader, ReaderAnswer
 from personasim.analysis.static_build import prepare_embedder
 from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
@@ -389,22 +389,28 @@ def evaluate(
         use_embedder(embedder or run_embedder)
         cache = str(path) + ".llmcache.sqlite" if reader.kind == "llm" else None
         answering = build_reader(reader, cache)
+        settings = read_run(store, run_id).memory_settings
+        workers = workers or os.cpu_count() or 1
         with progress_bar(show_progress) as progress:
             task = progress.add_task(f"answering ({answering.name})", total=len(questions) * len(strategies))
             answered = [0]
+            audits: list[Any] | None = None
+            if isinstance(answering, EmbeddingReader):
+                answered[0], audits = _score_in_tasks(store, run_id, questions, strategies, answering, settings,
+                                                      workers, lambda n: progress.advance(task, n))
+            else:
+                def commit(rows: list[AnswerRow]) -> None:  # committed as answered: a kill keeps them
+                    store.replace_rows(
+                        {"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in rows]}},
+                        [("answers", rows)])
+                    answered[0] += len(rows)
 
-            def commit(rows: list[AnswerRow]) -> None:  # committed as answered: a kill keeps them
-                store.replace_rows(
-                    {"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in rows]}}, [("answers", rows)])
-                answered[0] += len(rows)
-
-            answer_questions(
-                store.con, run_id, questions, strategies, answering, read_run(store, run_id).memory_settings,
-                on_answer=lambda: progress.advance(task), workers=workers or os.cpu_count() or 1,
-                on_batch=commit, keep_rows=False,
-            )
+                answer_questions(
+                    store.con, run_id, questions, strategies, answering, settings,
+                    on_answer=lambda: progress.advance(task), workers=workers, on_batch=commit, keep_rows=False,
+                )
         tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
-        report = _audit(store, run_id, questions, answering) if questions else None
+        report = _audit(store, run_id, questions, answering, audits) if questions else None
     chance = sum(1.0 / len(q.options) for q in questions) / len(questions) if questions else 0.0
     return EvalSummary(
         run_id=run_id, db=str(path), reader=answering.name, reader_model=getattr(answering, "model_name", None),
@@ -467,16 +473,57 @@ def _strategies(store: TrajectoryStore, run_id: str, wanted: list[str] | None) -
     return wanted
 
 
-def _audit(store: TrajectoryStore, run_id: str, questions: list[QuestionRow], reader: Any) -> Any:
-    """The artifact audit of exactly the questions scored (after ``--types``), with the reader's
-    embedder when it has one (the same MiniLM otherwise)."""
+def _score_in_tasks(
+    store: TrajectoryStore, run_id: str, questions: list[QuestionRow], strategies: list[str], reader: Any,
+    settings: MemorySettings, workers: int, advance: Callable[[int], None],
+) -> tuple[int, list[Any]]:
+    """The embedding reader's evaluation, user by user (``analysis.scoring``): answers written over
+    the old ones ``WRITE_USERS`` users per transaction as they come (a kill keeps them), and each
+    question's audit from the process that answered it. Returns the answers written and the audit
+    in question order."""
+    import pyarrow as pa
+
+    from personasim.analysis.asking import WRITE_USERS, AnsweringSpec
+    from personasim.analysis.profiles import load_profiles
+    from personasim.analysis.scoring import Scored, score_stored
+
+    spec = AnsweringSpec(run_id=run_id, strategies=strategies, memory=settings, **AnsweringSpec.reader_settings(reader))
+    pending: list[Scored] = []
+    audits: dict[str, Any] = {}
+    written = 0
+
+    def commit() -> None:
+        nonlocal written
+        written += store.replace("answers", pa.concat_tables([s.answers for s in pending]))
+        pending.clear()
+
+    def done(scored: Scored) -> None:
+        pending.append(scored)
+        audits.update((a.question_id, a) for a in scored.audits)
+        advance(scored.answers.num_rows)
+        if sum(s.users for s in pending) >= WRITE_USERS:
+            commit()
+
+    score_stored(store.con, spec, questions, load_profiles(store.con, run_id), reader, workers, done)
+    if pending:
+        commit()
+    return written, [audits[q.question_id] for q in questions]
+
+
+
+def _audit(store: TrajectoryStore, run_id: str, questions: list[QuestionRow], reader: Any,
+           audited: list[Any] | None = None) -> Any:
+    """The artifact audit of exactly the questions scored (after ``--types``): ``audited`` when the
+    processes that answered audited them too, else with the reader's embedder when it has one (the
+    same MiniLM otherwise)."""
     from personasim.analysis.audit import audit_questions, summarise
     from personasim.analysis.profiles import load_profiles
 
     profiles = load_profiles(store.con, run_id)
-    embedder = getattr(reader, "embedder", None) or default_embedder()
     missing = sum(1 for q in questions if not profiles.get(q.persona_id))
-    return summarise(run_id, audit_questions(questions, profiles, embedder), missing)
+    if audited is None:
+        audited = audit_questions(questions, profiles, getattr(reader, "embedder", None) or default_embedder())
+    return summarise(run_id, audited, missing)
 
 
 def _tables(

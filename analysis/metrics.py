@@ -126,9 +126,13 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval for the accuracy of i.i.d. 0/1 outcomes.
 
-    Resamples ``correct`` with replacement ``n_boot`` times (one vectorised index matrix) and takes
-    the (1 - confidence)/2 and 1 - (1 - confidence)/2 quantiles of the resampled accuracies. A
-    single outcome has no spread to resample, so its interval is the point itself.
+    Resamples ``correct`` with replacement ``n_boot`` times and takes the (1 - confidence)/2 and
+    1 - (1 - confidence)/2 quantiles of the resampled accuracies. A resample's hit count, n draws
+    with replacement from outcomes of which k are hits, is exactly Binomial(n, k/n), so it is drawn
+    as that: the same bootstrap without the (n_boot, n) index matrix (121,239 answers: 5 s of a
+    10-second summary, now milliseconds), and an interval that depends on the outcomes, not on
+    the order the store returns them in. A single outcome has no spread to resample, so its
+    interval is the point itself.
     """
     _check_bootstrap_args(n_boot, confidence)
     outcomes = np.asarray(correct, dtype=bool).ravel()
@@ -138,7 +142,7 @@ def bootstrap_ci(
     if n == 1:
         point = float(outcomes[0])
         return point, point
-    hits = np.concatenate([outcomes[block].sum(axis=1) for block in _resample_indices(n, n_boot, rng)])
+    hits = rng.binomial(n, outcomes.sum() / n, size=n_boot)
     return _percentile_interval(hits / n, confidence)
 
 

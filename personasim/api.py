@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
 from personasim.agents.embedding import default_embedder, use_embedder
-from personasim.analysis.asking import Asked, AskingSpec, ask_and_answer
+from personasim.analysis.asking import WRITE_USERS, Asked, AskingSpec, ask_and_answer
 from personasim.analysis.evaluate import StrategyScore, score_by_strategy
 from personasim.analysis.reader import EmbeddingReader
 from personasim.analysis.static_build import prepare_embedder
@@ -406,7 +406,3 @@ def _ask_and_answer(config: RunConfig, store: TrajectoryStore, run_id: str, prog
         commit()
     return writing
 
-
-#: Users whose questions and answers are committed together: a commit costs about 8 ms whatever its
-#: size, and committing each task of eight users was a third of the driver's writing time.
-WRITE_USERS = 64

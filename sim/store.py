@@ -295,6 +295,28 @@ class TrajectoryStore:
             for table, rows in write:
                 self.write(table, rows)
 
+    def replace(self, table: str, rows: pa.Table) -> int:
+        """Write an Arrow table of ``table`` (``arrow_schema(table)``) over the stored rows with the
+        same primary key, in one transaction: a re-evaluation's answers replace the old ones batch
+        by batch, and a kill leaves each answer old or new, never gone. The old rows are found by
+        a join on the key (a list of 8,000 ids as a filter took 10 ms per batch)."""
+        if table not in TABLES or table == STORED_TABLE:
+            choices = ", ".join(sorted(set(TABLES) - {STORED_TABLE}))
+            raise StoreError(f"replace writes over rows by key in one of {choices}; not {table!r}")
+        if not rows.schema.equals(arrow_schema(table)):
+            raise StoreError(f"an Arrow table written to {table} must have arrow_schema({table!r}); "
+                             f"it has {rows.schema}")
+        key = TABLES[table][1]
+        with self.transaction():
+            self.con.register("_personasim_keys", rows.select(list(key)))
+            try:
+                on = " AND ".join(f"{table}.{c} = _personasim_keys.{c}" for c in key)
+                self.con.execute(f"DELETE FROM {table} USING _personasim_keys WHERE {on}")
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    self.con.unregister("_personasim_keys")
+            return self._insert(table, rows)
+
     def _delete(self, table: str, where: Mapping[str, object]) -> None:
         """Deleting from ``memory_snapshots`` deletes its stored rows: filter by run, persona or
         strategy (whole chains), never by session, or a continuation would lose its start."""

@@ -187,15 +187,25 @@ def test_bootstrap_ci_primitive():
         bootstrap_ci(draws, 100, 1.5, np.random.default_rng(0))
 
 
-def test_block_draws_equal_one_index_matrix(monkeypatch):
-    """Large groups are drawn in blocks to bound memory; the indices are those of one matrix."""
-    draws = np.random.default_rng(9).integers(0, 2, size=37)
-    whole = bootstrap_ci(draws, 300, 0.95, np.random.default_rng(5))
+def test_bootstrap_hit_counts_are_drawn_as_index_resampling_would_draw_them():
+    """A resample's hit count is drawn as Binomial(n, k/n), the exact distribution of n draws with
+    replacement: its interval matches the index-matrix bootstrap's, whatever the outcomes' order."""
+    draws = np.random.default_rng(9).integers(0, 2, size=400)
+    fast = bootstrap_ci(draws, 20_000, 0.95, np.random.default_rng(5))
+    idx = np.random.default_rng(6).integers(0, 400, size=(20_000, 400))
+    by_index = np.quantile(draws[idx].mean(axis=1), [0.025, 0.975])
+    assert np.allclose(fast, by_index, atol=3 / 400)  # within three steps of 1/n
+    assert bootstrap_ci(draws[::-1], 20_000, 0.95, np.random.default_rng(5)) == fast
+    assert bootstrap_ci(np.sort(draws), 20_000, 0.95, np.random.default_rng(5)) == fast
+
+
+def test_cluster_draws_in_blocks_equal_one_index_matrix(monkeypatch):
+    """Large cluster bootstraps are drawn in blocks to bound memory; the indices are those of one matrix."""
+    rng = np.random.default_rng(9)
+    correct, clusters = rng.integers(0, 2, size=120), rng.integers(0, 37, size=120)
+    whole = cluster_bootstrap_ci(correct, clusters, 300, 0.95, np.random.default_rng(5))
     monkeypatch.setattr(metrics, "_MAX_DRAWS_PER_BLOCK", 37 * 7)
-    assert bootstrap_ci(draws, 300, 0.95, np.random.default_rng(5)) == whole
-    idx = np.random.default_rng(5).integers(0, 37, size=(300, 37))
-    expected = np.quantile(draws[idx].mean(axis=1), [0.025, 0.975])
-    assert np.allclose(whole, expected)
+    assert cluster_bootstrap_ci(correct, clusters, 300, 0.95, np.random.default_rng(5)) == whole
 
 
 def test_cluster_bootstrap_is_wider_for_clustered_answers(tmp_path):

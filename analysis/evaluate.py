@@ -49,7 +49,6 @@ def answer_questions(
     settings: MemorySettings | None = None,
     on_answer: Callable[[], None] | None = None,
     concurrency: int = 16,
-    workers: int = 1,
     on_batch: Callable[[list[AnswerRow]], None] | None = None,
     keep_rows: bool = True,
 ) -> list[AnswerRow]:
@@ -62,9 +61,9 @@ def answer_questions(
     The snapshot is the strategy's state; what of it enters the context for this question is the
     strategy's own choice (``select_context``: everything, or top-k retrieval for rag). Readers
     that call a server (``answer_async``) answer ``concurrency`` questions at a time. Readers that
-    answer in batches (``answer_many``: the embedding reader) get each user's work at once, and with
-    ``workers`` > 1 a large evaluation is answered by a pool of that many Ray actors
-    (``analysis.answer_pool``); the answers are the same either way.
+    answer in batches (``answer_many``: the embedding reader) get a few users' work at once. All of
+    it runs in this process; ``evaluate`` scores a stored run with the embedding reader in a pool of
+    Ray actors instead (``analysis.scoring``), with the same answers.
 
     Users are taken ``USERS_PER_CHUNK`` at a time (their snapshots read, their work built and
     answered) so that a large run's evaluation holds one chunk of snapshots, not all of them.
@@ -74,8 +73,7 @@ def answer_questions(
     rows are returned in question order, each question's strategies in order; a caller that only
     stores them passes ``keep_rows=False`` and gets an empty list (a million rows are a few GB)."""
     users = _by_user(questions) if _flat(questions) else _numbered(questions)  # type: ignore[arg-type]
-    return _answer(con, run_id, users, strategies, reader, settings, on_answer, concurrency,
-                   workers, on_batch, keep_rows)
+    return _answer(con, run_id, users, strategies, reader, settings, on_answer, concurrency, on_batch, keep_rows)
 
 
 def _flat(questions: list[QuestionRow] | Iterable[list[QuestionRow]]) -> bool:
@@ -102,7 +100,7 @@ def _by_user(questions: list[QuestionRow]) -> Iterator[list[tuple[int, QuestionR
 def _answer(
     con: duckdb.DuckDBPyConnection, run_id: str, users: Iterable[list[tuple[int, QuestionRow]]],
     strategies: list[str], reader: Reader, settings: MemorySettings | None, on_answer: Callable[[], None] | None,
-    concurrency: int, workers: int, on_batch: Callable[[list[AnswerRow]], None] | None, keep_rows: bool,
+    concurrency: int, on_batch: Callable[[list[AnswerRow]], None] | None, keep_rows: bool,
 ) -> list[AnswerRow]:
     settings = settings or MemorySettings()
     embedder = getattr(reader, "embedder", None) or default_embedder()
@@ -125,8 +123,7 @@ def _answer(
 
     work = _users_work(con, run_id, users, strategies, embedder, settings)
     if getattr(reader, "answer_many", None) is not None:  # batched per user: their questions share most texts
-        from personasim.analysis.answer_pool import MIN_PARALLEL_ANSWERS, USERS_PER_TASK, answer_users_in_parallel
-        from personasim.analysis.reader import EmbeddingReader
+        from personasim.analysis.answer_pool import USERS_PER_TASK
 
         def answered(keys: list[list[AnswerItem]], answers: list[list[ReaderAnswer]]) -> None:
             store([(item.position, row(item, a)) for items, user_answers in zip(keys, answers, strict=True)
@@ -135,24 +132,13 @@ def _answer(
         def payload(items: list[AnswerItem]) -> list[tuple[list[str], str, list[str]]]:
             return [(item.context, item.question.query, item.question.options) for item in items]
 
-        # a pool is worth its start-up only for a large evaluation: look ahead until it is known to be
-        first: list[list[AnswerItem]] = []
-        pooled = workers > 1 and isinstance(reader, EmbeddingReader)
-        if pooled:
-            for items in work:
-                first.append(items)
-                if sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
-                    break
-        work = itertools.chain(first, work)
-        if pooled and sum(map(len, first)) >= MIN_PARALLEL_ANSWERS:
-            answer_users_in_parallel(reader, ((items, payload(items)) for items in work), workers, answered)
-        else:  # a few users at a time: their texts embedded together (``EmbeddingReader.answer_users``)
-            answer_users = getattr(reader, "answer_users", None)
-            while task := list(itertools.islice(work, USERS_PER_TASK)):
-                if answer_users is None:
-                    answered(task, [reader.answer_many(payload(items)) for items in task])
-                else:
-                    answered(task, answer_users([payload(items) for items in task]))
+        # a few users at a time: their texts embedded together (``EmbeddingReader.answer_users``)
+        answer_users = getattr(reader, "answer_users", None)
+        while task := list(itertools.islice(work, USERS_PER_TASK)):
+            if answer_users is None:
+                answered(task, [reader.answer_many(payload(items)) for items in task])
+            else:
+                answered(task, answer_users([payload(items) for items in task]))
     else:
         pending: list[tuple[int, AnswerRow]] = []
 
@@ -407,7 +393,7 @@ def evaluate(
 
                 answer_questions(
                     store.con, run_id, questions, strategies, answering, settings,
-                    on_answer=lambda: progress.advance(task), workers=workers, on_batch=commit, keep_rows=False,
+                    on_answer=lambda: progress.advance(task), on_batch=commit, keep_rows=False,
                 )
         tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
         report = _audit(store, run_id, questions, answering, audits) if questions else None

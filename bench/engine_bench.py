@@ -268,7 +268,8 @@ def answers(args: argparse.Namespace) -> dict:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "answers.duckdb"
-        summary = run(_config(args.users, args.sessions), db)
+        config = _config(args.users, args.sessions)
+        summary = run(config, db)
         con = duckdb.connect(str(db), read_only=True)
         questions = read_questions(con, summary.run_id)
         strategies = [s.strategy for s in summary.scores]
@@ -283,7 +284,11 @@ def answers(args: argparse.Namespace) -> dict:
             getattr(answering, "reader", answering).embedder.clear_cache()
             torch.set_num_threads(cores)  # the driver alone: every core, as `personasim eval` has
             started = time.perf_counter()
-            rows = answer_questions(con, summary.run_id, questions, strategies, answering, workers=workers)
+            if workers > 1:  # what `personasim eval` runs: users answered (and audited) in actors
+                rows = _scored_in_pool(con, summary.run_id, questions, strategies, config.memory.settings, answering,
+                                       workers)
+            else:
+                rows = answer_questions(con, summary.run_id, questions, strategies, answering)
             seconds = time.perf_counter() - started
             chosen[name] = [r.chosen_index for r in rows]
             accuracy = {s: round(sum(r.correct for r in rows if r.strategy == s) / len(questions), 4)
@@ -305,7 +310,28 @@ def answers(args: argparse.Namespace) -> dict:
                                                                         chosen["one_at_a_time"], strict=True)),
             "bf16_same_choices_batched_and_pool": chosen["per_user_batches_bf16"] == chosen["actor_pool_bf16"],
             "options_floor": floor,
-            "note": "actor_pool includes starting its actors (each imports torch and loads MiniLM)"}
+            "note": "actor_pool is personasim eval's way (analysis.scoring: answers and the artifact audit in "
+                    "actors) and includes starting its actors (each imports torch and loads MiniLM)"}
+
+
+def _scored_in_pool(con, run_id: str, questions: list, strategies: list[str], settings, reader,  # type: ignore[no-untyped-def]
+                    workers: int) -> list:
+    """``personasim eval``'s way (``analysis.scoring``): the users' questions answered and audited in
+    a pool of ``workers`` actors, as rows in question order, each question's strategies in order."""
+    from personasim.analysis.asking import AnsweringSpec
+    from personasim.analysis.profiles import load_profiles
+    from personasim.analysis.scoring import score_stored
+    from personasim.sim.rows import AnswerRow
+
+    spec = AnsweringSpec(run_id=run_id, strategies=strategies, memory=settings, **AnsweringSpec.reader_settings(reader))
+    rows: dict[tuple[str, str], AnswerRow] = {}
+
+    def done(scored) -> None:  # type: ignore[no-untyped-def]
+        for record in scored.answers.to_pylist():
+            rows[(record["question_id"], record["strategy"])] = AnswerRow.model_construct(**record)
+
+    score_stored(con, spec, questions, load_profiles(con, run_id), reader, workers, done)
+    return [rows[(q.question_id, s)] for q in questions for s in strategies]
 
 
 def _options_floor(questions: list, answers: int, cores: int) -> dict:

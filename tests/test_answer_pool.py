@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from personasim.agents.embedding import default_embedder
+from personasim.agents.embedding import default_embedder, size_torch_threads
 from personasim.agents.tokens import count_tokens
 from personasim.analysis import answer_pool
 from personasim.analysis.evaluate import answer_questions
@@ -77,22 +77,6 @@ def test_the_bfloat16_embedder_answers_alike_in_any_batch_and_close_to_minilm(st
     agree = sum(a.chosen_index == b.chosen_index for a, b in zip(exact, batched, strict=True)) / len(exact)
     assert agree >= 0.97
     assert [r.scores for r in exact] != [r.scores for r in batched]  # another computation, not MiniLM renamed
-
-
-def test_a_pool_of_actors_gives_the_same_answers_and_counts_progress(stored, ray_session, monkeypatch):
-    con, run_id, questions = stored
-    users = sorted({q.persona_id for q in questions})[:4]  # enough for several tasks; actors cost start-up
-    questions = [q for q in questions if q.persona_id in users]
-    strategies = ["none", "agentic"]
-    reader = EmbeddingReader(default_embedder())
-    in_process = answer_questions(con, run_id, questions, strategies, reader, workers=1)
-    monkeypatch.setattr(answer_pool, "MIN_PARALLEL_ANSWERS", 0)
-    monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 1)  # several tasks per actor
-    ticks: list[int] = []
-    pooled = answer_questions(con, run_id, questions, strategies, reader, workers=2,
-                              on_answer=lambda: ticks.append(1))
-    _same(pooled, in_process)
-    assert len(ticks) == len(pooled)
 
 
 def test_users_taken_a_chunk_at_a_time_give_the_same_rows_each_stored_once(stored, monkeypatch):
@@ -164,29 +148,30 @@ def test_every_stored_snapshot_counts_its_lines(stored):
     assert all(s.tokens == sum(count_tokens(line) for line in s.items) for s in snapshots)
 
 
-def test_the_pool_reads_users_as_it_has_room_not_all_at_once(stored, ray_session, monkeypatch):
-    """The pool pulls each task's users when an actor has room, so the driver builds a few users'
-    work ahead of the actors rather than the whole run's."""
-    con, run_id, questions = stored
-    monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 1)
-    work = [([f"I love {food}."], "What should I cook?", ["Pasta tonight.", "Sushi tonight."])
-            for food in ("pasta", "sushi", "tacos", "ramen", "curry", "paella", "pho", "dumplings", "risotto")]
-    pulled, answered, ahead = [0], [0], []
+def test_the_pool_reads_tasks_as_it_has_room_not_all_at_once(ray_session):
+    """The pool pulls each task when an actor has room, so the driver builds a few users' work
+    ahead of the actors rather than the whole run's."""
 
-    def users():
-        for n, item in enumerate(work):
+    class Doubles:
+        def double(self, n: int) -> int:
+            return 2 * n
+
+    pulled, done, ahead = [0], [0], []
+
+    def tasks():  # type: ignore[no-untyped-def]
+        for n in range(40):
             pulled[0] += 1
-            ahead.append(pulled[0] - answered[0])
-            yield n, [item]
+            ahead.append(pulled[0] - done[0])
+            yield n, n
 
-    def on_answered(keys, answers):  # type: ignore[no-untyped-def]
-        answered[0] += len(keys)
-        assert all(len(a) == 1 for a in answers)
+    def on_done(key: int, result: int) -> None:
+        assert result == 2 * key
+        done[0] += 1
 
     workers = 2
-    answer_pool.answer_users_in_parallel(EmbeddingReader(default_embedder()), users(), workers, on_answered)
-    assert answered[0] == len(work)
-    assert max(ahead) <= workers * answer_pool.TASKS_IN_FLIGHT  # never more users than actor slots
+    answer_pool.in_pool(Doubles, (), "double", tasks(), workers, on_done)
+    assert done[0] == 40
+    assert max(ahead) <= workers * answer_pool.TASKS_IN_FLIGHT  # never more tasks in flight than actor slots
 
 
 def test_torch_threads_follow_the_cores_given():
@@ -194,8 +179,8 @@ def test_torch_threads_follow_the_cores_given():
 
     before = torch.get_num_threads()
     try:
-        assert answer_pool.size_torch_threads(1) == 1 and torch.get_num_threads() == 1
-        assert answer_pool.size_torch_threads(2.0) == 2 and torch.get_num_threads() == 2
+        assert size_torch_threads(1) == 1 and torch.get_num_threads() == 1
+        assert size_torch_threads(2.0) == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 

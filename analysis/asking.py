@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from personasim.agents.memory import MemorySettings
-from personasim.analysis.evaluate import USERS_PER_CHUNK, answer_record, user_items
+from personasim.analysis.answer_items import USERS_PER_CHUNK, answer_record, user_items
 from personasim.analysis.questions import QuestionConfig, RunFacts, UsersAsker, load_run_facts
 from personasim.analysis.reader import EmbeddingReader
 from personasim.sim.rows import QuestionRow

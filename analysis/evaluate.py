@@ -15,24 +15,25 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personasim.agents.backends import BackendConfig
 from personasim.agents.embedding import default_embedder, use_embedder
-from personasim.agents.memory import MemorySettings, memory_class
-from personasim.agents.tokens import count_tokens
+from personasim.agents.memory import MemorySettings
+from personasim.analysis import answer_items
+from personasim.analysis.answer_items import AnswerItem, answer_record, user_items
 from personasim.analysis.questions import QUESTION_TYPES, QuestionConfig, generate_questions
 from personasim.analysis.reader import EmbeddingReader, Reader, ReaderAnswer
 from personasim.analysis.static_build import prepare_embedder
 from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
-from personasim.sim.store_read import SnapshotRef, read_questions, read_snapshots, snapshot_strategies
+from personasim.sim.store_read import read_questions, read_snapshots, snapshot_strategies
 from personasim.sim.store_runs import SimulatedRun, read_run, resolve_finished_run
 
 ReaderKind = Literal["embed", "llm", "loglik"]
@@ -163,68 +164,13 @@ def _answer(
 #: Rows per ``on_batch`` call for readers that answer one question at a time (LLM, log-likelihood):
 #: a kill loses at most this many answers.
 ANSWER_BATCH = 50
-#: Users whose snapshots are read and whose work is built at once.
-USERS_PER_CHUNK = 256
-
-
-class AnswerItem(NamedTuple):
-    """One answer to give: a question, a strategy, the snapshot it reads and the context chosen."""
-
-    position: int  # in question order, each question's strategies in order
-    question: QuestionRow
-    strategy: str
-    snapshot: SnapshotRef | None
-    context: list[str]
-
-
-def answer_record(run_id: str, reader: str, model_name: str | None, item: AnswerItem,
-                  result: ReaderAnswer) -> dict[str, Any]:
-    """An answer row's values: one definition for rows built here and for those an evaluation
-    actor sends back as an Arrow table (``analysis.asking``)."""
-    q, snap = item.question, item.snapshot
-    key = reader if model_name is None else f"{reader}:{model_name}"
-    return {
-        "run_id": run_id, "answer_id": f"{q.question_id}/{item.strategy}/{key}", "question_id": q.question_id,
-        "persona_id": q.persona_id, "strategy": item.strategy, "reader": reader,
-        "snapshot_id": snap.snapshot_id if snap else None, "chosen_index": result.chosen_index,
-        "correct": result.chosen_index == q.correct_index, "scores": result.scores,
-        "context_tokens": _context_tokens(snap, item.context), "reader_model": model_name,
-        "raw_output": result.raw_output,
-    }
-
-
-def _context_tokens(snap: SnapshotRef | None, context: list[str]) -> int:
-    """A snapshot used whole: its stored count, which is the count of its joined lines (no token
-    spans the newline joining two lines); otherwise the chosen lines' counts, each cached."""
-    if snap is not None and context is snap.items:
-        return snap.tokens
-    return sum(count_tokens(line) for line in context)
-
-
-def user_items(
-    questions: list[tuple[int, QuestionRow]], snapshots: Mapping[tuple[str, str], list[SnapshotRef]],
-    strategies: list[str], embedder: Any, settings: MemorySettings,
-) -> list[AnswerItem]:
-    """One user's answers to give: each strategy answers from its latest snapshot at or before the
-    question, with the context its memory class selects from it."""
-    items: list[AnswerItem] = []
-    selectors = {strategy: memory_class(strategy).select_context for strategy in strategies}
-    for n, q in questions:
-        for k, strategy in enumerate(strategies):
-            before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
-            snap = before[-1] if before else None
-            context = selectors[strategy](snap.items, q.query, embedder, settings) if snap else []
-            items.append(AnswerItem(n * len(strategies) + k, q, strategy, snap, context))
-    return items
-
-
 def _users_work(
     con: duckdb.DuckDBPyConnection, run_id: str, users: Iterable[list[tuple[int, QuestionRow]]],
     strategies: list[str], embedder: Any, settings: MemorySettings,
 ) -> Iterator[list[AnswerItem]]:
     """Each user's work, in the order the users come, snapshots read ``USERS_PER_CHUNK`` users at a time."""
     source = iter(users)
-    while chunk := list(itertools.islice(source, USERS_PER_CHUNK)):
+    while chunk := list(itertools.islice(source, answer_items.USERS_PER_CHUNK)):
         snapshots = read_snapshots(con, run_id, [questions[0][1].persona_id for questions in chunk if questions])
         for questions in chunk:
             yield user_items(questions, snapshots, strategies, embedder, settings)

@@ -22,9 +22,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from personasim.analysis.answer_items import USERS_PER_CHUNK
 from personasim.analysis.asking import AnsweringSpec, UsersAnswerer, here_then_pool, latest_at, load_embedder_in_actor
 from personasim.analysis.audit import QuestionAudit, audit_questions
-from personasim.analysis.evaluate import USERS_PER_CHUNK
 from personasim.analysis.reader import EmbeddingReader
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store_read import SnapshotRef, read_snapshots

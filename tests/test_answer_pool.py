@@ -82,13 +82,13 @@ def test_the_bfloat16_embedder_answers_alike_in_any_batch_and_close_to_minilm(st
 def test_users_taken_a_chunk_at_a_time_give_the_same_rows_each_stored_once(stored, monkeypatch):
     """A large run's evaluation reads snapshots a chunk of users at a time; nothing about an
     answer may depend on the chunk it was in."""
-    from personasim.analysis import evaluate
+    from personasim.analysis import answer_items
 
     con, run_id, questions = stored
     strategies = ["none", "full_history", "agentic"]
     reader = EmbeddingReader(default_embedder())
     whole = answer_questions(con, run_id, questions, strategies, reader)
-    monkeypatch.setattr(evaluate, "USERS_PER_CHUNK", 2)
+    monkeypatch.setattr(answer_items, "USERS_PER_CHUNK", 2)
     batches: list[list] = []
     kept = answer_questions(con, run_id, questions, strategies, reader, on_batch=batches.append, keep_rows=False)
     streamed = sorted((r for batch in batches for r in batch), key=lambda r: [a.answer_id for a in whole].index(
@@ -101,7 +101,7 @@ def test_users_taken_a_chunk_at_a_time_give_the_same_rows_each_stored_once(store
 def test_questions_a_user_at_a_time_are_the_run_questions_answered_the_same(stored, monkeypatch):
     """A run asks and answers its questions a few users at a time (personasim/api.py): the same
     questions as all at once, the same answers, and the users are generated as they are answered."""
-    from personasim.analysis import evaluate
+    from personasim.analysis import answer_items
 
     con, run_id, questions = stored
     by_user = list(generate_questions_by_user(con, run_id, 0))
@@ -117,7 +117,7 @@ def test_questions_a_user_at_a_time_are_the_run_questions_answered_the_same(stor
     strategies = ["none", "full_history", "agentic"]
     reader = EmbeddingReader(default_embedder())
     whole = answer_questions(con, run_id, flat, strategies, reader)
-    monkeypatch.setattr(evaluate, "USERS_PER_CHUNK", 2)  # snapshots read for 2 users at a time
+    monkeypatch.setattr(answer_items, "USERS_PER_CHUNK", 2)  # snapshots read for 2 users at a time
     monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 2)  # and 2 users' texts embedded together
     pulled, pulled_at_first_batch = [0], []
 

@@ -118,7 +118,7 @@ def test_replace_writes_over_rows_with_the_same_key_and_keeps_the_rest(small_run
     with open_store(copy, write=True) as store:
         con = store.con
         total = con.execute("SELECT count(*) FROM answers").fetchall()[0][0]
-        some = con.execute("SELECT * FROM answers ORDER BY answer_id LIMIT 5").to_arrow_table()
+        some = con.sql("SELECT * FROM answers ORDER BY answer_id LIMIT 5").to_arrow_table()
         flipped = some.set_column(some.schema.get_field_index("correct"), "correct",
                                   pa.array([not c for c in some.column("correct").to_pylist()]))
         flipped = flipped.cast(arrow_schema("answers"))

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from personasim.agents.memory import MemorySettings, memory_class
-from personasim.analysis import evaluate as evaluate_module
+from personasim.analysis import answer_items
 from personasim.analysis.evaluate import answer_questions
 from personasim.analysis.reader import ReaderAnswer
 from personasim.sim.rows import QuestionRow
@@ -60,7 +60,7 @@ def _memory_states(con, run_id: str, questions: list[QuestionRow], strategies: l
 
         return Recording
 
-    monkeypatch.setattr(evaluate_module, "memory_class", recording_class)
+    monkeypatch.setattr(answer_items, "memory_class", recording_class)
     answers = answer_questions(con, run_id, questions, strategies, _RecordingReader(), MemorySettings())
     assert len(seen) == len(answers) == len(questions) * len(strategies)
     # answer_questions walks questions, then strategies: the recorded states line up with the answers

@@ -98,6 +98,8 @@ def distil(minilm: Path | None = None, batch_size: int = 512) -> np.ndarray:
 
 #: Words whose WordPiece ids a process keeps (a few hundred bytes each); past it the cache restarts.
 WORD_CACHE_SIZE = 200_000
+#: Texts whose vectors a process keeps (1.5 KB each, as many as MiniLM's embedder keeps).
+TEXT_CACHE_SIZE = 50_000
 #: Tokens of one text gathered into the reused buffer (longer texts get an array of their own).
 _BUFFER_TOKENS = 4096
 #: What the BERT pre-tokeniser makes of lower-cased plain ASCII: letter-and-digit runs, and each
@@ -144,6 +146,7 @@ class StaticEmbedder:
         self._word_ids: dict[str, tuple[int, ...]] = {}
         self._splits_like_bert = _splits_like_bert(minilm / "tokenizer.json")
         self._buffer = np.empty((_BUFFER_TOKENS, self.vectors.shape[1]), dtype=np.float32)
+        self._vectors: dict[str, np.ndarray] = {}
 
     def token_ids(self, text: str) -> list[int]:
         """The WordPiece ids MiniLM's tokenizer gives ``text`` (no special tokens), the same list.
@@ -168,7 +171,25 @@ class StaticEmbedder:
         return list(chain.from_iterable(pieces))  # type: ignore[arg-type]  # every None was filled
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm embeddings, one row per text (a text with no known token: a zero row)."""
+        """Unit-norm embeddings, one row per text (a text with no known token: a zero row).
+
+        Vectors are kept by text (``TEXT_CACHE_SIZE``, oldest first out): the framework's texts
+        come from finite banks, so users share many of them (a 1,000-user run's questions have
+        161,652 option slots and 49,451 distinct options), and a text's vector depends on nothing
+        but the text, so a kept vector is the one computing it again would give."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        known = self._vectors
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            for text, vector in zip(missing, self._encode(missing), strict=True):
+                known[text] = vector
+        out = np.stack([known[t] for t in texts])
+        while len(known) > TEXT_CACHE_SIZE:
+            del known[next(iter(known))]
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         buffer = self._buffer
         for row, text in enumerate(texts):
@@ -186,7 +207,7 @@ class StaticEmbedder:
         return self.encode(texts)  # as fast as reading a file
 
     def clear_cache(self) -> None:
-        return None  # nothing cached: every call computes
+        self._vectors.clear()
 
     @property
     def dimension(self) -> int:

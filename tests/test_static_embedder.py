@@ -114,6 +114,25 @@ def test_a_text_is_the_unit_sum_of_its_token_vectors_and_the_model_is_built_once
     assert StaticEmbedder().model_path.stat().st_mtime_ns == built  # reused, not built again
 
 
+def test_a_kept_vector_is_the_one_computing_it_again_gives(tiny_bert, monkeypatch):
+    """Vectors are kept by text: the same bits as a text embedded alone in a fresh embedder,
+    whatever batch it came in, and the kept set stays within its bound."""
+    static_build.prepare_embedder("minilm-static")
+    texts = [" ".join(WORDS[i:i + 3]) for i in range(30)]
+    fresh = StaticEmbedder()
+    alone = []
+    for text in texts:
+        fresh.clear_cache()
+        alone.append(fresh.encode([text])[0])
+    embedder = StaticEmbedder()
+    assert np.array_equal(embedder.encode(texts), np.stack(alone))
+    monkeypatch.setattr(static_embedding, "TEXT_CACHE_SIZE", 10)
+    again = embedder.encode([*reversed(texts), *texts[:5]])  # all kept: given, then trimmed to ten
+    assert np.array_equal(again, np.stack([*reversed(alone), *alone[:5]]))
+    assert len(embedder._vectors) == 10
+    assert embedder.encode([]).shape == (0, embedder.dimension)
+
+
 def test_an_actor_never_builds(tiny_bert, monkeypatch):
     monkeypatch.setattr(static_build, "in_ray_worker", lambda: True)
     static_build.prepare_embedder("minilm-static")

@@ -134,8 +134,8 @@ class UsersEvaluator(UsersAnswerer):
 
 
 def load_embedder_in_actor(name: str) -> None:
-    """A pool actor's embedder: the spec's, loaded (and built, for ``minilm-static``) in the actor,
-    with torch's threads at the cores Ray gave it."""
+    """A pool actor's embedder: the spec's, loaded in the actor (a ``minilm-static`` model the
+    driver built beforehand: an actor never builds one), with torch's threads at the cores Ray gave it."""
     from personasim.agents.embedding import size_torch_threads, use_embedder
     from personasim.analysis.static_build import prepare_embedder
 

@@ -129,8 +129,8 @@ def bootstrap_ci(
     Resamples ``correct`` with replacement ``n_boot`` times and takes the (1 - confidence)/2 and
     1 - (1 - confidence)/2 quantiles of the resampled accuracies. A resample's hit count, n draws
     with replacement from outcomes of which k are hits, is exactly Binomial(n, k/n), so it is drawn
-    as that: the same bootstrap without the (n_boot, n) index matrix (121,239 answers: 5 s of a
-    10-second summary, now milliseconds), and an interval that depends on the outcomes, not on
+    as that: the same bootstrap without the (n_boot, n) index matrix (121,239 answers: 5 s of the
+    6 s summary tables, now milliseconds), and an interval that depends on the outcomes, not on
     the order the store returns them in. A single outcome has no spread to resample, so its
     interval is the point itself.
     """

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from personasim.analysis.answer_items import USERS_PER_CHUNK
@@ -48,38 +47,13 @@ class Scored(NamedTuple):
 
 
 class UsersScorer(UsersAnswerer):
-    """Answers and audits tasks of users with one embedding reader (the driver's, or an actor's own)."""
+    """Answers and audits tasks of users with one embedding reader (the driver's, or an actor's own).
+    The audit embeds the options answering has just embedded: both embedders keep vectors by text."""
 
     def score(self, task: StoredTask) -> Scored:
-        embedder = self.reader.embedder
-        self.reader.embedder = memo = _TaskMemo(embedder)  # the audit re-reads what answering embedded
-        try:
-            answers = self.answer(task.questions, task.snapshots)
-            flat = [q for user in task.questions for q in user]
-            return Scored(len(task.questions), answers, audit_questions(flat, task.profiles, memo))
-        finally:
-            self.reader.embedder = embedder
-
-
-class _TaskMemo:
-    """An embedder that keeps every vector it gave during one task, so the audit embeds again only
-    what answering did not (profiles, and queries answering never needed). MiniLM keeps its own
-    cache; the static embedder keeps none, and re-embedding a task's options was a third of its
-    scoring time. A text's vector is the same in any batch, so this changes no result."""
-
-    def __init__(self, embedder: object) -> None:
-        self.embedder = embedder
-        self.name = getattr(embedder, "name", "minilm")
-        self.vectors: dict[str, np.ndarray] = {}
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        known = self.vectors
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
-        if missing:
-            known.update(zip(missing, self.embedder.encode(missing), strict=True))  # type: ignore[attr-defined]
-        if not texts:
-            return self.embedder.encode([])  # type: ignore[attr-defined]
-        return np.stack([known[t] for t in texts])
+        answers = self.answer(task.questions, task.snapshots)
+        flat = [q for user in task.questions for q in user]
+        return Scored(len(task.questions), answers, audit_questions(flat, task.profiles, self.reader.embedder))
 
 
 class PoolScorer(UsersScorer):

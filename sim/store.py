@@ -120,6 +120,11 @@ def arrow_schema(name: str) -> pa.Schema:
     return pa.schema([pa.field(c, t, nullable=n) for c, _, t, n in _column_types(model)])
 
 
+def _check_arrow_schema(table: str, rows: pa.Table) -> None:
+    if not rows.schema.equals(arrow_schema(table)):
+        raise StoreError(f"an Arrow table written to {table} must have arrow_schema({table!r}); it has {rows.schema}")
+
+
 def missing_store_error(path: str | Path) -> StoreError:
     """The one message for a store that is not there, naming the command that creates it."""
     return StoreError(f"store {path} does not exist; run `personasim run --db {path}` first")
@@ -252,9 +257,7 @@ class TrajectoryStore:
         if isinstance(rows, pa.Table):
             if table == VIEW:
                 raise StoreError(f"{VIEW} takes MemorySnapshotRow rows; write Arrow tables to {STORED_TABLE}")
-            if not rows.schema.equals(arrow_schema(table)):
-                raise StoreError(f"an Arrow table written to {table} must have arrow_schema({table!r}); "
-                                 f"it has {rows.schema}")
+            _check_arrow_schema(table, rows)
             return self._insert(table, rows)
         if not rows:
             return 0
@@ -299,13 +302,11 @@ class TrajectoryStore:
         """Write an Arrow table of ``table`` (``arrow_schema(table)``) over the stored rows with the
         same primary key, in one transaction: a re-evaluation's answers replace the old ones batch
         by batch, and a kill leaves each answer old or new, never gone. The old rows are found by
-        a join on the key (a list of 8,000 ids as a filter took 10 ms per batch)."""
+        a join on the key (a list of a thousand ids as a filter took 10 ms per batch)."""
         if table not in TABLES or table == STORED_TABLE:
             choices = ", ".join(sorted(set(TABLES) - {STORED_TABLE}))
             raise StoreError(f"replace writes over rows by key in one of {choices}; not {table!r}")
-        if not rows.schema.equals(arrow_schema(table)):
-            raise StoreError(f"an Arrow table written to {table} must have arrow_schema({table!r}); "
-                             f"it has {rows.schema}")
+        _check_arrow_schema(table, rows)
         key = TABLES[table][1]
         with self.transaction():
             self.con.register("_personasim_keys", rows.select(list(key)))

@@ -17,9 +17,13 @@ _CACHED_MAX_CHARS = 4000
 
 
 def count_tokens(text: str) -> int:
-    if len(text) > _CACHED_MAX_CHARS:
-        return len(_TOKEN.findall(text))
-    return _count_short(text)
+    if len(text) <= _CACHED_MAX_CHARS:
+        return _count_short(text)
+    # No token spans whitespace, so a long text counts as the sum of its lines. A prompt's memory
+    # block is a history whose lines were counted when they were remembered: recounting it whole
+    # on every call was a quarter of a shard's counting (py-spy, 300 users x 8 sessions).
+    return sum(_count_short(line) if len(line) <= _CACHED_MAX_CHARS else len(_TOKEN.findall(line))
+               for line in text.split("\n"))
 
 
 @lru_cache(maxsize=32768)

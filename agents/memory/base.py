@@ -257,7 +257,8 @@ class PersonaMemory(Memory):
     def snapshot(self) -> MemorySnapshot:
         items = self.items()
         text = "\n".join(items)
-        return MemorySnapshot(text=text, items=items, tokens=count_tokens(text))
+        # a token never spans the line breaks, so the items' counts (mostly counted before) add up
+        return MemorySnapshot(text=text, items=items, tokens=sum(map(count_tokens, items)))
 
     async def update_context(self, model_context: ChatCompletionContext) -> UpdateContextResult:
         messages = await model_context.get_messages()

@@ -65,9 +65,9 @@ class _MessageLog(PersonaMemory):
         self._tokens = tokens
 
     async def remember(self, role: str, text: str, time: str) -> None:
-        line = f"[{time}] {role}: {text}"
-        self._new.append(line)
-        self._tokens += count_tokens(line)
+        self._new.append(f"[{time}] {role}: {text}")
+        # the line's count, from the text's (counted already when it was said) and its tag's
+        self._tokens += count_tokens(f"[{time}] {role}:") + count_tokens(text)
 
     async def end_session(self, session_end: datetime) -> None:
         self._pack(self._lines, self._tokens)

@@ -151,6 +151,24 @@ def _top2_by_partition(similarity: np.ndarray, slices: list[tuple[int, int]]) ->
     return out
 
 
+def test_a_sentences_topic_scores_are_the_same_bits_alone_in_any_batch_and_kept(index, monkeypatch):
+    """Scores are kept by text, so a row must not depend on the rows computed beside it."""
+    catalog = load_topic_catalog()
+    texts = [LIME, FIZZY, RUST, HIKE] + [d for t in catalog.topics[:6] for d in topic_descriptors(catalog, t.id)][:60]
+    vectors = np.asarray(index.embedder.encode(texts), dtype=np.float32)
+    together = index.scores_of_vectors(vectors)
+    for i in range(len(texts)):
+        assert np.array_equal(index.scores_of_vectors(vectors[i:i + 1])[0], together[i])
+    order = np.random.default_rng(1).permutation(len(texts))
+    for part in (order[:2], order[:17], order[17:]):
+        assert np.array_equal(index.scores_of_vectors(vectors[part]), together[part])
+    monkeypatch.setattr(index, "_scores", {})
+    monkeypatch.setattr(index, "scores_kept", 20)
+    assert np.array_equal(index.sentence_scores(texts[:5]), together[:5])
+    assert np.array_equal(index.sentence_scores(texts + texts[:3]), np.concatenate([together, together[:3]]))
+    assert len(index._scores) == 20 and list(index._scores) == list(dict.fromkeys(texts))[-20:]
+
+
 def test_per_topic_top2_gives_the_partition_loops_exact_values():
     """Same float32 bits as a partition per topic, ties (the best twice) and one-descriptor topics included."""
     index = TopicIndex(load_topic_catalog(), embedder=None)

@@ -11,6 +11,12 @@ import re
 from functools import lru_cache
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: Each ASCII character's part in ``_TOKEN``, taken from the pattern's own classes: "a" a word
+#: character, " " whitespace, "." a mark that is a token alone.
+_ASCII_ROLE = bytes(
+    ord("a") if re.fullmatch(r"\w", chr(c)) else ord(" ") if re.fullmatch(r"\s", chr(c)) else ord(".")
+    for c in range(128)
+) + b"." * 128
 #: Texts up to this long are counted once per process: a chat client counts every message of the
 #: prompt on every call, so a session's early messages would be counted again on each turn.
 _CACHED_MAX_CHARS = 4000
@@ -22,13 +28,24 @@ def count_tokens(text: str) -> int:
     # No token spans whitespace, so a long text counts as the sum of its lines. A prompt's memory
     # block is a history whose lines were counted when they were remembered: recounting it whole
     # on every call was a quarter of a shard's counting (py-spy, 300 users x 8 sessions).
-    return sum(_count_short(line) if len(line) <= _CACHED_MAX_CHARS else len(_TOKEN.findall(line))
-               for line in text.split("\n"))
+    return sum(_count_short(line) if len(line) <= _CACHED_MAX_CHARS else _count(line) for line in text.split("\n"))
 
 
 @lru_cache(maxsize=32768)
 def _count_short(text: str) -> int:
-    return len(_TOKEN.findall(text))
+    return _count(text)
+
+
+def _count(text: str) -> int:
+    """``len(_TOKEN.findall(text))``, 5x faster on ASCII text (every generated text).
+
+    Counting was a tenth of a shard's time, most of it on texts seen once (each reply as it is
+    produced), and ``findall`` builds a string per token. Here each character becomes its role
+    (``_ASCII_ROLE``) and the tokens are the marks plus the starts of word runs: all C loops."""
+    if not text.isascii():
+        return len(_TOKEN.findall(text))
+    roles = b" " + text.encode("ascii").translate(_ASCII_ROLE)
+    return roles.count(b".") + roles.count(b" a") + roles.count(b".a")
 
 
 def truncate_to_tokens(lines: list[str], budget: int) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from personasim.personas.others import others_statements
+from personasim.sim.collector import collect_rarely_in_workers
 from personasim.sim.config import RunConfig
 from personasim.sim.rows import PersonaRow, PreferenceRow, SensitiveFactRow, TurnRow
 from personasim.sim.session import SessionBatch, SessionContext, SimulatedUser
@@ -80,6 +81,7 @@ class UserShard:
     ) -> None:
         """``run_id`` names the run the rows belong to (default ``config.run_id``; the online
         environment stores its episodes under its own run)."""
+        collect_rarely_in_workers()  # an actor's users are half a million objects (sim/collector.py)
         self.context = SessionContext(config, run_id, concurrency_share=num_shards, model_servers=model_servers)
         self.config = config
         self.run_id = self.context.run_id

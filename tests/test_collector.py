@@ -1,0 +1,24 @@
+"""A shard actor runs the cyclic collector's full passes rarely; a driver keeps its own settings."""
+
+from __future__ import annotations
+
+import gc
+
+from personasim.sim.collector import FULL_PASS_EVERY
+from personasim.sim.shard import UserShard
+
+
+def test_a_shard_in_a_ray_worker_makes_full_collections_rare_and_a_driver_keeps_its_own(ray_session, small_config):
+    before = gc.get_threshold()
+    UserShard(small_config, [0])
+    assert gc.get_threshold() == before  # in the driver: untouched
+
+    @ray_session.remote(num_cpus=1)
+    def thresholds_in_a_worker() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults, whatever an earlier task left
+        first = gc.get_threshold()
+        UserShard(small_config, [0])
+        return first, gc.get_threshold()
+
+    first, after = ray_session.get(thresholds_in_a_worker.remote())
+    assert after == (first[0], first[1], FULL_PASS_EVERY)

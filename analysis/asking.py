@@ -139,9 +139,12 @@ def load_embedder_in_actor(name: str) -> None:
     from personasim.agents.embedding import size_torch_threads, use_embedder
     from personasim.analysis.static_build import prepare_embedder
 
+    from personasim.sim.collector import collect_rarely_in_workers
+
     prepare_embedder(name)
     use_embedder(name)
     size_torch_threads()
+    collect_rarely_in_workers()
 
 
 class PoolEvaluator(UsersEvaluator):

@@ -9,7 +9,8 @@ the end freed no object. So a worker keeps the young collections as they are and
 one due after a thousand of them instead of ten; a cycle that does reach the old generation is
 still freed, later.
 
-Only in a Ray worker: a driver (a notebook, a test) keeps its own collector settings.
+Only in a Ray worker (a shard actor, an evaluation actor): a driver (a notebook, a test) keeps its
+own collector settings.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A shard actor runs the cyclic collector's full passes rarely; a driver keeps its own settings."""
+"""A shard actor (and an evaluation actor) runs the cyclic collector's full passes rarely; a driver keeps its own settings."""
 
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ def test_a_shard_in_a_ray_worker_makes_full_collections_rare_and_a_driver_keeps_
     assert gc.get_threshold() == before  # in the driver: untouched
 
     @ray_session.remote(num_cpus=1)
-    def thresholds_in_a_worker() -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    def thresholds_in_a_worker(start: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        from personasim.analysis.asking import load_embedder_in_actor
+
         gc.set_threshold(700, 10, 10)  # CPython's defaults, whatever an earlier task left
         first = gc.get_threshold()
-        UserShard(small_config, [0])
+        if start == "shard":
+            UserShard(small_config, [0])
+        else:  # an evaluation pool actor's start
+            load_embedder_in_actor(small_config.embedder)
         return first, gc.get_threshold()
 
-    first, after = ray_session.get(thresholds_in_a_worker.remote())
-    assert after == (first[0], first[1], FULL_PASS_EVERY)
+    for start in ("shard", "evaluation actor"):
+        first, after = ray_session.get(thresholds_in_a_worker.remote(start))
+        assert after == (first[0], first[1], FULL_PASS_EVERY)

@@ -138,7 +138,6 @@ def load_embedder_in_actor(name: str) -> None:
     driver built beforehand: an actor never builds one), with torch's threads at the cores Ray gave it."""
     from personasim.agents.embedding import size_torch_threads, use_embedder
     from personasim.analysis.static_build import prepare_embedder
-
     from personasim.sim.collector import collect_rarely_in_workers
 
     prepare_embedder(name)

@@ -1,4 +1,4 @@
-"""A shard actor (and an evaluation actor) runs the cyclic collector's full passes rarely; a driver keeps its own settings."""
+"""Shard and evaluation actors run the collector's full passes rarely; a driver keeps its own settings."""
 
 from __future__ import annotations
 

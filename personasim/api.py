@@ -23,6 +23,7 @@ from personasim.analysis.asking import WRITE_USERS, Asked, AskingSpec, ask_and_a
 from personasim.analysis.evaluate import StrategyScore, score_by_strategy
 from personasim.analysis.reader import EmbeddingReader
 from personasim.analysis.static_build import prepare_embedder
+from personasim.sim.collector import collecting_rarely
 from personasim.sim.config import EngineConfig, RunConfig
 from personasim.sim.engine import run_simulation
 from personasim.sim.progress import progress_bar
@@ -283,7 +284,7 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
     prepare_embedder(config.embedder)  # built here, before any actor needs it
     use_embedder(config.embedder)  # the driver's questions and reader embed with the run's model
     try:
-        with progress_bar(show_progress) as progress:
+        with collecting_rarely(), progress_bar(show_progress) as progress:
             total_sessions = config.population.users * config.schedule.sessions
             sim_task = progress.add_task("simulating sessions", total=total_sessions)
             if resume:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from personasim.sim.collector import FULL_PASS_EVERY
+from personasim.sim.collector import FULL_PASS_EVERY, collecting_rarely
 from personasim.sim.shard import UserShard
 
 
@@ -28,3 +28,20 @@ def test_a_shard_in_a_ray_worker_makes_full_collections_rare_and_a_driver_keeps_
     for start in ("shard", "evaluation actor"):
         first, after = ray_session.get(thresholds_in_a_worker.remote(start))
         assert after == (first[0], first[1], FULL_PASS_EVERY)
+
+
+def test_a_driver_collects_rarely_only_inside_the_block_and_gets_its_settings_back():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(500, 7, 9)
+        with collecting_rarely():
+            assert gc.get_threshold() == (500, 7, FULL_PASS_EVERY)
+        assert gc.get_threshold() == (500, 7, 9)
+        try:
+            with collecting_rarely():
+                raise KeyboardInterrupt  # a run stopped by Ctrl-C
+        except KeyboardInterrupt:
+            pass
+        assert gc.get_threshold() == (500, 7, 9)
+    finally:
+        gc.set_threshold(*before)

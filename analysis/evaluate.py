@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -35,6 +35,9 @@ from personasim.sim.rows import AnswerRow, QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
 from personasim.sim.store_read import read_questions, read_snapshots, snapshot_strategies
 from personasim.sim.store_runs import SimulatedRun, read_run, resolve_finished_run
+
+if TYPE_CHECKING:
+    from personasim.analysis.scoring import StoredQuestions
 
 ReaderKind = Literal["embed", "llm", "loglik"]
 
@@ -314,8 +317,8 @@ def evaluate(
         run_embedder = _run_embedder(store, run_id)
         prepare_embedder(run_embedder)
         use_embedder(run_embedder)  # questions are generated with the run's own model
-        questions = _questions(store, run_id, regenerate)
-        questions = _filter_types(questions, types)
+        _ensure_questions(store, run_id, regenerate)
+        chosen = _chosen_questions(store, run_id, types)
         strategies = _strategies(store, run_id, strategies)
         prepare_embedder(embedder or run_embedder)
         use_embedder(embedder or run_embedder)
@@ -324,13 +327,19 @@ def evaluate(
         settings = read_run(store, run_id).memory_settings
         workers = workers or os.cpu_count() or 1
         with progress_bar(show_progress) as progress:
-            task = progress.add_task(f"answering ({answering.name})", total=len(questions) * len(strategies))
+            task = progress.add_task(f"answering ({answering.name})", total=chosen.count * len(strategies))
             answered = [0]
             audits: list[Any] | None = None
+            questions: list[QuestionRow] | None = None  # held whole only for the other readers
             if isinstance(answering, EmbeddingReader):
-                answered[0], audits = _score_in_tasks(store, run_id, questions, strategies, answering, settings,
-                                                      workers, lambda n: progress.advance(task, n))
+                from personasim.analysis.scoring import StoredQuestions
+
+                answered[0], audits = _score_in_tasks(
+                    store, run_id, StoredQuestions(store.con, run_id, types or None), strategies, answering, settings,
+                    workers, lambda n: progress.advance(task, n))
             else:
+                questions = read_questions(store.con, run_id, types=types or None)
+
                 def commit(rows: list[AnswerRow]) -> None:  # committed as answered: a kill keeps them
                     store.replace_rows(
                         {"answers": {"run_id": run_id, "answer_id": [a.answer_id for a in rows]}},
@@ -341,13 +350,12 @@ def evaluate(
                     store.con, run_id, questions, strategies, answering, settings,
                     on_answer=lambda: progress.advance(task), on_batch=commit, keep_rows=False,
                 )
-        tables = _tables(store, run_id, answering, strategies, [q.question_type for q in questions], n_boot)
-        report = _audit(store, run_id, questions, answering, audits) if questions else None
-    chance = sum(1.0 / len(q.options) for q in questions) / len(questions) if questions else 0.0
+        tables = _tables(store, run_id, answering, strategies, chosen.types, n_boot)
+        report = _audit(store, run_id, chosen, questions, answering, audits) if chosen.count else None
     return EvalSummary(
         run_id=run_id, db=str(path), reader=answering.name, reader_model=getattr(answering, "model_name", None),
-        strategies=strategies, types=sorted({q.question_type for q in questions}), questions=len(questions),
-        answers=answered[0], chance=chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
+        strategies=strategies, types=chosen.types, questions=chosen.count,
+        answers=answered[0], chance=chosen.chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
         audit=report.model_dump() if report is not None else None,
     )
 
@@ -357,34 +365,49 @@ def _run_embedder(store: TrajectoryStore, run_id: str) -> str:
     return stored.spec.config.embedder if isinstance(stored.spec, SimulatedRun) else "minilm"
 
 
-def _questions(store: TrajectoryStore, run_id: str, regenerate: bool) -> list[QuestionRow]:
-    questions = read_questions(store.con, run_id)
-    generated = all(q.source == "generated" for q in questions)
-    if questions and not regenerate:
-        return questions
-    if questions and not generated:
+def _ensure_questions(store: TrajectoryStore, run_id: str, regenerate: bool) -> None:
+    """The run's questions are in the store: generated (and stored) when it has none, or ``regenerate``."""
+    count, generated = store.con.execute(
+        "SELECT count(*), coalesce(bool_and(source = 'generated'), true) FROM questions WHERE run_id = ?", [run_id]
+    ).fetchall()[0]
+    if count and not regenerate:
+        return
+    if count and not generated:
         raise StoreError(f"run {run_id} was loaded from PersonaMem-v2; its questions are theirs, not regenerated")
     stored = read_run(store, run_id)
     config = stored.spec.config.questions if isinstance(stored.spec, SimulatedRun) else QuestionConfig()
     fresh = generate_questions(store.con, run_id, stored.seed, config=config)
     store.replace_rows({"answers": {"run_id": run_id}, "questions": {"run_id": run_id}}, [("questions", fresh)])
-    return fresh
 
 
-def _filter_types(questions: list[QuestionRow], types: list[str] | None) -> list[QuestionRow]:
-    if not types:
-        return questions
-    present = {q.question_type for q in questions}
-    unknown = [t for t in types if t not in QUESTION_TYPES and t not in present]
-    if unknown:
-        known = ", ".join(sorted(set(QUESTION_TYPES) | present))
-        raise ValueError(f"unknown question type {', '.join(map(repr, unknown))}; choose from {known}")
-    chosen = [q for q in questions if q.question_type in types]
-    if not chosen:
-        raise ValueError(
-            f"the run has no questions of type {', '.join(types)}; it has {', '.join(sorted(present)) or 'none'}"
-        )
-    return chosen
+class _Chosen(NamedTuple):
+    """What an evaluation needs to know of the questions it scores, from the store, without them."""
+
+    count: int
+    types: list[str]
+    chance: float  # the mean of 1 / options
+
+
+def _chosen_questions(store: TrajectoryStore, run_id: str, types: list[str] | None) -> _Chosen:
+    """The questions of ``types`` (all when none): their count, types and chance level. A type
+    the run lacks is an error unless it is a known type (asked for, just none generated)."""
+    present = [r[0] for r in store.con.execute(
+        "SELECT DISTINCT question_type FROM questions WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()]
+    if types:
+        unknown = [t for t in types if t not in QUESTION_TYPES and t not in present]
+        if unknown:
+            known = ", ".join(sorted(set(QUESTION_TYPES) | set(present)))
+            raise ValueError(f"unknown question type {', '.join(map(repr, unknown))}; choose from {known}")
+        if not set(types) & set(present):
+            raise ValueError(
+                f"the run has no questions of type {', '.join(types)}; it has {', '.join(present) or 'none'}"
+            )
+    chosen = [t for t in present if not types or t in types]
+    count, chance = store.con.execute(
+        "SELECT count(*), coalesce(avg(1.0 / len(options)), 0) FROM questions"
+        " WHERE run_id = ? AND question_type IN (SELECT unnest(?::VARCHAR[]))", [run_id, chosen]
+    ).fetchall()[0]
+    return _Chosen(count=int(count), types=chosen, chance=float(chance))
 
 
 def _strategies(store: TrajectoryStore, run_id: str, wanted: list[str] | None) -> list[str]:
@@ -406,8 +429,8 @@ def _strategies(store: TrajectoryStore, run_id: str, wanted: list[str] | None) -
 
 
 def _score_in_tasks(
-    store: TrajectoryStore, run_id: str, questions: list[QuestionRow], strategies: list[str], reader: Any,
-    settings: MemorySettings, workers: int, advance: Callable[[int], None],
+    store: TrajectoryStore, run_id: str, questions: list[QuestionRow] | StoredQuestions, strategies: list[str],
+    reader: Any, settings: MemorySettings, workers: int, advance: Callable[[int], None],
 ) -> tuple[int, list[Any]]:
     """The embedding reader's evaluation, user by user (``analysis.scoring``): answers written over
     the old ones ``WRITE_USERS`` users per transaction as they come (a kill keeps them), and each
@@ -439,21 +462,25 @@ def _score_in_tasks(
     score_stored(store.con, spec, questions, load_profiles(store.con, run_id), reader, workers, done)
     if pending:
         commit()
-    return written, [audits[q.question_id] for q in questions]
+    return written, [audits[key] for key in sorted(audits)]  # in question id order, as read_questions gives them
 
 
 
-def _audit(store: TrajectoryStore, run_id: str, questions: list[QuestionRow], reader: Any,
+def _audit(store: TrajectoryStore, run_id: str, chosen: _Chosen, questions: list[QuestionRow] | None, reader: Any,
            audited: list[Any] | None = None) -> Any:
     """The artifact audit of exactly the questions scored (after ``--types``): ``audited`` when the
-    processes that answered audited them too, else with the reader's embedder when it has one (the
-    same MiniLM otherwise)."""
+    processes that answered audited them too, else ``questions``' with the reader's embedder when
+    it has one (the same MiniLM otherwise)."""
     from personasim.analysis.audit import audit_questions, summarise
     from personasim.analysis.profiles import load_profiles
 
     profiles = load_profiles(store.con, run_id)
-    missing = sum(1 for q in questions if not profiles.get(q.persona_id))
+    per_user = store.con.execute(
+        "SELECT persona_id, count(*) FROM questions WHERE run_id = ? AND question_type IN (SELECT unnest(?::VARCHAR[]))"
+        " GROUP BY persona_id", [run_id, chosen.types]).fetchall()
+    missing = sum(n for persona, n in per_user if not profiles.get(persona))
     if audited is None:
+        assert questions is not None, "the questions are needed to audit them here"
         audited = audit_questions(questions, profiles, getattr(reader, "embedder", None) or default_embedder())
     return summarise(run_id, audited, missing)
 

@@ -26,7 +26,7 @@ from personasim.analysis.asking import AnsweringSpec, UsersAnswerer, here_then_p
 from personasim.analysis.audit import QuestionAudit, audit_questions
 from personasim.analysis.reader import EmbeddingReader
 from personasim.sim.rows import QuestionRow
-from personasim.sim.store_read import SnapshotRef, read_snapshots
+from personasim.sim.store_read import SnapshotRef, question_users, read_questions, read_snapshots
 
 
 class StoredTask(NamedTuple):
@@ -64,13 +64,31 @@ class PoolScorer(UsersScorer):
         super().__init__(spec)
 
 
+class StoredQuestions(NamedTuple):
+    """A run's stored questions (of ``types``, when given), read a chunk of users at a time: as
+    objects they are 9.5 KB each, so a 10,000-user run's 400,000 would take 4 GB at once."""
+
+    con: duckdb.DuckDBPyConnection
+    run_id: str
+    types: list[str] | None = None
+
+    def by_user(self) -> Iterator[list[list[QuestionRow]]]:
+        """Chunks of ``USERS_PER_CHUNK`` users' questions, one list per user, users in the order
+        the questions first name them by id (as grouping ``read_questions``' list gives them)."""
+        users = question_users(self.con, self.run_id, self.types)
+        for start in range(0, len(users), USERS_PER_CHUNK):
+            chunk = users[start:start + USERS_PER_CHUNK]
+            yield list(_grouped(read_questions(self.con, self.run_id, chunk, self.types)).values())
+
+
 def score_stored(
-    con: duckdb.DuckDBPyConnection, spec: AnsweringSpec, questions: list[QuestionRow],
+    con: duckdb.DuckDBPyConnection, spec: AnsweringSpec, questions: list[QuestionRow] | StoredQuestions,
     profiles: Mapping[str, str | None], reader: EmbeddingReader, workers: int, on_scored: Callable[[Scored], None],
 ) -> None:
-    """Answer and audit ``questions`` (a run's stored ones, any subset) with every strategy of
-    ``spec``; ``on_scored`` gets each task's result as it comes (in completion order), so a caller
-    can commit the answers as they come and a kill keeps them.
+    """Answer and audit ``questions`` (a run's stored ones, any subset, as a list or read from the
+    store a chunk of users at a time) with every strategy of ``spec``; ``on_scored`` gets each
+    task's result as it comes (in completion order), so a caller can commit the answers as they
+    come and a kill keeps them.
 
     The first users are scored in this process with ``reader``, the rest, once there are
     ``answer_pool.MIN_PARALLEL_ANSWERS`` answers and ``workers`` > 1, in a pool of that many Ray
@@ -81,21 +99,29 @@ def score_stored(
 
 
 def stored_tasks(
-    con: duckdb.DuckDBPyConnection, run_id: str, questions: list[QuestionRow], profiles: Mapping[str, str | None],
-    strategies: list[str],
+    con: duckdb.DuckDBPyConnection, run_id: str, questions: list[QuestionRow] | StoredQuestions,
+    profiles: Mapping[str, str | None], strategies: list[str],
 ) -> Iterator[StoredTask]:
     """Tasks of ``answer_pool.USERS_PER_TASK`` users, in the order the questions first name them,
-    snapshots read ``USERS_PER_CHUNK`` users at a time."""
+    questions (when read from the store) and snapshots read ``USERS_PER_CHUNK`` users at a time."""
     from personasim.analysis.answer_pool import USERS_PER_TASK
 
-    by_user: dict[str, list[QuestionRow]] = {}
-    for q in questions:
-        by_user.setdefault(q.persona_id, []).append(q)
-    users = iter(by_user.values())
-    while chunk := list(itertools.islice(users, USERS_PER_CHUNK)):
+    if isinstance(questions, StoredQuestions):
+        chunks = questions.by_user()
+    else:
+        users = iter(_grouped(questions).values())
+        chunks = iter(lambda: list(itertools.islice(users, USERS_PER_CHUNK)), [])
+    for chunk in chunks:
         snapshots = read_snapshots(con, run_id, [user[0].persona_id for user in chunk])
         for start in range(0, len(chunk), USERS_PER_TASK):
             part = chunk[start:start + USERS_PER_TASK]
             times = {user[0].persona_id: sorted({q.asked_at for q in user}) for user in part}
             yield StoredTask(part, latest_at(snapshots, times, strategies),
                              {p: profiles.get(p) for p in times})
+
+
+def _grouped(questions: list[QuestionRow]) -> dict[str, list[QuestionRow]]:
+    by_user: dict[str, list[QuestionRow]] = {}
+    for q in questions:
+        by_user.setdefault(q.persona_id, []).append(q)
+    return by_user

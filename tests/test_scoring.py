@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 
 from personasim.agents.embedding import default_embedder
-from personasim.analysis import answer_pool
+from personasim.analysis import answer_pool, scoring
 from personasim.analysis.asking import AnsweringSpec
 from personasim.analysis.audit import audit_questions
 from personasim.analysis.evaluate import answer_questions, evaluate
 from personasim.analysis.profiles import load_profiles
 from personasim.analysis.reader import EmbeddingReader
-from personasim.analysis.scoring import Scored, score_stored, stored_tasks
+from personasim.analysis.scoring import Scored, StoredQuestions, score_stored, stored_tasks
 from personasim.sim.rows import AnswerRow
 from personasim.sim.store import StoreError, arrow_schema, open_store, row_dicts
 from personasim.sim.store_read import read_questions
@@ -87,6 +87,28 @@ def test_a_subset_of_questions_is_scored_alone_with_snapshots_at_its_own_times(s
     answers, audits, _ = _scored(db, spec, reader, questions, 1)
     assert answers.equals(expected_answers)
     assert audits == expected_audit
+
+
+@pytest.mark.parametrize("types", [None, ["updated_preference", "abstention"]])
+def test_questions_read_from_the_store_a_chunk_of_users_at_a_time_make_the_tasks_of_the_whole_list(
+    stored, types, monkeypatch
+):
+    """``personasim eval`` never holds a run's questions at once: read per chunk of users from the
+    store, they make the same tasks, in the same order, as grouping the whole list."""
+    db, spec, _ = stored
+    monkeypatch.setattr(scoring, "USERS_PER_CHUNK", 3)  # several chunks of this 12-user run
+    monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 2)
+    with duckdb.connect(str(db), read_only=True) as con:
+        whole = [q for q in read_questions(con, spec.run_id) if types is None or q.question_type in types]
+        assert read_questions(con, spec.run_id, types=types) == whole
+        profiles = load_profiles(con, spec.run_id)
+        from_list = list(stored_tasks(con, spec.run_id, whole, profiles, spec.strategies))
+        from_store = list(stored_tasks(con, spec.run_id, StoredQuestions(con, spec.run_id, types), profiles,
+                                       spec.strategies))
+        chunks = list(StoredQuestions(con, spec.run_id, types).by_user())
+    assert len(chunks) > 2 and all(len(chunk) <= 3 for chunk in chunks)
+    assert sorted(q.question_id for chunk in chunks for user in chunk for q in user) == [q.question_id for q in whole]
+    assert from_store == from_list and len(from_store) > 4
 
 
 def test_eval_writes_the_scored_answers_over_the_old_ones(small_run, tmp_path):

@@ -146,15 +146,20 @@ def _rescore(db: Path, accuracy: dict[str, float]) -> dict:
     command = [sys.executable, "-c", "from personasim.cli import main; main()", "eval", "--db", str(db), "--quiet",
                "--json", str(summary_file)]
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory (its Ray actors are not children)
+    process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command)
     summary = json.loads(summary_file.read_text())
     again = {row["strategy"]: row["accuracy"] for row in summary["tables"]["by_strategy"]}
     if any(abs(again[s] - a) > 1e-9 for s, a in accuracy.items()):  # the JSON keeps 10 decimals
         raise RuntimeError(f"personasim eval scored the run otherwise: {again} against the run's {accuracy}")
     return {"command": "personasim eval --db STORE", "wall_seconds": round(seconds, 1),
             "in_process_seconds": summary["wall_seconds"], "answers": summary["answers"],
-            "ms_per_answer": round(1000 * seconds / summary["answers"], 2), "same_accuracy_as_the_run": True}
+            "ms_per_answer": round(1000 * seconds / summary["answers"], 2), "same_accuracy_as_the_run": True,
+            "driver_max_rss_mb": usage.ru_maxrss // 1024}
 
 
 if __name__ == "__main__":

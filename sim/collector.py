@@ -10,8 +10,9 @@ one due after a thousand of them instead of ten; a cycle that does reach the old
 still freed, later.
 
 In a Ray worker (a shard actor, an evaluation actor) for the process's life. In a driver (a
-notebook, a test) only while a run is in progress (``collecting_rarely``): the driver holds the
-run's rows for question generation (2.9 GB at 10,000 users), and its settings come back after.
+notebook, a test) only while a run is in progress (``collecting_rarely``; a 1,000-user run's
+driver spent 1.75 s in the collector with the default settings, 0.30 s so), and its own
+settings come back after.
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from typing import Any, NamedTuple
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.reader import ReaderAnswer
+from personasim.analysis.stored_questions import USERS_PER_CHUNK  # users whose snapshots are read at once
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store_read import SnapshotRef
 
-#: Users whose snapshots are read and whose work is built at once.
-USERS_PER_CHUNK = 256
+__all__ = ["USERS_PER_CHUNK", "AnswerItem", "answer_record", "user_items"]
 
 
 class AnswerItem(NamedTuple):

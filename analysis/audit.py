@@ -20,7 +20,7 @@ the options apart (equal lengths; no profile). The exact definitions are in docs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -31,10 +31,11 @@ from pydantic import BaseModel, Field
 
 from personasim.analysis.profiles import load_profiles
 from personasim.analysis.questions import QUESTION_TYPES
+from personasim.analysis.stored_questions import StoredQuestions
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import open_store
-from personasim.sim.store_read import read_questions
-from personasim.sim.store_runs import resolve_finished_run
+from personasim.sim.store_read import question_users
+from personasim.sim.store_runs import resolve_finished_run, run_embedder
 
 BLIND_READERS = ("longest", "query_only", "persona_prior")
 
@@ -122,7 +123,7 @@ def length_facts(options: Sequence[str], correct_index: int) -> tuple[bool, bool
 
 
 def audit_questions(
-    questions: Sequence[QuestionRow], profiles: dict[str, str | None], embedder: TextEncoder
+    questions: Sequence[QuestionRow], profiles: Mapping[str, str | None], embedder: TextEncoder
 ) -> list[QuestionAudit]:
     """Audit each question: length facts and the three blind readers' credit.
 
@@ -150,6 +151,16 @@ def audit_questions(
             correct_longest=longest, correct_shortest=shortest, length_ratio=ratio, credit=credit,
         ))
     return audited
+
+
+def audit_users(
+    users: Sequence[Sequence[QuestionRow]], profiles: Mapping[str, str | None], embedder: TextEncoder
+) -> list[QuestionAudit]:
+    """``audit_questions`` of a few users' questions, embedding only their own profiles: a chunk of
+    a large run's users would otherwise embed every user's profile again. The audits are the
+    same as the whole run's (a text's vector does not depend on its batch)."""
+    flat = [q for user in users for q in user]
+    return audit_questions(flat, {q.persona_id: profiles.get(q.persona_id) for q in flat}, embedder)
 
 
 # -- summaries -----------------------------------------------------------------------------------
@@ -207,9 +218,9 @@ def summarise(run_id: str, items: Sequence[QuestionAudit], questions_without_pro
 def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | None = None) -> AuditReport:
     """Audit a stored run's questions with the blind readers; reads the store, writes nothing.
 
-    ``embedder`` defaults to the offline MiniLM embedder (the one the embedding reader uses)."""
-    questions = read_questions(con, run_id)
-    if not questions:
+    ``embedder`` defaults to the offline MiniLM embedder (the one the embedding reader uses). The
+    questions are read and audited a chunk of users at a time (``StoredQuestions``), never all held."""
+    if not question_users(con, run_id):
         raise ValueError(
             f"run {run_id} has no questions; generate them with `personasim eval --run {run_id}` "
             "(it generates a run's questions when it has none), then audit again"
@@ -219,15 +230,33 @@ def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | N
 
         embedder = default_embedder()
     profiles = load_profiles(con, run_id)
-    missing = sum(1 for q in questions if not profiles.get(q.persona_id))
-    return summarise(run_id, audit_questions(questions, profiles, embedder), missing)
+    audited: list[QuestionAudit] = []
+    missing = 0
+    for chunk in StoredQuestions(con, run_id).by_user():
+        audited += audit_users(chunk, profiles, embedder)
+        missing += sum(len(user) for user in chunk if not profiles.get(user[0].persona_id))
+    return summarise(run_id, sorted(audited, key=lambda a: a.question_id), missing)
 
 
-def audit_store(db: str | Path, run_id: str | None = None, embedder: TextEncoder | None = None) -> AuditReport:
+def audit_store(db: str | Path, run_id: str | None = None, embedder: TextEncoder | str | None = None) -> AuditReport:
     """``personasim audit`` as a function: audit a run of the store at ``db`` (the store's only run
-    unless ``run_id`` names one). The store is opened read-only: the audit writes nothing."""
+    unless ``run_id`` names one). The store is opened read-only: the audit writes nothing.
+
+    The blind readers embed with the run's own embedder (``RunConfig.embedder``), as ``personasim
+    eval``'s reader does by default, so ``query_only`` is what that reader answers with the
+    ``none`` strategy; ``embedder`` names another (``minilm``, ``minilm-bf16``, ``minilm-static``)
+    or is one."""
+    from personasim.agents.embedding import default_embedder, use_embedder
+    from personasim.analysis.static_build import prepare_embedder
+
     with open_store(db) as store:
-        return audit(store.con, resolve_finished_run(store, run_id), embedder)
+        run_id = resolve_finished_run(store, run_id)
+        if embedder is None or isinstance(embedder, str):
+            name = embedder or run_embedder(store, run_id)
+            use_embedder(name)  # an unknown name fails here, before any model is built
+            prepare_embedder(name)
+            embedder = default_embedder()
+        return audit(store.con, run_id, embedder)
 
 
 def audit_table(report: AuditReport) -> pd.DataFrame:

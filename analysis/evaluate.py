@@ -30,14 +30,15 @@ from personasim.analysis.answer_items import AnswerItem, answer_record, user_ite
 from personasim.analysis.questions import QUESTION_TYPES, QuestionConfig, generate_questions
 from personasim.analysis.reader import EmbeddingReader, Reader, ReaderAnswer
 from personasim.analysis.static_build import prepare_embedder
+from personasim.analysis.stored_questions import StoredQuestions
 from personasim.sim.progress import progress_bar
 from personasim.sim.rows import AnswerRow, QuestionRow
 from personasim.sim.store import StoreError, TrajectoryStore, open_store
-from personasim.sim.store_read import read_questions, read_snapshots, snapshot_strategies
-from personasim.sim.store_runs import SimulatedRun, read_run, resolve_finished_run
+from personasim.sim.store_read import read_snapshots, snapshot_strategies
+from personasim.sim.store_runs import SimulatedRun, read_run, resolve_finished_run, run_embedder
 
 if TYPE_CHECKING:
-    from personasim.analysis.scoring import StoredQuestions
+    from personasim.analysis.audit import AuditReport, QuestionAudit
 
 ReaderKind = Literal["embed", "llm", "loglik"]
 
@@ -314,14 +315,14 @@ def evaluate(
     path = Path(db)
     with open_store(path, write=True) as store:
         run_id = resolve_finished_run(store, run_id)
-        run_embedder = _run_embedder(store, run_id)
-        prepare_embedder(run_embedder)
-        use_embedder(run_embedder)  # questions are generated with the run's own model
+        own_embedder = run_embedder(store, run_id)
+        prepare_embedder(own_embedder)
+        use_embedder(own_embedder)  # questions are generated with the run's own model
         _ensure_questions(store, run_id, regenerate)
         chosen = _chosen_questions(store, run_id, types)
         strategies = _strategies(store, run_id, strategies)
-        prepare_embedder(embedder or run_embedder)
-        use_embedder(embedder or run_embedder)
+        prepare_embedder(embedder or own_embedder)
+        use_embedder(embedder or own_embedder)
         cache = str(path) + ".llmcache.sqlite" if reader.kind == "llm" else None
         answering = build_reader(reader, cache)
         settings = read_run(store, run_id).memory_settings
@@ -329,16 +330,13 @@ def evaluate(
         with progress_bar(show_progress) as progress:
             task = progress.add_task(f"answering ({answering.name})", total=chosen.count * len(strategies))
             answered = [0]
-            audits: list[Any] | None = None
-            questions: list[QuestionRow] | None = None  # held whole only for the other readers
+            stored = StoredQuestions(store.con, run_id, types or None)  # read a chunk of users at a time
             if isinstance(answering, EmbeddingReader):
-                from personasim.analysis.scoring import StoredQuestions
-
                 answered[0], audits = _score_in_tasks(
-                    store, run_id, StoredQuestions(store.con, run_id, types or None), strategies, answering, settings,
-                    workers, lambda n: progress.advance(task, n))
+                    store, run_id, stored, strategies, answering, settings, workers,
+                    lambda n: progress.advance(task, n))
             else:
-                questions = read_questions(store.con, run_id, types=types or None)
+                from personasim.analysis.profiles import load_profiles
 
                 def commit(rows: list[AnswerRow]) -> None:  # committed as answered: a kill keeps them
                     store.replace_rows(
@@ -346,23 +344,22 @@ def evaluate(
                         [("answers", rows)])
                     answered[0] += len(rows)
 
+                audits = []
+                audit_embedder = getattr(answering, "embedder", None) or default_embedder()
                 answer_questions(
-                    store.con, run_id, questions, strategies, answering, settings,
+                    store.con, run_id, _audited(stored, load_profiles(store.con, run_id), audit_embedder, audits),
+                    strategies, answering, settings,
                     on_answer=lambda: progress.advance(task), on_batch=commit, keep_rows=False,
                 )
+                audits.sort(key=lambda a: a.question_id)  # question id order, as the pool's path gives them
         tables = _tables(store, run_id, answering, strategies, chosen.types, n_boot)
-        report = _audit(store, run_id, chosen, questions, answering, audits) if chosen.count else None
+        report = _audit(store, run_id, chosen, audits) if chosen.count else None
     return EvalSummary(
         run_id=run_id, db=str(path), reader=answering.name, reader_model=getattr(answering, "model_name", None),
         strategies=strategies, types=chosen.types, questions=chosen.count,
         answers=answered[0], chance=chosen.chance, wall_seconds=round(time.perf_counter() - started, 2), tables=tables,
         audit=report.model_dump() if report is not None else None,
     )
-
-
-def _run_embedder(store: TrajectoryStore, run_id: str) -> str:
-    stored = read_run(store, run_id)
-    return stored.spec.config.embedder if isinstance(stored.spec, SimulatedRun) else "minilm"
 
 
 def _ensure_questions(store: TrajectoryStore, run_id: str, regenerate: bool) -> None:
@@ -466,23 +463,27 @@ def _score_in_tasks(
 
 
 
-def _audit(store: TrajectoryStore, run_id: str, chosen: _Chosen, questions: list[QuestionRow] | None, reader: Any,
-           audited: list[Any] | None = None) -> Any:
-    """The artifact audit of exactly the questions scored (after ``--types``): ``audited`` when the
-    processes that answered audited them too, else ``questions``' with the reader's embedder when
-    it has one (the same MiniLM otherwise)."""
-    from personasim.analysis.audit import audit_questions, summarise
+def _audited(stored: StoredQuestions, profiles: dict[str, str | None], embedder: Any,
+             audits: list[QuestionAudit]) -> Iterator[list[QuestionRow]]:
+    """Each user's questions for a reader that answers in this process, each chunk of users
+    audited into ``audits`` as it is read, so the questions are read once and never all held."""
+    from personasim.analysis.audit import audit_users
+
+    for chunk in stored.by_user():
+        audits.extend(audit_users(chunk, profiles, embedder))
+        yield from chunk
+
+
+def _audit(store: TrajectoryStore, run_id: str, chosen: _Chosen, audited: list[QuestionAudit]) -> AuditReport:
+    """The artifact audit's summary of exactly the questions scored (after ``--types``)."""
+    from personasim.analysis.audit import summarise
     from personasim.analysis.profiles import load_profiles
 
-    profiles = load_profiles(store.con, run_id)
     per_user = store.con.execute(
         "SELECT persona_id, count(*) FROM questions WHERE run_id = ? AND question_type IN (SELECT unnest(?::VARCHAR[]))"
         " GROUP BY persona_id", [run_id, chosen.types]).fetchall()
-    missing = sum(n for persona, n in per_user if not profiles.get(persona))
-    if audited is None:
-        assert questions is not None, "the questions are needed to audit them here"
-        audited = audit_questions(questions, profiles, getattr(reader, "embedder", None) or default_embedder())
-    return summarise(run_id, audited, missing)
+    profiles = load_profiles(store.con, run_id)
+    return summarise(run_id, audited, sum(n for persona, n in per_user if not profiles.get(persona)))
 
 
 def _tables(

@@ -21,12 +21,12 @@ from typing import NamedTuple
 import duckdb
 import pyarrow as pa
 
-from personasim.analysis.answer_items import USERS_PER_CHUNK
 from personasim.analysis.asking import AnsweringSpec, UsersAnswerer, here_then_pool, latest_at, load_embedder_in_actor
 from personasim.analysis.audit import QuestionAudit, audit_questions
 from personasim.analysis.reader import EmbeddingReader
+from personasim.analysis.stored_questions import USERS_PER_CHUNK, StoredQuestions, grouped_by_user
 from personasim.sim.rows import QuestionRow
-from personasim.sim.store_read import SnapshotRef, question_users, read_questions, read_snapshots
+from personasim.sim.store_read import SnapshotRef, read_snapshots
 
 
 class StoredTask(NamedTuple):
@@ -64,23 +64,6 @@ class PoolScorer(UsersScorer):
         super().__init__(spec)
 
 
-class StoredQuestions(NamedTuple):
-    """A run's stored questions (of ``types``, when given), read a chunk of users at a time: as
-    objects they are 9.5 KB each, so a 10,000-user run's 400,000 would take 4 GB at once."""
-
-    con: duckdb.DuckDBPyConnection
-    run_id: str
-    types: list[str] | None = None
-
-    def by_user(self) -> Iterator[list[list[QuestionRow]]]:
-        """Chunks of ``USERS_PER_CHUNK`` users' questions, one list per user, users in the order
-        the questions first name them by id (as grouping ``read_questions``' list gives them)."""
-        users = question_users(self.con, self.run_id, self.types)
-        for start in range(0, len(users), USERS_PER_CHUNK):
-            chunk = users[start:start + USERS_PER_CHUNK]
-            yield list(_grouped(read_questions(self.con, self.run_id, chunk, self.types)).values())
-
-
 def score_stored(
     con: duckdb.DuckDBPyConnection, spec: AnsweringSpec, questions: list[QuestionRow] | StoredQuestions,
     profiles: Mapping[str, str | None], reader: EmbeddingReader, workers: int, on_scored: Callable[[Scored], None],
@@ -109,7 +92,7 @@ def stored_tasks(
     if isinstance(questions, StoredQuestions):
         chunks = questions.by_user()
     else:
-        users = iter(_grouped(questions).values())
+        users = iter(grouped_by_user(questions).values())
         chunks = iter(lambda: list(itertools.islice(users, USERS_PER_CHUNK)), [])
     for chunk in chunks:
         snapshots = read_snapshots(con, run_id, [user[0].persona_id for user in chunk])
@@ -118,10 +101,3 @@ def stored_tasks(
             times = {user[0].persona_id: sorted({q.asked_at for q in user}) for user in part}
             yield StoredTask(part, latest_at(snapshots, times, strategies),
                              {p: profiles.get(p) for p in times})
-
-
-def _grouped(questions: list[QuestionRow]) -> dict[str, list[QuestionRow]]:
-    by_user: dict[str, list[QuestionRow]] = {}
-    for q in questions:
-        by_user.setdefault(q.persona_id, []).append(q)
-    return by_user

@@ -32,6 +32,11 @@ def audit_command(
         str, typer.Option(help="PersonaMem-v2 split to read: benchmark, train or val (never merged).")
     ] = "benchmark",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    embedder: Annotated[
+        str | None,
+        typer.Option(help="Blind readers' embedder: minilm, minilm-bf16 or minilm-static (default: the run's own, "
+                     "as personasim eval's reader)."),
+    ] = None,
 ) -> None:
     """Audit a benchmark for artifacts: the correct option's length, and the accuracy of blind readers
     (longest option, query only, demographic profile only) that never see memory or history."""
@@ -41,13 +46,13 @@ def audit_command(
         if personamem_v2 is not None:
             from personasim.interop.personamem_v2.api import audit_personamem_v2, unread_parts
 
-            report = audit_personamem_v2(personamem_v2, db, window, split)
+            report = audit_personamem_v2(personamem_v2, db, window, split, embedder)
             for line in unread_parts(personamem_v2):
                 console().print(f"note: {line}", highlight=False)
         else:
             from personasim.analysis.audit import audit_store
 
-            report = audit_store(db or Path("personasim.duckdb"), run_id)
+            report = audit_store(db or Path("personasim.duckdb"), run_id, embedder)
     except (StoreError, ValueError) as exc:
         fail(str(exc))
     print_audit(report)

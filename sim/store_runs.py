@@ -201,6 +201,13 @@ def read_run(source: Source, run_id: str) -> StoredRun:
     return _decode(row)
 
 
+def run_embedder(source: Source, run_id: str) -> str:
+    """The embedder the run's memories and questions used (``RunConfig.embedder``): the model its
+    evaluation and audit embed with unless told otherwise. MiniLM for a loaded PersonaMem-v2 run."""
+    spec = read_run(source, run_id).spec
+    return spec.config.embedder if isinstance(spec, SimulatedRun | OnlineRun) else "minilm"
+
+
 def read_runs(source: Source) -> list[StoredRun]:
     return [_decode(r) for r in _con(source).execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run_id").fetchall()]
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from personasim.cli import app
+from personasim.sim.rows import AnswerRow
 from tests.openai_server import FakeOpenAIServer
 
 
@@ -87,6 +88,60 @@ def test_llm_reader_answers_through_a_server_and_unparseable_replies_score_wrong
     garbage = con.execute("SELECT chosen_index, correct FROM answers WHERE reader_model = 'fake-garbage'").fetchall()
     con.close()
     assert garbage and all(c == -1 and not ok for c, ok in garbage)
+
+
+def test_readers_answering_in_this_process_read_the_questions_by_chunks_of_users(run_copy, monkeypatch):
+    """An LLM reader's evaluation (and ``personasim audit``) reads the stored questions a few users
+    at a time, never all of them, and stores the answers and audit of the whole list."""
+    from personasim.agents.backends import BackendConfig
+    from personasim.analysis import stored_questions
+    from personasim.analysis.audit import audit, audit_questions, summarise
+    from personasim.analysis.evaluate import ReaderSpec, answer_questions, build_reader, evaluate
+    from personasim.analysis.profiles import load_profiles
+    from personasim.sim.store_read import read_questions
+
+    reads: list[int] = []
+
+    def counted(con, run_id, persona_ids=None, types=None):  # type: ignore[no-untyped-def]
+        assert persona_ids is not None, "a chunk of users, not the whole run"
+        reads.append(len(persona_ids))
+        return read_questions(con, run_id, persona_ids, types)
+
+    monkeypatch.setattr(stored_questions, "USERS_PER_CHUNK", 3)
+    monkeypatch.setattr(stored_questions, "read_questions", counted)
+    types = ["explicit_recall", "abstention"]
+
+    def letter(prompt: str) -> str:  # a reply that depends on the question and its context
+        return "Final answer: \\boxed{" + "ab"[len(prompt) % 2] + "}"
+
+    with FakeOpenAIServer(reply=letter) as server:
+        spec = ReaderSpec(kind="llm", backend=BackendConfig(kind="openai", model="fake-ab", base_url=server.base_url,
+                                                             temperature=0.0))
+        summary = evaluate(run_copy, strategies=["none", "agentic"], reader=spec, types=types, n_boot=50)
+        assert len(reads) > 2 and max(reads) <= 3
+        con = duckdb.connect(str(run_copy), read_only=True)
+        try:
+            whole = read_questions(con, summary.run_id, types=types)
+            expected = answer_questions(con, summary.run_id, whole, ["none", "agentic"], build_reader(spec))
+            stored = con.execute("SELECT * FROM answers WHERE reader_model = 'fake-ab' ORDER BY answer_id").fetchall()
+            profiles = load_profiles(con, summary.run_id)
+            reads.clear()
+            chunked_audit = audit(con, summary.run_id)
+            everything = read_questions(con, summary.run_id)
+        finally:
+            con.close()
+    names = list(AnswerRow.model_fields)
+    assert [tuple(getattr(r, n) for n in names) for r in sorted(expected, key=lambda r: r.answer_id)] == [
+        tuple(r) for r in stored] and len(stored) == 2 * summary.questions > 0
+    assert {r[names.index("chosen_index")] for r in stored} == {0, 1}
+    missing = sum(1 for q in whole if not profiles.get(q.persona_id))
+    from personasim.agents.embedding import default_embedder
+
+    assert summary.audit == summarise(summary.run_id, audit_questions(whole, profiles, default_embedder()),
+                                      missing).model_dump()
+    assert len(reads) > 2 and max(reads) <= 3
+    assert chunked_audit == summarise(summary.run_id, audit_questions(everything, profiles, default_embedder()),
+                                      sum(1 for q in everything if not profiles.get(q.persona_id)))
 
 
 def test_loglik_reader_scores_each_option_by_its_mean_token_log_probability(tmp_path):

@@ -11,13 +11,14 @@ import pyarrow as pa
 import pytest
 
 from personasim.agents.embedding import default_embedder
-from personasim.analysis import answer_pool, scoring
+from personasim.analysis import answer_pool, scoring, stored_questions
 from personasim.analysis.asking import AnsweringSpec
 from personasim.analysis.audit import audit_questions
 from personasim.analysis.evaluate import answer_questions, evaluate
 from personasim.analysis.profiles import load_profiles
 from personasim.analysis.reader import EmbeddingReader
-from personasim.analysis.scoring import Scored, StoredQuestions, score_stored, stored_tasks
+from personasim.analysis.scoring import Scored, score_stored, stored_tasks
+from personasim.analysis.stored_questions import StoredQuestions
 from personasim.sim.rows import AnswerRow
 from personasim.sim.store import StoreError, arrow_schema, open_store, row_dicts
 from personasim.sim.store_read import read_questions
@@ -96,7 +97,8 @@ def test_questions_read_from_the_store_a_chunk_of_users_at_a_time_make_the_tasks
     """``personasim eval`` never holds a run's questions at once: read per chunk of users from the
     store, they make the same tasks, in the same order, as grouping the whole list."""
     db, spec, _ = stored
-    monkeypatch.setattr(scoring, "USERS_PER_CHUNK", 3)  # several chunks of this 12-user run
+    monkeypatch.setattr(stored_questions, "USERS_PER_CHUNK", 3)  # several chunks of this 12-user run
+    monkeypatch.setattr(scoring, "USERS_PER_CHUNK", 3)  # and the whole list's, the same
     monkeypatch.setattr(answer_pool, "USERS_PER_TASK", 2)
     with duckdb.connect(str(db), read_only=True) as con:
         whole = [q for q in read_questions(con, spec.run_id) if types is None or q.question_type in types]

@@ -206,3 +206,32 @@ def test_a_tokenizer_that_splits_otherwise_is_used_as_it_is(tiny_bert):
     assert not embedder._splits_like_bert  # the tiny BERT's word-level tokenizer keeps case and punctuation
     text = f"{WORDS[0].upper()}, {WORDS[1]}!"
     assert embedder.token_ids(text) == embedder.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def test_audit_embeds_with_the_runs_own_embedder_or_the_one_named_as_eval_does(small_run, tiny_bert, tmp_path):
+    """``personasim audit`` of a run that chose ``minilm-static`` embeds with it, as that run's
+    ``personasim eval`` does, so both print the same blind readers; ``--embedder`` overrides it."""
+    import json
+
+    from personasim.analysis.audit import audit_store
+    from personasim.analysis.evaluate import evaluate
+
+    _, db = small_run
+    copy = tmp_path / "static.duckdb"
+    shutil.copy(db, copy)
+    with duckdb.connect(str(copy)) as con:  # the same run, as if it had chosen the static embedder
+        (config,) = con.execute("SELECT config_json FROM runs").fetchone()
+        con.execute("UPDATE runs SET config_json = ?", [json.dumps({**json.loads(config), "embedder": "minilm-static"})])
+    try:
+        own = audit_store(copy)
+        named = audit_store(copy, embedder="minilm-static")
+        summary = evaluate(copy, n_boot=20, workers=1)
+        minilm = audit_store(copy, embedder="minilm")
+    finally:
+        embedding.use_embedder("minilm")
+    assert summary.reader_model == "minilm-static"
+    assert own == named and own.model_dump() == summary.audit
+    assert minilm.blind_accuracy.query_only != own.blind_accuracy.query_only  # another model, another reader
+    assert minilm.blind_accuracy.longest == own.blind_accuracy.longest  # lengths need no model
+    with pytest.raises(ValueError, match="unknown embedder 'word2vec'"):
+        audit_store(copy, embedder="word2vec")

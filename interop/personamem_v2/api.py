@@ -117,10 +117,17 @@ def evaluate_personamem_v2(
 
 
 def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window: str = "32k",
-                        split: str = "benchmark") -> AuditReport:
+                        split: str = "benchmark", embedder: str | None = None) -> AuditReport:
     """Load a PersonaMem-v2 folder into ``db`` (once, as ``evaluate_personamem_v2`` does) and audit
-    that run. Without ``db`` the files go into a temporary store that is removed afterwards."""
+    that run. Without ``db`` the files go into a temporary store that is removed afterwards.
+    ``embedder``: the blind readers' (default: this process's, MiniLM unless chosen)."""
     folder = _check_folder(folder)
+    if embedder is not None:
+        from personasim.agents.embedding import use_embedder
+        from personasim.analysis.static_build import prepare_embedder
+
+        use_embedder(embedder)
+        prepare_embedder(embedder)
     if db is None:
         with tempfile.TemporaryDirectory(prefix="personasim-audit-") as tmp:
             return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window, split)

@@ -25,10 +25,11 @@ from personasim.agents.embedding import default_embedder
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.answer_parsing import letters
+from personasim.analysis.stored_questions import USERS_PER_CHUNK
 from personasim.personas.seeding import derive_seed
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import open_store
-from personasim.sim.store_read import read_questions, read_snapshots
+from personasim.sim.store_read import question_users, read_questions, read_snapshots, snapshot_strategies
 from personasim.sim.store_runs import resolve_run
 
 TrainFormat = Literal["sft", "dpo", "kto", "grpo"]
@@ -53,22 +54,26 @@ def build_examples(
         raise ValueError(f"unknown training format {fmt!r}; choose from {', '.join(FORMATS)}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    questions = read_questions(con, run_id)
-    if not questions:
+    users = question_users(con, run_id)
+    if not users:
         raise ValueError(f"run {run_id} has no questions; run `personasim eval --db ... --regenerate` first")
-    snapshots = read_snapshots(con, run_id)
-    if not any(s == strategy for _, s in snapshots):
-        have = sorted({s for _, s in snapshots})
+    if strategy not in (have := snapshot_strategies(con, run_id)):
         raise ValueError(f"run {run_id} kept no memory snapshots for {strategy!r}; it has {', '.join(have)}")
     select = memory_class(strategy).select_context
     embedder, settings = default_embedder(), MemorySettings()
-    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
-    for q in questions:
-        before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
-        context = select(before[-1].items, q.query, embedder, settings) if before else []
-        split = "validation" if _held_out(q.persona_id, seed, val_fraction) else "train"
-        splits[split] += _rows(q, _fit(context, max_context_tokens), fmt, strategy)
-    return splits
+    keyed: dict[str, list[tuple[str, dict[str, Any]]]] = {"train": [], "validation": []}  # by question id
+    # a chunk of users at a time: a 10,000-user run's snapshots take about 8 GB as objects, its questions 4 GB
+    for start in range(0, len(users), USERS_PER_CHUNK):
+        chunk = users[start:start + USERS_PER_CHUNK]
+        snapshots = read_snapshots(con, run_id, chunk)
+        for q in read_questions(con, run_id, chunk):
+            before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
+            context = select(before[-1].items, q.query, embedder, settings) if before else []
+            split = "validation" if _held_out(q.persona_id, seed, val_fraction) else "train"
+            rows = _rows(q, _fit(context, max_context_tokens), fmt, strategy)
+            keyed[split] += [(q.question_id, row) for row in rows]
+    # in question id order, as one query over the run gives them (users' ids need not be ranges of it)
+    return {name: [row for _, row in sorted(rows, key=lambda pair: pair[0])] for name, rows in keyed.items()}
 
 
 def export_training_data(

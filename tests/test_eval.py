@@ -180,6 +180,20 @@ def test_loglik_reader_evaluates_a_run(run_copy, tmp_path):
     assert all(0 <= r[3] < 4 for r in rows)
 
 
+def test_export_reads_users_by_chunks_and_writes_the_same_files(run_copy, tmp_path, monkeypatch):
+    """A large run is exported a chunk of users at a time (questions and turns one query per chunk,
+    the CSV written as rows come): the files are the same bytes whatever the chunk size."""
+    from personasim.interop.personamem_v2 import export
+    from personasim.interop.personamem_v2.api import export_benchmark
+
+    whole = export_benchmark(run_copy, tmp_path / "whole")
+    monkeypatch.setattr(export, "USERS_PER_CHUNK", 5)  # three chunks of the 12 users
+    chunked = export_benchmark(run_copy, tmp_path / "chunked")
+    assert len(whole) == 13  # the CSV and one chat history per user
+    assert [p.relative_to(tmp_path / "whole") for p in whole] == [p.relative_to(tmp_path / "chunked") for p in chunked]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(whole, chunked, strict=True))
+
+
 def test_export_writes_personamem_v2_files_that_load_back_with_the_same_questions(run_copy, tmp_path):
     from personasim.interop.personamem_v2.api import evaluate_personamem_v2
     from personasim.sim.store import TrajectoryStore

@@ -61,6 +61,31 @@ def test_exports_follow_trl_conversational_formats_and_split_by_user(run_store, 
     assert loaded["train"].num_rows == len(splits["train"]) and (tmp_path / fmt / "train.parquet").exists()
 
 
+@pytest.mark.parametrize("fmt", ["kto", "grpo"])
+def test_examples_are_built_a_chunk_of_users_at_a_time_in_question_order(run_store, fmt, monkeypatch):
+    """Questions and snapshots are read a few users at a time (a large run's snapshots do not fit in
+    memory), and the rows are the same, in question id order, whatever the chunk size."""
+    from personasim.rl import datasets
+    from personasim.sim import store_read
+
+    con, run_id = run_store
+    whole = build_examples(con, run_id, fmt, strategy="agentic", val_fraction=0.25)
+    monkeypatch.setattr(datasets, "USERS_PER_CHUNK", 5)  # three chunks of the 12 users
+    reads: list[int] = []
+
+    def counted(con, run_id, persona_ids=None):  # type: ignore[no-untyped-def]
+        reads.append(len(persona_ids))
+        return store_read.read_snapshots(con, run_id, persona_ids)
+
+    monkeypatch.setattr(datasets, "read_snapshots", counted)
+    chunked = build_examples(con, run_id, fmt, strategy="agentic", val_fraction=0.25)
+    assert reads == [5, 5, 2]
+    assert chunked == whole and whole["train"] and whole["validation"]
+    for rows in whole.values():
+        ids = [r["question_id"] for r in rows]
+        assert ids == sorted(ids)
+
+
 def test_export_errors_name_the_fix(run_store):
     con, run_id = run_store
     with pytest.raises(ValueError, match="choose from sft, dpo, kto, grpo"):

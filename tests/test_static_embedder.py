@@ -221,7 +221,8 @@ def test_audit_embeds_with_the_runs_own_embedder_or_the_one_named_as_eval_does(s
     shutil.copy(db, copy)
     with duckdb.connect(str(copy)) as con:  # the same run, as if it had chosen the static embedder
         (config,) = con.execute("SELECT config_json FROM runs").fetchone()
-        con.execute("UPDATE runs SET config_json = ?", [json.dumps({**json.loads(config), "embedder": "minilm-static"})])
+        static = json.dumps({**json.loads(config), "embedder": "minilm-static"})
+        con.execute("UPDATE runs SET config_json = ?", [static])
     try:
         own = audit_store(copy)
         named = audit_store(copy, embedder="minilm-static")

@@ -17,15 +17,17 @@ import re
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
 from personasim.agents.tokens import count_tokens
+from personasim.analysis.stored_questions import USERS_PER_CHUNK, grouped_by_user
 from personasim.interop.personamem_v2.format import (
     RELEASED_COLUMNS,
     ChatHistory,
     ChatMessage,
+    benchmark_csv_writer,
     check_window,
     format_cell,
     message_from_store,
@@ -35,7 +37,7 @@ from personasim.interop.personamem_v2.format import (
 from personasim.interop.personamem_v2.load import SOURCE, WINDOW_TOKENS
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import StoreError
-from personasim.sim.store_read import read_questions
+from personasim.sim.store_read import question_users, read_questions
 from personasim.sim.store_runs import run_status
 
 SYSTEM_PROMPT = (
@@ -146,10 +148,11 @@ def _pref_type(q: QuestionRow, pref: tuple[Any, ...] | None) -> str:
 
 
 def _export_generated(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path, window: str) -> list[Path]:
+    """Users in their order, read ``USERS_PER_CHUNK`` at a time (their questions and turns one query
+    each), and the CSV written as they come: a 10,000-user run's questions alone take 4 GB as objects."""
     # personasim's own question type rides along as an extra column: their loaders read columns by
     # name and ignore it; ours reads it back, so a generated benchmark keeps its types both ways
     columns = [*RELEASED_COLUMNS, *window_columns(window), "question_type"]
-    link_column = f"chat_history_{window}_link"
     stamp = re.sub(r"[^0-9A-Za-z]+", "_", run_id).strip("_")
     personas = {r[0]: dict(zip(("persona_id", "user_index", "locale", "name", "age", "gender", "occupation", "city",
                                 "country"), r, strict=True)) for r in con.execute(
@@ -158,50 +161,87 @@ def _export_generated(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path
     prefs = {r[0]: r for r in con.execute(
         "SELECT preference_id, sensitive, sensitivity, stereotype, statement FROM preferences WHERE run_id = ?",
         [run_id]).fetchall()}
-    by_persona: dict[str, list[QuestionRow]] = defaultdict(list)
-    for q in read_questions(con, run_id):
-        by_persona[q.persona_id].append(q)
-    rows, written = [], []
-    for pid in sorted(by_persona, key=lambda p: personas[p]["user_index"] if p in personas else -1):
-        if pid not in personas:
-            raise StoreError(f"question of persona {pid} in run {run_id}, but the personas table lacks it")
-        persona = personas[pid]
-        cutoff: datetime = max(q.asked_at for q in by_persona[pid])
-        turns = _messages(con, run_id, "persona_id = ? AND time <= ?", [pid, cutoff])
-        system = ChatMessage(role="system", content=SYSTEM_PROMPT.format(
-            persona=json.dumps(persona_json(persona), indent=2, ensure_ascii=False)))
-        full = [system, *(message_from_store(role, text, cj) for role, text, cj, _, _ in turns)]
-        history = _fit(full, WINDOW_TOKENS[window])
-        reveals = [None, *(t[4] for t in turns)][len(full) - len(history):]
-        reveals[0] = None
-        tokens = [count_tokens(m.text) for m in history]
-        rel = f"data/chat_history_{window}/chat_history_{stamp}_persona{persona['user_index']}.json"
-        metadata: dict[str, Any] = {"total_messages": len(history), "final_token_count": sum(tokens),
-                                    "persona_id": persona["user_index"], "input_filename": f"personasim:{run_id}/{pid}"}
-        if len(history) < len(full):
-            metadata["trimmed_from_total_messages"] = len(full)
-        written.append(_write(out_dir / rel, ChatHistory(metadata=metadata, chat_history=history).dumps()))
-        for q in sorted(by_persona[pid], key=lambda q: q.question_id):
-            picked = _snippet(history, reveals, q.preference_id)
-            relevant = sum(tokens[i] for i in picked)
-            pref = prefs.get(q.preference_id)
-            stale = prefs.get(q.stale_preference_id or "")
-            values: dict[str, Any] = {
-                "persona_id": persona["user_index"], link_column: rel,
-                "preference": q.preference_statement or (pref[4] if pref else ""),
-                "prev_pref": q.stale_statement or (stale[4] if stale else None),
-                "updated": q.question_type == "updated_preference",
-                "who": q.who, "sensitive_info": q.question_type == "sensitive_info" or bool(pref and pref[1]),
-                "pref_type": _pref_type(q, pref), "topic_preference": q.topic, "topic_query": q.topic,
-                "conversation_scenario": q.scenario_id,
-                "related_conversation_snippet": [history[i].as_json() for i in picked],
-                "user_query": {"role": "user", "content": q.query}, "correct_answer": q.options[q.correct_index],
-                "incorrect_answers": [o for i, o in enumerate(q.options) if i != q.correct_index],
-                f"total_tokens_in_chat_history_{window}": sum(tokens),
-                f"distance_from_related_snippet_to_query_{window}": sum(tokens[picked[-1] + 1:]) if picked else None,
-                f"num_persona_relevant_tokens_{window}": relevant,
-                f"num_persona_irrelevant_tokens_{window}": sum(tokens) - relevant,
-                "question_type": q.question_type,
-            }
-            rows.append([format_cell(values.get(c)) for c in columns])
-    return [write_benchmark_csv(out_dir / "benchmark" / "text" / "benchmark.csv", columns, rows), *written]
+    users = question_users(con, run_id)
+    if unknown := next((p for p in users if p not in personas), None):
+        raise StoreError(f"question of persona {unknown} in run {run_id}, but the personas table lacks it")
+    users.sort(key=lambda p: personas[p]["user_index"])
+    csv_path = out_dir / "benchmark" / "text" / "benchmark.csv"
+    written = [csv_path]
+    with benchmark_csv_writer(csv_path, columns) as csv_rows:
+        for start in range(0, len(users), USERS_PER_CHUNK):
+            chunk = users[start:start + USERS_PER_CHUNK]
+            questions = grouped_by_user(read_questions(con, run_id, chunk))
+            cutoffs = {p: max(q.asked_at for q in questions[p]) for p in chunk}
+            turns = _users_messages(con, run_id, cutoffs)
+            for pid in chunk:
+                user = _user_files(run_id, personas[pid], questions[pid], turns.get(pid, []), prefs, columns,
+                                   window, stamp)
+                written.append(_write(out_dir / user.path, user.history_json))
+                csv_rows.writerows(user.rows)
+    return written
+
+
+def _users_messages(con: duckdb.DuckDBPyConnection, run_id: str,
+                    cutoffs: dict[str, datetime]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each user's messages up to their cutoff, in time order, for a chunk of users in one query."""
+    rows = con.execute(
+        "SELECT t.persona_id, role, text, content_json, time, revealed_preference_id"
+        " FROM turns t JOIN (SELECT unnest($users::VARCHAR[]) AS persona_id, unnest($cutoffs::TIMESTAMP[]) AS cutoff)"
+        " c ON t.persona_id = c.persona_id AND t.time <= c.cutoff WHERE t.run_id = $run"
+        " ORDER BY t.persona_id, time, session_index, turn_index",
+        {"run": run_id, "users": list(cutoffs), "cutoffs": list(cutoffs.values())}).fetchall()
+    by_user: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        by_user[row[0]].append(row[1:])
+    return by_user
+
+
+class _UserFiles(NamedTuple):
+    """What one user contributes: their chat history file (path under the export, JSON text) and CSV rows."""
+
+    path: str
+    history_json: str
+    rows: list[list[str]]
+
+
+def _user_files(run_id: str, persona: dict[str, Any], questions: list[QuestionRow], turns: list[tuple[Any, ...]],
+                prefs: dict[str, tuple[Any, ...]], columns: list[str], window: str, stamp: str) -> _UserFiles:
+    link_column = f"chat_history_{window}_link"
+    rows: list[list[str]] = []
+    system = ChatMessage(role="system", content=SYSTEM_PROMPT.format(
+        persona=json.dumps(persona_json(persona), indent=2, ensure_ascii=False)))
+    full = [system, *(message_from_store(role, text, cj) for role, text, cj, _, _ in turns)]
+    history = _fit(full, WINDOW_TOKENS[window])
+    reveals = [None, *(t[4] for t in turns)][len(full) - len(history):]
+    reveals[0] = None
+    tokens = [count_tokens(m.text) for m in history]
+    rel = f"data/chat_history_{window}/chat_history_{stamp}_persona{persona['user_index']}.json"
+    metadata: dict[str, Any] = {"total_messages": len(history), "final_token_count": sum(tokens),
+                                "persona_id": persona["user_index"],
+                                "input_filename": f"personasim:{run_id}/{persona['persona_id']}"}
+    if len(history) < len(full):
+        metadata["trimmed_from_total_messages"] = len(full)
+    for q in sorted(questions, key=lambda q: q.question_id):
+        picked = _snippet(history, reveals, q.preference_id)
+        relevant = sum(tokens[i] for i in picked)
+        pref = prefs.get(q.preference_id)
+        stale = prefs.get(q.stale_preference_id or "")
+        values: dict[str, Any] = {
+            "persona_id": persona["user_index"], link_column: rel,
+            "preference": q.preference_statement or (pref[4] if pref else ""),
+            "prev_pref": q.stale_statement or (stale[4] if stale else None),
+            "updated": q.question_type == "updated_preference",
+            "who": q.who, "sensitive_info": q.question_type == "sensitive_info" or bool(pref and pref[1]),
+            "pref_type": _pref_type(q, pref), "topic_preference": q.topic, "topic_query": q.topic,
+            "conversation_scenario": q.scenario_id,
+            "related_conversation_snippet": [history[i].as_json() for i in picked],
+            "user_query": {"role": "user", "content": q.query}, "correct_answer": q.options[q.correct_index],
+            "incorrect_answers": [o for i, o in enumerate(q.options) if i != q.correct_index],
+            f"total_tokens_in_chat_history_{window}": sum(tokens),
+            f"distance_from_related_snippet_to_query_{window}": sum(tokens[picked[-1] + 1:]) if picked else None,
+            f"num_persona_relevant_tokens_{window}": relevant,
+            f"num_persona_irrelevant_tokens_{window}": sum(tokens) - relevant,
+            "question_type": q.question_type,
+        }
+        rows.append([format_cell(values.get(c)) for c in columns])
+    return _UserFiles(rel, ChatHistory(metadata=metadata, chat_history=history).dumps(), rows)

@@ -20,6 +20,8 @@ import csv
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -464,9 +466,16 @@ def format_cell(value: Any) -> str:
 
 def write_benchmark_csv(path: Path, columns: list[str], rows: list[list[str]]) -> Path:
     """Python's csv dialect (minimal quoting, CRLF), as the released files use."""
+    with benchmark_csv_writer(path, columns) as writer:
+        writer.writerows(rows)
+    return path
+
+
+@contextmanager
+def benchmark_csv_writer(path: Path, columns: list[str]) -> Iterator[Any]:
+    """A ``csv.writer`` on ``path`` with the header written, for rows written as they are made."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        writer.writerows(rows)
-    return path
+        yield writer

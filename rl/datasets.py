@@ -16,10 +16,15 @@ Splits are by user, never by row: one user's questions share a memory, so a row 
 
 from __future__ import annotations
 
+import itertools
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from personasim.agents.embedding import default_embedder
 from personasim.agents.memory import MemorySettings, memory_class
@@ -49,7 +54,28 @@ def build_examples(
     val_fraction: float = 0.1,
     seed: int = 0,
 ) -> dict[str, list[dict[str, Any]]]:
-    """``{"train": [...], "validation": [...]}`` for one run, with ``strategy``'s memory as context."""
+    """``{"train": [...], "validation": [...]}`` for one run, with ``strategy``'s memory as context,
+    in question id order. Held in memory: ``export_training_data`` streams a large run instead."""
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+    for chunk in example_chunks(con, run_id, fmt, strategy, max_context_tokens, val_fraction, seed):
+        for name, rows in chunk.items():
+            splits[name] += rows
+    # in question id order, as one query over the run gives them (users' ids need not be ranges of it)
+    return {name: sorted(rows, key=lambda row: row["question_id"]) for name, rows in splits.items()}
+
+
+def example_chunks(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    fmt: TrainFormat,
+    strategy: str = "agentic",
+    max_context_tokens: int = 4000,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """``build_examples``' rows, ``USERS_PER_CHUNK`` users at a time (users in the order of their
+    first question, each chunk's rows in question id order): a 10,000-user run's snapshots take
+    about 8 GB as objects, its questions 4 GB, and its rows several GB more."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown training format {fmt!r}; choose from {', '.join(FORMATS)}")
     if not 0.0 <= val_fraction < 1.0:
@@ -61,38 +87,76 @@ def build_examples(
         raise ValueError(f"run {run_id} kept no memory snapshots for {strategy!r}; it has {', '.join(have)}")
     select = memory_class(strategy).select_context
     embedder, settings = default_embedder(), MemorySettings()
-    keyed: dict[str, list[tuple[str, dict[str, Any]]]] = {"train": [], "validation": []}  # by question id
-    # a chunk of users at a time: a 10,000-user run's snapshots take about 8 GB as objects, its questions 4 GB
     for start in range(0, len(users), USERS_PER_CHUNK):
         chunk = users[start:start + USERS_PER_CHUNK]
         snapshots = read_snapshots(con, run_id, chunk)
-        for q in read_questions(con, run_id, chunk):
+        splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+        for q in read_questions(con, run_id, chunk):  # in question id order
             before = [s for s in snapshots.get((q.persona_id, strategy), []) if s.time <= q.asked_at]
             context = select(before[-1].items, q.query, embedder, settings) if before else []
             split = "validation" if _held_out(q.persona_id, seed, val_fraction) else "train"
-            rows = _rows(q, _fit(context, max_context_tokens), fmt, strategy)
-            keyed[split] += [(q.question_id, row) for row in rows]
-    # in question id order, as one query over the run gives them (users' ids need not be ranges of it)
-    return {name: [row for _, row in sorted(rows, key=lambda pair: pair[0])] for name, rows in keyed.items()}
+            splits[split] += _rows(q, _fit(context, max_context_tokens), fmt, strategy)
+        yield splits
+
+
+_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+_META = [("question_id", pa.string()), ("persona_id", pa.string()), ("question_type", pa.string()),
+         ("strategy", pa.string())]
+#: Each format's columns, as ``Dataset.from_list`` infers them from the rows: fixed, so that every
+#: chunk of a streamed export has them even where a chunk's values would infer otherwise (all null).
+SCHEMAS: dict[str, pa.Schema] = {
+    "sft": pa.schema([("messages", _MESSAGES), *_META]),
+    "dpo": pa.schema([("prompt", _MESSAGES), ("chosen", _MESSAGES), ("rejected", _MESSAGES), *_META]),
+    "kto": pa.schema([("prompt", _MESSAGES), ("completion", _MESSAGES), ("label", pa.bool_()), *_META]),
+    "grpo": pa.schema([("prompt", _MESSAGES), ("options", pa.list_(pa.string())), ("correct_index", pa.int64()),
+                       ("correct_answer", pa.string()), ("preference", pa.string()),
+                       ("stale_preference", pa.string()), ("memory", pa.string()), *_META]),
+}
 
 
 def export_training_data(
     con: duckdb.DuckDBPyConnection, run_id: str, fmt: TrainFormat, out_dir: str | Path, **kwargs: Any
 ) -> list[Path]:
-    """Write a Hugging Face ``DatasetDict`` (``load_from_disk(out_dir)``) and one Parquet file per split."""
+    """Write a Hugging Face ``DatasetDict`` (``load_from_disk(out_dir)``) and one Parquet file per split.
+
+    The rows are streamed a chunk of users at a time into an Arrow file per split, which the
+    ``DatasetDict`` then maps from disk, so the export holds one chunk's rows, not the run's. The
+    rows are those of ``build_examples``, in question id order."""
     from datasets import Dataset, DatasetDict
 
-    splits = build_examples(con, run_id, fmt, **kwargs)
+    chunks = example_chunks(con, run_id, fmt, **kwargs)
+    first = next(chunks)  # bad arguments fail here, before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items() if rows})
-    data.save_to_disk(str(out / "dataset"))
-    paths = [out / "dataset"]
-    for name, dataset in data.items():
-        target = out / f"{name}.parquet"
-        dataset.to_parquet(str(target))
-        paths.append(target)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
+        writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
+        try:
+            for chunk in itertools.chain([first], chunks):
+                for name, rows in chunk.items():
+                    if rows:
+                        if name not in writers:
+                            writers[name] = pa.ipc.new_stream(str(Path(staging) / f"{name}.arrow"), SCHEMAS[fmt])
+                        writers[name].write_table(pa.Table.from_pylist(rows, schema=SCHEMAS[fmt]))
+        finally:
+            for writer in writers.values():
+                writer.close()
+        data = DatasetDict({name: _in_question_order(Dataset.from_file(str(Path(staging) / f"{name}.arrow")))
+                            for name in ("train", "validation") if name in writers})
+        data.save_to_disk(str(out / "dataset"))
+        paths = [out / "dataset"]
+        for name, dataset in data.items():
+            target = out / f"{name}.parquet"
+            dataset.to_parquet(str(target))
+            paths.append(target)
     return paths
+
+
+def _in_question_order(dataset: Any) -> Any:
+    """Sorted by question id (stably) where users' questions interleave, as in a loaded PersonaMem-v2
+    run; a generated run's ids start with the user's, so its chunks come in order already."""
+    ids = dataset.data.column("question_id")
+    ordered = len(ids) < 2 or pc.all(pc.less_equal(ids.slice(0, len(ids) - 1), ids.slice(1))).as_py()
+    return dataset if ordered else dataset.sort("question_id")
 
 
 def export_training(

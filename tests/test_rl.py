@@ -86,8 +86,46 @@ def test_examples_are_built_a_chunk_of_users_at_a_time_in_question_order(run_sto
         assert ids == sorted(ids)
 
 
-def test_export_errors_name_the_fix(run_store):
+@pytest.mark.parametrize("fmt", ["sft", "kto"])
+def test_the_streamed_export_holds_the_rows_of_build_examples(run_store, fmt, tmp_path, monkeypatch):
+    """``export_training_data`` writes a chunk of users at a time through Arrow files: the dataset
+    and the Parquet files hold exactly ``build_examples``' rows, in its order, with its columns."""
+    import pyarrow.parquet as pq
+    from datasets import load_from_disk
+
+    from personasim.rl import datasets
+
     con, run_id = run_store
+    expected = build_examples(con, run_id, fmt, strategy="agentic", val_fraction=0.25)
+    monkeypatch.setattr(datasets, "USERS_PER_CHUNK", 5)
+    paths = export_training_data(con, run_id, fmt, tmp_path / fmt, strategy="agentic", val_fraction=0.25)
+    loaded = load_from_disk(str(paths[0]))
+    for split, rows in expected.items():
+        assert loaded[split].to_list() == rows == pq.read_table(tmp_path / fmt / f"{split}.parquet").to_pylist()
+        assert loaded[split].data.schema.remove_metadata() == datasets.SCHEMAS[fmt]
+    assert sorted(p.name for p in (tmp_path / fmt).iterdir()) == ["dataset", "train.parquet", "validation.parquet"]
+
+
+def test_rows_whose_users_interleave_in_question_ids_are_sorted_stably():
+    """A loaded PersonaMem-v2 run's question ids need not group by user: the streamed rows are then
+    sorted by question id, keeping a question's rows (kto's chosen, then rejected) in order."""
+    from datasets import Dataset
+
+    from personasim.rl.datasets import _in_question_order
+
+    rows = [{"question_id": q, "n": n} for n, q in enumerate(["b/1", "b/1", "d/3", "a/2", "a/2", "c/0"])]
+    ordered = _in_question_order(Dataset.from_list(rows)).to_list()
+    assert [(r["question_id"], r["n"]) for r in ordered] == [
+        ("a/2", 3), ("a/2", 4), ("b/1", 0), ("b/1", 1), ("c/0", 5), ("d/3", 2)]
+    already = Dataset.from_list(sorted(rows, key=lambda r: r["question_id"]))
+    assert _in_question_order(already) is already
+
+
+def test_export_errors_name_the_fix(run_store, tmp_path):
+    con, run_id = run_store
+    with pytest.raises(ValueError, match="no memory snapshots for 'rag'"):
+        export_training_data(con, run_id, "sft", tmp_path / "out", strategy="rag")
+    assert not (tmp_path / "out").exists(), "nothing is written for bad arguments"
     with pytest.raises(ValueError, match="choose from sft, dpo, kto, grpo"):
         build_examples(con, run_id, "ppo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no memory snapshots for 'rag'"):

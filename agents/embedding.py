@@ -188,12 +188,26 @@ def default_embedder() -> Any:
     global _default
     with _lock:
         if _default is None:
-            if _choice == "minilm":
-                _default = Embedder()
-            elif _choice == "minilm-bf16":
-                _default = Embedder(precision="bfloat16")
-            else:
-                from personasim.agents.static_embedding import StaticEmbedder
-
-                _default = StaticEmbedder()
+            _default = _built(_choice)
         return _default
+
+
+def embedder_named(name: str) -> Any:
+    """``name``'s embedder, without making it this process's: the process's own when it is that
+    one, else a new one. For a tool bound to a model whatever the process chose: the audit embeds
+    with its run's model, memory fidelity with MiniLM (its threshold was calibrated on it)."""
+    if name not in EMBEDDER_NAMES:
+        raise ValueError(f"unknown embedder {name!r}; choose from {', '.join(EMBEDDER_NAMES)}")
+    with _lock:
+        chosen = _choice
+    return default_embedder() if name == chosen else _built(name)
+
+
+def _built(name: str) -> Any:
+    if name == "minilm":
+        return Embedder()
+    if name == "minilm-bf16":
+        return Embedder(precision="bfloat16")
+    from personasim.agents.static_embedding import StaticEmbedder
+
+    return StaticEmbedder()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -246,17 +246,24 @@ def audit_store(db: str | Path, run_id: str | None = None, embedder: TextEncoder
     eval``'s reader does by default, so ``query_only`` is what that reader answers with the
     ``none`` strategy; ``embedder`` names another (``minilm``, ``minilm-bf16``, ``minilm-static``)
     or is one."""
-    from personasim.agents.embedding import default_embedder, use_embedder
-    from personasim.analysis.static_build import prepare_embedder
-
     with open_store(db) as store:
         run_id = resolve_finished_run(store, run_id)
-        if embedder is None or isinstance(embedder, str):
-            name = embedder or run_embedder(store, run_id)
-            use_embedder(name)  # an unknown name fails here, before any model is built
-            prepare_embedder(name)
-            embedder = default_embedder()
-        return audit(store.con, run_id, embedder)
+        return audit(store.con, run_id, audit_embedder(store, run_id, embedder))
+
+
+def audit_embedder(source: Any, run_id: str, embedder: TextEncoder | str | None = None) -> TextEncoder:
+    """The blind readers' embedder: ``embedder`` itself, the one it names, or the run's own
+    (``RunConfig.embedder``), without changing the process's (``embedding.embedder_named``)."""
+    if embedder is not None and not isinstance(embedder, str):
+        return embedder
+    from personasim.agents.embedding import EMBEDDER_NAMES, embedder_named
+    from personasim.analysis.static_build import prepare_embedder
+
+    name = embedder or run_embedder(source, run_id)
+    if name not in EMBEDDER_NAMES:  # before anything is built
+        raise ValueError(f"unknown embedder {name!r}; choose from {', '.join(EMBEDDER_NAMES)}")
+    prepare_embedder(name)
+    return embedder_named(name)
 
 
 def audit_table(report: AuditReport) -> pd.DataFrame:

@@ -223,10 +223,10 @@ def _assess(
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
     snaps = _snapshots(con, run_id, strategies)
     truth = _load_truth(con, run_id)
-    if embedder is None:
-        from personasim.agents.embedding import default_embedder
+    if embedder is None:  # MiniLM whatever the process chose: the threshold was calibrated on it
+        from personasim.agents.embedding import embedder_named
 
-        embedder = default_embedder()
+        embedder = embedder_named("minilm")
     vectors = _Vectors(embedder)
     key_index = {k: i for i, k in enumerate(truth.keys)}
     statements = vectors.matrix(truth.statements) if truth.keys else np.zeros((0, 1), dtype=np.float32)

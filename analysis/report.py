@@ -65,11 +65,12 @@ class Report(BaseModel):
 def build_report(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int = 1000) -> Report:
     """Every section that the run's data supports; a section without data says what is missing."""
     meta = _run_meta(con, run_id)
+    audit = _try_audit(con, run_id)  # once: the accuracy plot's floors and the audit section
     sections = [
-        _accuracy_section(con, run_id, n_boot),
+        _accuracy_section(con, run_id, n_boot, audit),
         _distance_section(con, run_id, n_boot),
         _comparison_section(con, run_id),
-        _audit_section(con, run_id),
+        _audit_section(audit),
         _fidelity_section(con, run_id),
         _drift_section(con, run_id),
         _privacy_section(con, run_id),
@@ -120,7 +121,7 @@ def _main_reader(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _accuracy_section(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int) -> Section:
+def _accuracy_section(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int, audit: Any) -> Section:
     from personasim.analysis.metrics import accuracy_table
 
     section = Section(title="Accuracy and token cost")
@@ -143,7 +144,7 @@ def _accuracy_section(con: duckdb.DuckDBPyConnection, run_id: str, n_boot: int) 
     pivot.columns.name = None
     section.tables.append(("Accuracy by question type × strategy", _percent(pivot.reset_index())))
     section.figures.append(("accuracy_vs_tokens", plots.png_bytes(
-        plots.accuracy_vs_tokens(by_strategy, chance, _blind_accuracy(con, run_id)))))
+        plots.accuracy_vs_tokens(by_strategy, chance, dict(audit.blind_accuracy) if audit is not None else {}))))
     section.figures.append(("accuracy_by_type", plots.png_bytes(plots.accuracy_by_type(by_type, chance))))
     return section
 
@@ -206,24 +207,20 @@ def _comparison_section(con: duckdb.DuckDBPyConnection, run_id: str) -> Section:
     return section
 
 
-def _blind_accuracy(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]:
-    audit = _try_audit(con, run_id)
-    return dict(audit.blind_accuracy) if audit is not None else {}
-
-
 def _try_audit(con: duckdb.DuckDBPyConnection, run_id: str) -> Any:
+    """The run's artifact audit, with the run's own embedder (as ``personasim eval`` and
+    ``personasim audit`` compute it), or None when it has no questions."""
     try:
-        from personasim.analysis.audit import audit
+        from personasim.analysis.audit import audit, audit_embedder
     except ImportError:
         return None
     if not count_rows(con, "questions", run_id):
         return None
-    return audit(con, run_id)
+    return audit(con, run_id, audit_embedder(con, run_id))
 
 
-def _audit_section(con: duckdb.DuckDBPyConnection, run_id: str) -> Section:
+def _audit_section(report: Any) -> Section:
     section = Section(title="No-memory floor (artifact audit)")
-    report = _try_audit(con, run_id)
     if report is None:
         section.text = "The run has no questions to audit."
         return section

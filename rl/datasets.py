@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from personasim.agents.embedding import default_embedder
+from personasim.agents.embedding import embedder_named
 from personasim.agents.memory import MemorySettings, memory_class
 from personasim.agents.tokens import count_tokens
 from personasim.analysis.answer_parsing import letters
@@ -35,7 +35,7 @@ from personasim.personas.seeding import derive_seed
 from personasim.sim.rows import QuestionRow
 from personasim.sim.store import open_store
 from personasim.sim.store_read import question_users, read_questions, read_snapshots, snapshot_strategies
-from personasim.sim.store_runs import resolve_run
+from personasim.sim.store_runs import resolve_run, run_embedder
 
 TrainFormat = Literal["sft", "dpo", "kto", "grpo"]
 FORMATS: tuple[str, ...] = ("sft", "dpo", "kto", "grpo")
@@ -86,7 +86,7 @@ def example_chunks(
     if strategy not in (have := snapshot_strategies(con, run_id)):
         raise ValueError(f"run {run_id} kept no memory snapshots for {strategy!r}; it has {', '.join(have)}")
     select = memory_class(strategy).select_context
-    embedder, settings = default_embedder(), MemorySettings()
+    embedder, settings = _RunEmbedder(run_embedder(con, run_id)), MemorySettings()
     for start in range(0, len(users), USERS_PER_CHUNK):
         chunk = users[start:start + USERS_PER_CHUNK]
         snapshots = read_snapshots(con, run_id, chunk)
@@ -176,6 +176,20 @@ def export_training(
             store.con, resolve_run(store, run_id), fmt, out, strategy=strategy, val_fraction=val_fraction,
             max_context_tokens=max_context_tokens,
         )
+
+
+class _RunEmbedder:
+    """The run's own model, as its chatbot and evaluation retrieved with (rag's top-k), loaded on
+    first use: the other strategies never embed, and a static run's model may not be built here."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loaded: Any = None
+
+    def encode(self, texts: list[str]) -> Any:
+        if self._loaded is None:
+            self._loaded = embedder_named(self.name)
+        return self._loaded.encode(texts)
 
 
 def _held_out(persona_id: str, seed: int, fraction: float) -> bool:

@@ -211,18 +211,10 @@ def test_a_tokenizer_that_splits_otherwise_is_used_as_it_is(tiny_bert):
 def test_audit_embeds_with_the_runs_own_embedder_or_the_one_named_as_eval_does(small_run, tiny_bert, tmp_path):
     """``personasim audit`` of a run that chose ``minilm-static`` embeds with it, as that run's
     ``personasim eval`` does, so both print the same blind readers; ``--embedder`` overrides it."""
-    import json
-
     from personasim.analysis.audit import audit_store
     from personasim.analysis.evaluate import evaluate
 
-    _, db = small_run
-    copy = tmp_path / "static.duckdb"
-    shutil.copy(db, copy)
-    with duckdb.connect(str(copy)) as con:  # the same run, as if it had chosen the static embedder
-        (config,) = con.execute("SELECT config_json FROM runs").fetchone()
-        static = json.dumps({**json.loads(config), "embedder": "minilm-static"})
-        con.execute("UPDATE runs SET config_json = ?", [static])
+    copy = _as_if_static(small_run, tmp_path)
     try:
         own = audit_store(copy)
         named = audit_store(copy, embedder="minilm-static")
@@ -236,3 +228,49 @@ def test_audit_embeds_with_the_runs_own_embedder_or_the_one_named_as_eval_does(s
     assert minilm.blind_accuracy.longest == own.blind_accuracy.longest  # lengths need no model
     with pytest.raises(ValueError, match="unknown embedder 'word2vec'"):
         audit_store(copy, embedder="word2vec")
+
+
+def test_the_report_audits_once_with_the_runs_model_and_fidelity_stays_minilm(small_run, tiny_bert, tmp_path,
+                                                                             monkeypatch):
+    """``personasim report`` shows the audit ``personasim audit`` prints for the run (its own
+    embedder), computed once; memory fidelity embeds with MiniLM whatever the process chose,
+    because its threshold was calibrated on MiniLM."""
+    from personasim.analysis import audit as audit_module
+    from personasim.analysis.fidelity import fidelity_summary
+    from personasim.analysis.report import build_report
+
+    copy = _as_if_static(small_run, tmp_path)
+    audits: list = []
+    real = audit_module.audit
+    monkeypatch.setattr(audit_module, "audit", lambda *a, **k: audits.append(real(*a, **k)) or audits[-1])
+    with duckdb.connect(str(copy), read_only=True) as con:
+        run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+        with_minilm = fidelity_summary(con, run_id)
+        try:
+            static_build.prepare_embedder("minilm-static")
+            embedding.use_embedder("minilm-static")  # as a notebook that ran a static run would have
+            build_report(con, run_id, n_boot=20)
+            while_static = fidelity_summary(con, run_id)
+        finally:
+            embedding.use_embedder("minilm")
+    assert len(audits) == 1
+    monkeypatch.setattr(audit_module, "audit", real)
+    try:
+        assert audits[0] == audit_module.audit_store(copy)
+    finally:
+        embedding.use_embedder("minilm")
+    assert while_static.equals(with_minilm) and len(with_minilm) > 0
+
+
+def _as_if_static(small_run, tmp_path):  # type: ignore[no-untyped-def]
+    """A copy of the small run's store whose run chose the static embedder."""
+    import json
+
+    _, db = small_run
+    copy = tmp_path / "static.duckdb"
+    shutil.copy(db, copy)
+    with duckdb.connect(str(copy)) as con:
+        (config,) = con.execute("SELECT config_json FROM runs").fetchone()
+        static = json.dumps({**json.loads(config), "embedder": "minilm-static"})
+        con.execute("UPDATE runs SET config_json = ?", [static])
+    return copy

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from personasim.agents.backends import BackendConfig
-from personasim.analysis.audit import AuditReport, audit
+from personasim.analysis.audit import AuditReport, audit, audit_embedder
 from personasim.analysis.evaluate import EvalSummary, ReaderSpec, evaluate
 from personasim.interop.personamem_v2.export import export_personamem_v2
 from personasim.interop.personamem_v2.load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
@@ -120,19 +120,14 @@ def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window
                         split: str = "benchmark", embedder: str | None = None) -> AuditReport:
     """Load a PersonaMem-v2 folder into ``db`` (once, as ``evaluate_personamem_v2`` does) and audit
     that run. Without ``db`` the files go into a temporary store that is removed afterwards.
-    ``embedder``: the blind readers' (default: this process's, MiniLM unless chosen)."""
+    ``embedder``: the blind readers' (default: MiniLM, a loaded run's)."""
     folder = _check_folder(folder)
-    if embedder is not None:
-        from personasim.agents.embedding import use_embedder
-        from personasim.analysis.static_build import prepare_embedder
-
-        use_embedder(embedder)
-        prepare_embedder(embedder)
     if db is None:
         with tempfile.TemporaryDirectory(prefix="personasim-audit-") as tmp:
-            return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window, split)
+            return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window, split, embedder)
     with _loading_store(db) as store:  # the audit needs no memory: no snapshots are built
-        return audit(store.con, _load_once(store, folder, window, split))
+        run_id = _load_once(store, folder, window, split)
+        return audit(store.con, run_id, audit_embedder(store, run_id, embedder))
 
 
 def export_benchmark(db: str | Path, out: str | Path, run_id: str | None = None, window: str = "32k") -> list[Path]:

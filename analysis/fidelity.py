@@ -27,7 +27,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from personasim.sim.store_read import define_views
+from personasim.analysis.stored_questions import USERS_PER_CHUNK
+from personasim.sim.store_read import SnapshotRow, define_views, read_snapshot_rows, snapshot_users
 from personasim.sim.store_runs import read_run
 
 __all__ = [
@@ -199,18 +200,6 @@ class _Assessed:
     truth: _Truth
 
 
-def _snapshots(con: duckdb.DuckDBPyConnection, run_id: str, strategies: Sequence[str] | None) -> pd.DataFrame:
-    sql = (
-        "SELECT persona_id, strategy, session_index, time, text, items, tokens FROM memory_snapshots"
-        " WHERE run_id = ?"
-    )
-    params: list[object] = [run_id]
-    if strategies is not None:
-        sql += " AND list_contains(?, strategy)"
-        params.append(list(strategies))
-    return con.execute(sql + " ORDER BY strategy, persona_id, session_index", params).df()
-
-
 def _assess(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
@@ -221,68 +210,79 @@ def _assess(
     threshold = FIDELITY_THRESHOLD if threshold is None else float(threshold)
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    snaps = _snapshots(con, run_id, strategies)
     truth = _load_truth(con, run_id)
     if embedder is None:  # MiniLM whatever the process chose: the threshold was calibrated on it
         from personasim.agents.embedding import embedder_named
 
         embedder = embedder_named("minilm")
-    vectors = _Vectors(embedder)
     key_index = {k: i for i, k in enumerate(truth.keys)}
-    statements = vectors.matrix(truth.statements) if truth.keys else np.zeros((0, 1), dtype=np.float32)
-    # every item text and reveal text, embedded in one pass
-    vectors.add([t for items in snaps["items"] for t in map(normalise_item, items) if t])
-    vectors.add([r[4] for p in truth.personas.values() for r in p.reveals])
-
+    statements = _Vectors(embedder).matrix(truth.statements) if truth.keys else np.zeros((0, 1), dtype=np.float32)
+    wanted = list(strategies) if strategies is not None else None
     rows: list[dict[str, object]] = []
     memory_keys: dict[tuple[str, str, int], set[Key]] = {}
-    for snap in snaps.itertuples(index=False):
-        persona = truth.personas.get(snap.persona_id, _Persona())
-        t = snap.time.to_pydatetime() if hasattr(snap.time, "to_pydatetime") else snap.time
-        texts = [x for x in map(normalise_item, list(snap.items)) if x]
-        assigned: list[Key] = []
-        if texts and truth.keys:
-            items = vectors.matrix(texts)
-            scores = items @ statements.T  # (items, keys): similarity to each preference's statement
-            for rt, _, key, _, reveal_text, _ in persona.reveals:
-                if rt <= t:  # the user's own words that revealed it, once said
-                    column = key_index[key]
-                    scores[:, column] = np.maximum(scores[:, column], items @ vectors.cache[reveal_text])
-            best = scores.argmax(axis=1)
-            best_score = scores[np.arange(len(texts)), best]
-            assigned = [truth.keys[b] for b, s in zip(best, best_score, strict=True) if s >= threshold]
-        target = persona.target(t)
-        categories = [persona.category(k, t, target) for k in assigned]
-        held = set(assigned)
-        memory_keys[(snap.persona_id, snap.strategy, int(snap.session_index))] = held
-        forgotten = persona.forgotten_keys(t)
-        n_pref = len(assigned) - categories.count("others")
-        current = categories.count("current")
-        matched = len(target & held)
-        precision = current / n_pref if n_pref else math.nan
-        recall = matched / len(target) if target else math.nan
-        if math.isnan(recall):
-            f1 = math.nan
-        elif recall == 0:
-            f1 = 0.0
-        else:
-            f1 = 2 * precision * recall / (precision + recall)
-        violations = len(forgotten & held)
-        text = snap.text or ""
-        rows.append({
-            "persona_id": snap.persona_id, "strategy": snap.strategy, "session_index": int(snap.session_index),
-            "time": snap.time, "tokens": int(snap.tokens), "items": len(snap.items),
-            "preference_items": n_pref, "others_items": categories.count("others"), "held_now": len(target),
-            "matched": matched,
-            "precision": precision, "recall": recall, "f1": f1,
-            "staleness": categories.count("stale") / n_pref if n_pref else math.nan,
-            "hallucination": categories.count("hallucinated") / n_pref if n_pref else math.nan,
-            "forgotten_share": categories.count("forgotten") / n_pref if n_pref else math.nan,
-            "forget_requests": len(forgotten), "forget_violations": violations,
-            "forget_compliance": 1 - violations / len(forgotten) if forgotten else math.nan,
-            "leaked_values": sum(1 for v in persona.values if v in text),
-        })
+    users = snapshot_users(con, run_id, wanted)
+    # a chunk of users at a time: a 1,000-user run's snapshots took 2.2 GB read at once
+    for start in range(0, len(users), USERS_PER_CHUNK):
+        chunk = users[start:start + USERS_PER_CHUNK]
+        snaps = read_snapshot_rows(con, run_id, chunk, wanted)
+        vectors = _Vectors(embedder)  # every item text and reveal text of the chunk, embedded in one pass
+        vectors.add([t for snap in snaps for t in map(normalise_item, snap.items) if t])
+        vectors.add([r[4] for p in chunk for r in truth.personas.get(p, _Persona()).reveals])
+        for snap in snaps:
+            rows.append(_assessed_row(snap, truth.personas.get(snap.persona_id, _Persona()), truth, key_index,
+                                      statements, vectors, threshold, memory_keys))
+    rows.sort(key=lambda r: (r["strategy"], r["persona_id"], r["session_index"]))  # as one query's order
     return _Assessed(rows=rows, memory_keys=memory_keys, truth=truth)
+
+
+def _assessed_row(snap: SnapshotRow, persona: _Persona, truth: _Truth, key_index: dict[Key, int],
+                  statements: np.ndarray, vectors: _Vectors, threshold: float,
+                  memory_keys: dict[tuple[str, str, int], set[Key]]) -> dict[str, object]:
+    """One snapshot's row of ``memory_fidelity`` (and the keys it holds, into ``memory_keys``)."""
+    t = snap.time
+    texts = [x for x in map(normalise_item, snap.items) if x]
+    assigned: list[Key] = []
+    if texts and truth.keys:
+        items = vectors.matrix(texts)
+        scores = items @ statements.T  # (items, keys): similarity to each preference's statement
+        for rt, _, key, _, reveal_text, _ in persona.reveals:
+            if rt <= t:  # the user's own words that revealed it, once said
+                column = key_index[key]
+                scores[:, column] = np.maximum(scores[:, column], items @ vectors.cache[reveal_text])
+        best = scores.argmax(axis=1)
+        best_score = scores[np.arange(len(texts)), best]
+        assigned = [truth.keys[b] for b, s in zip(best, best_score, strict=True) if s >= threshold]
+    target = persona.target(t)
+    categories = [persona.category(k, t, target) for k in assigned]
+    held = set(assigned)
+    memory_keys[(snap.persona_id, snap.strategy, int(snap.session_index))] = held
+    forgotten = persona.forgotten_keys(t)
+    n_pref = len(assigned) - categories.count("others")
+    current = categories.count("current")
+    matched = len(target & held)
+    precision = current / n_pref if n_pref else math.nan
+    recall = matched / len(target) if target else math.nan
+    if math.isnan(recall):
+        f1 = math.nan
+    elif recall == 0:
+        f1 = 0.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall)
+    violations = len(forgotten & held)
+    text = "\n".join(snap.items)
+    return {
+        "persona_id": snap.persona_id, "strategy": snap.strategy, "session_index": int(snap.session_index),
+        "time": snap.time, "tokens": int(snap.tokens), "items": len(snap.items),
+        "preference_items": n_pref, "others_items": categories.count("others"), "held_now": len(target),
+        "matched": matched,
+        "precision": precision, "recall": recall, "f1": f1,
+        "staleness": categories.count("stale") / n_pref if n_pref else math.nan,
+        "hallucination": categories.count("hallucinated") / n_pref if n_pref else math.nan,
+        "forgotten_share": categories.count("forgotten") / n_pref if n_pref else math.nan,
+        "forget_requests": len(forgotten), "forget_violations": violations,
+        "forget_compliance": 1 - violations / len(forgotten) if forgotten else math.nan,
+        "leaked_values": sum(1 for v in persona.values if v in text),
+    }
 
 
 # ------------------------------------------------------------------------------------ public

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import pandas as pd
@@ -150,6 +150,50 @@ def read_snapshots(
         out[key] = [SnapshotRef(snapshot_id=sid, time=time, items=items, tokens=tokens)
                     for sid, time, items, tokens in sorted(chain, key=lambda c: (c[1], c[0]))]
     return out
+
+
+class SnapshotRow(NamedTuple):
+    """One whole snapshot, as the ``memory_snapshots`` view gives it (its text is the items joined
+    by newlines)."""
+
+    persona_id: str
+    strategy: str
+    session_index: int
+    time: datetime
+    items: list[str]
+    tokens: int
+
+
+def snapshot_users(con: duckdb.DuckDBPyConnection, run_id: str, strategies: list[str] | None = None) -> list[str]:
+    """The users with snapshots (of ``strategies`` when given), sorted."""
+    table = STORED_SNAPSHOTS if _has_table(con, STORED_SNAPSHOTS) else SNAPSHOTS
+    sql, params = f"SELECT DISTINCT persona_id FROM {table} WHERE run_id = $run", {"run": run_id}
+    if strategies is not None:
+        sql, params["strategies"] = sql + " AND strategy IN (SELECT unnest($strategies::VARCHAR[]))", strategies
+    return [r[0] for r in con.execute(sql + " ORDER BY 1", params).fetchall()]
+
+
+def read_snapshot_rows(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: list[str],
+                       strategies: list[str] | None = None) -> list[SnapshotRow]:
+    """``persona_ids``' whole snapshots (of ``strategies`` when given), ordered by strategy, user and
+    session, for a reader that goes through a run a chunk of users at a time; chains joined here,
+    as in ``read_snapshots`` (the view's join is not pushed below its window)."""
+    if not _has_table(con, STORED_SNAPSHOTS):  # a store older than schema 11, opened read-only
+        table, columns = SNAPSHOTS, "NULL::INTEGER AS carried"
+    else:
+        table, columns = STORED_SNAPSHOTS, "carried"
+    sql = (f"SELECT snapshot_id, persona_id, strategy, session_index, time, {columns}, items, tokens FROM {table}"
+           " WHERE run_id = $run AND persona_id IN (SELECT unnest($users::VARCHAR[]))")
+    params: dict[str, object] = {"run": run_id, "users": persona_ids}
+    if strategies is not None:
+        sql, params["strategies"] = sql + " AND strategy IN (SELECT unnest($strategies::VARCHAR[]))", strategies
+    rows: list[SnapshotRow] = []
+    previous: dict[tuple[str, str], list[str]] = {}
+    for sid, persona, strategy, session, time, carried, items, tokens in con.execute(
+            sql + " ORDER BY strategy, persona_id, session_index", params).fetchall():
+        whole = previous[(persona, strategy)] = joined(previous.get((persona, strategy)), carried, items, sid)
+        rows.append(SnapshotRow(persona, strategy, session, time, whole, tokens))
+    return rows
 
 
 def _read_whole_snapshots(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: list[str] | None

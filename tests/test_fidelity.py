@@ -211,6 +211,30 @@ def test_fidelity_on_a_real_run(small_run):
         assert leakage["share"].between(0, 1).all()
 
 
+def test_fidelity_reads_a_chunk_of_users_at_a_time_with_the_same_rows(small_run, monkeypatch):
+    """A large run's snapshots do not fit in memory at once: fidelity reads them a chunk of users at
+    a time (chains joined in Python), and the rows are those of the whole run read through the view,
+    in the view's order."""
+    from personasim.analysis import fidelity
+    from personasim.sim.store_read import read_snapshot_rows, snapshot_users
+
+    summary, db = small_run
+    with duckdb.connect(str(db), read_only=True) as real:
+        users = snapshot_users(real, summary.run_id)
+        view = real.execute(
+            "SELECT persona_id, strategy, session_index, time, items, tokens FROM memory_snapshots WHERE run_id = ?"
+            " ORDER BY strategy, persona_id, session_index", [summary.run_id]).fetchall()
+        assert [tuple(r) for r in read_snapshot_rows(real, summary.run_id, users)] == view
+        agentic = read_snapshot_rows(real, summary.run_id, users[:3], ["agentic"])
+        assert agentic and {(r.persona_id, r.strategy) for r in agentic} <= {(u, "agentic") for u in users[:3]}
+        whole = memory_fidelity(real, summary.run_id)
+        whole_latency = latency_to_learn(real, summary.run_id)
+        monkeypatch.setattr(fidelity, "USERS_PER_CHUNK", 5)  # three chunks of the 12 users
+        assert memory_fidelity(real, summary.run_id).equals(whole)
+        assert latency_to_learn(real, summary.run_id).equals(whole_latency)
+    assert len(users) == 12 and len(whole) == len(view)
+
+
 def test_a_noted_preference_of_someone_else_is_neither_the_users_nor_a_hallucination(tmp_path):
     """u0's sister Anna likes sushi (revealed); her brother Ben's liking for jazz was never said."""
     sushi, jazz = "The user's sister Anna likes sushi.", "The user's brother Ben likes jazz records."

@@ -335,7 +335,10 @@ def latency_to_learn(
     session with an item matched to it) and ``latency_sessions`` (their difference: 0 = learned in
     the session it was revealed, since snapshots are taken at session end; NaN if never learned).
     """
-    assessed = _assess(con, run_id, strategies, threshold, embedder)
+    return _latency(_assess(con, run_id, strategies, threshold, embedder))
+
+
+def _latency(assessed: _Assessed) -> pd.DataFrame:
     by_strategy: dict[tuple[str, str], list[tuple[int, set[Key]]]] = {}
     for (persona, strategy, session), keys in assessed.memory_keys.items():
         by_strategy.setdefault((persona, strategy), []).append((session, keys))
@@ -371,7 +374,23 @@ def fidelity_summary(
 
     Columns: ``strategy, session_index, snapshots, tokens, precision, recall, f1, staleness,
     hallucination, forget_compliance, leaked_values`` (NaN-skipping means over the snapshots)."""
-    frame = memory_fidelity(con, run_id, strategies, threshold, embedder)
+    return _summary(memory_fidelity(con, run_id, strategies, threshold, embedder))
+
+
+def fidelity_and_latency(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    strategies: Sequence[str] | None = None,
+    threshold: float | None = None,
+    embedder: _Encoder | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``fidelity_summary`` and ``latency_to_learn`` from one pass over the snapshots (each alone
+    embeds every memory item: minutes on a large MiniLM run)."""
+    assessed = _assess(con, run_id, strategies, threshold, embedder)
+    return _summary(pd.DataFrame(assessed.rows, columns=list(FIDELITY_COLUMNS))), _latency(assessed)
+
+
+def _summary(frame: pd.DataFrame) -> pd.DataFrame:
     metrics = ["tokens", "precision", "recall", "f1", "staleness", "hallucination", "forget_compliance",
                "leaked_values"]
     grouped = frame.groupby(["strategy", "session_index"], sort=True)

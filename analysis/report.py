@@ -234,18 +234,17 @@ def _audit_section(report: Any) -> Section:
 
 
 def _fidelity_section(con: duckdb.DuckDBPyConnection, run_id: str) -> Section:
-    from personasim.analysis.fidelity import fidelity_summary, latency_to_learn
+    from personasim.analysis.fidelity import fidelity_and_latency
 
     section = Section(title="Memory fidelity over time")
     if not count_rows(con, "memory_snapshots", run_id):
         section.text = "The run kept no memory snapshots."
         return section
-    summary = fidelity_summary(con, run_id)
+    summary, latency = fidelity_and_latency(con, run_id)
     section.text = ("Each strategy's memory after every session, matched (MiniLM, threshold documented in "
                     "docs/analysis.md) against what the user holds and has revealed at that time.")
     last = summary.sort_values("session_index").groupby("strategy").tail(1)
     section.tables.append(("At the last session", _round(last.reset_index(drop=True))))
-    latency = latency_to_learn(con, run_id)
     if not latency.empty:
         learned = latency.groupby("strategy")["latency_sessions"].agg(["count", "mean", "median"]).reset_index()
         learned.columns = ["strategy", "preferences learned", "mean latency (sessions)", "median latency"]

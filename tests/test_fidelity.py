@@ -232,6 +232,8 @@ def test_fidelity_reads_a_chunk_of_users_at_a_time_with_the_same_rows(small_run,
         monkeypatch.setattr(fidelity, "USERS_PER_CHUNK", 5)  # three chunks of the 12 users
         assert memory_fidelity(real, summary.run_id).equals(whole)
         assert latency_to_learn(real, summary.run_id).equals(whole_latency)
+        both = fidelity.fidelity_and_latency(real, summary.run_id)  # the report's single pass
+        assert both[0].equals(fidelity_summary(real, summary.run_id)) and both[1].equals(whole_latency)
     assert len(users) == 12 and len(whole) == len(view)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -33,6 +33,7 @@ from personasim.sim.store_runs import read_run
 
 __all__ = [
     "FIDELITY_THRESHOLD",
+    "fidelity_and_latency",
     "fidelity_summary",
     "latency_to_learn",
     "memory_fidelity",
@@ -414,32 +415,45 @@ def privacy_leakage(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame
         if value and len(value) >= _MIN_VALUE_LENGTH:
             values.setdefault(persona, []).append(value)
     chatbot = read_run(con, run_id).chatbot_memory or "chatbot"
-    sources = {
-        "memory": con.execute(
-            "SELECT strategy, persona_id, text FROM memory_snapshots WHERE run_id = ?", [run_id]
-        ).fetchall(),
-        "answers": con.execute(
-            "SELECT a.strategy, a.persona_id, concat_ws(' ', CASE WHEN a.chosen_index >= 0"
-            " THEN q.options[a.chosen_index + 1] END, a.raw_output) FROM answers a"
-            " LEFT JOIN questions q ON q.run_id = a.run_id AND q.question_id = a.question_id WHERE a.run_id = ?",
-            [run_id],
-        ).fetchall(),
-        "assistant_turns": [
-            (chatbot, persona, text) for persona, text in con.execute(
-                "SELECT persona_id, text FROM turns WHERE run_id = ? AND role = 'assistant'", [run_id]
-            ).fetchall()
-        ],
-    }
+    stats: dict[str, dict[str, list[object]]] = {"memory": {}, "answers": {}, "assistant_turns": {}}
+    for chunk in _leakage_users(con, run_id):  # a chunk of users at a time: a large run's texts are GBs
+        for source, records in _leakage_records(con, run_id, chunk, chatbot).items():
+            for strategy, persona, text in records:
+                found = [v for v in values.get(persona, ()) if text and v in text]
+                entry = stats[source].setdefault(strategy, [0, 0, set()])
+                entry[0] += 1  # type: ignore[operator]
+                entry[1] += bool(found)  # type: ignore[operator]
+                entry[2].update((persona, v) for v in found)  # type: ignore[union-attr]
     rows = []
-    for source, records in sources.items():
-        stats: dict[str, list[object]] = {}
-        for strategy, persona, text in records:
-            found = [v for v in values.get(persona, ()) if text and v in text]
-            entry = stats.setdefault(strategy, [0, 0, set()])
-            entry[0] += 1
-            entry[1] += bool(found)
-            entry[2].update((persona, v) for v in found)  # type: ignore[union-attr]
-        for strategy, (n, leaking, found_values) in sorted(stats.items()):
+    for source, by_strategy in stats.items():
+        for strategy, (n, leaking, found_values) in sorted(by_strategy.items()):
             rows.append({"source": source, "strategy": strategy, "n": n, "leaking": leaking,
                          "share": leaking / n if n else math.nan, "values_leaked": len(found_values)})
     return pd.DataFrame(rows, columns=["source", "strategy", "n", "leaking", "share", "values_leaked"])
+
+
+def _leakage_users(con: duckdb.DuckDBPyConnection, run_id: str) -> Iterator[list[str]]:
+    """Every user with a snapshot, an answer or an assistant turn, ``USERS_PER_CHUNK`` at a time."""
+    users = [r[0] for r in con.execute(
+        "SELECT persona_id FROM answers WHERE run_id = $1 UNION SELECT persona_id FROM turns WHERE run_id = $1"
+        " ORDER BY 1", [run_id]).fetchall()]
+    users = sorted(set(users) | set(snapshot_users(con, run_id)))
+    for start in range(0, len(users), USERS_PER_CHUNK):
+        yield users[start:start + USERS_PER_CHUNK]
+
+
+def _leakage_records(con: duckdb.DuckDBPyConnection, run_id: str, users: list[str],
+                     chatbot: str) -> dict[str, list[tuple[str, str, str | None]]]:
+    """(strategy, persona, text) of each snapshot, answer and assistant turn of ``users``."""
+    which = {"run": run_id, "users": users}
+    return {
+        "memory": [(r.strategy, r.persona_id, "\n".join(r.items)) for r in read_snapshot_rows(con, run_id, users)],
+        "answers": con.execute(
+            "SELECT a.strategy, a.persona_id, concat_ws(' ', CASE WHEN a.chosen_index >= 0"
+            " THEN q.options[a.chosen_index + 1] END, a.raw_output) FROM answers a"
+            " LEFT JOIN questions q ON q.run_id = a.run_id AND q.question_id = a.question_id"
+            " WHERE a.run_id = $run AND a.persona_id IN (SELECT unnest($users::VARCHAR[]))", which).fetchall(),
+        "assistant_turns": [(chatbot, persona, text) for persona, text in con.execute(
+            "SELECT persona_id, text FROM turns WHERE run_id = $run AND role = 'assistant'"
+            " AND persona_id IN (SELECT unnest($users::VARCHAR[]))", which).fetchall()],
+    }

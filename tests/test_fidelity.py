@@ -212,9 +212,9 @@ def test_fidelity_on_a_real_run(small_run):
 
 
 def test_fidelity_reads_a_chunk_of_users_at_a_time_with_the_same_rows(small_run, monkeypatch):
-    """A large run's snapshots do not fit in memory at once: fidelity reads them a chunk of users at
-    a time (chains joined in Python), and the rows are those of the whole run read through the view,
-    in the view's order."""
+    """A large run's snapshots do not fit in memory at once: fidelity and leakage read them a chunk
+    of users at a time (chains joined in Python), and the rows are those of the whole run read
+    through the view, in the view's order."""
     from personasim.analysis import fidelity
     from personasim.sim.store_read import read_snapshot_rows, snapshot_users
 
@@ -229,7 +229,9 @@ def test_fidelity_reads_a_chunk_of_users_at_a_time_with_the_same_rows(small_run,
         assert agentic and {(r.persona_id, r.strategy) for r in agentic} <= {(u, "agentic") for u in users[:3]}
         whole = memory_fidelity(real, summary.run_id)
         whole_latency = latency_to_learn(real, summary.run_id)
+        whole_leakage = privacy_leakage(real, summary.run_id)
         monkeypatch.setattr(fidelity, "USERS_PER_CHUNK", 5)  # three chunks of the 12 users
+        assert privacy_leakage(real, summary.run_id).equals(whole_leakage)
         assert memory_fidelity(real, summary.run_id).equals(whole)
         assert latency_to_learn(real, summary.run_id).equals(whole_latency)
         both = fidelity.fidelity_and_latency(real, summary.run_id)  # the report's single pass

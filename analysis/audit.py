@@ -215,20 +215,18 @@ def summarise(run_id: str, items: Sequence[QuestionAudit], questions_without_pro
                        by_type=by_type, flags=flags)
 
 
-def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | None = None) -> AuditReport:
+def audit(con: duckdb.DuckDBPyConnection, run_id: str, embedder: TextEncoder | str | None = None) -> AuditReport:
     """Audit a stored run's questions with the blind readers; reads the store, writes nothing.
 
-    ``embedder`` defaults to the offline MiniLM embedder (the one the embedding reader uses). The
-    questions are read and audited a chunk of users at a time (``StoredQuestions``), never all held."""
+    ``embedder`` (a model or its name) defaults to the run's own, the one its embedding reader
+    uses (``audit_embedder``). The questions are read and audited a chunk of users at a time
+    (``StoredQuestions``), never all held."""
     if not question_users(con, run_id):
         raise ValueError(
             f"run {run_id} has no questions; generate them with `personasim eval --run {run_id}` "
             "(it generates a run's questions when it has none), then audit again"
         )
-    if embedder is None:
-        from personasim.agents.embedding import default_embedder
-
-        embedder = default_embedder()
+    embedder = audit_embedder(con, run_id, embedder)
     profiles = load_profiles(con, run_id)
     audited: list[QuestionAudit] = []
     missing = 0
@@ -248,7 +246,7 @@ def audit_store(db: str | Path, run_id: str | None = None, embedder: TextEncoder
     or is one."""
     with open_store(db) as store:
         run_id = resolve_finished_run(store, run_id)
-        return audit(store.con, run_id, audit_embedder(store, run_id, embedder))
+        return audit(store.con, run_id, embedder)
 
 
 def audit_embedder(source: Any, run_id: str, embedder: TextEncoder | str | None = None) -> TextEncoder:

@@ -211,12 +211,12 @@ def _try_audit(con: duckdb.DuckDBPyConnection, run_id: str) -> Any:
     """The run's artifact audit, with the run's own embedder (as ``personasim eval`` and
     ``personasim audit`` compute it), or None when it has no questions."""
     try:
-        from personasim.analysis.audit import audit, audit_embedder
+        from personasim.analysis.audit import audit
     except ImportError:
         return None
     if not count_rows(con, "questions", run_id):
         return None
-    return audit(con, run_id, audit_embedder(con, run_id))
+    return audit(con, run_id)
 
 
 def _audit_section(report: Any) -> Section:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from personasim.agents.backends import BackendConfig
-from personasim.analysis.audit import AuditReport, audit, audit_embedder
+from personasim.analysis.audit import AuditReport, audit
 from personasim.analysis.evaluate import EvalSummary, ReaderSpec, evaluate
 from personasim.interop.personamem_v2.export import export_personamem_v2
 from personasim.interop.personamem_v2.load import build_memory_snapshots, load_personamem_v2, personamem_v2_run_id
@@ -127,7 +127,7 @@ def audit_personamem_v2(folder: str | Path, db: str | Path | None = None, window
             return audit_personamem_v2(folder, Path(tmp) / "pmv2.duckdb", window, split, embedder)
     with _loading_store(db) as store:  # the audit needs no memory: no snapshots are built
         run_id = _load_once(store, folder, window, split)
-        return audit(store.con, run_id, audit_embedder(store, run_id, embedder))
+        return audit(store.con, run_id, embedder)
 
 
 def export_benchmark(db: str | Path, out: str | Path, run_id: str | None = None, window: str = "32k") -> list[Path]:

@@ -63,13 +63,6 @@ def export_personamem_v2(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: P
     return _export_generated(con, run_id, out_dir, window)
 
 
-def _messages(con: duckdb.DuckDBPyConnection, run_id: str, where: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    return con.execute(
-        "SELECT role, text, content_json, time, revealed_preference_id FROM turns WHERE run_id = ? AND "
-        f"{where} ORDER BY time, session_index, turn_index", [run_id, *params]
-    ).fetchall()
-
-
 def _export_loaded(con: duckdb.DuckDBPyConnection, run_id: str, out_dir: Path,
                    sources: list[tuple[str, str, str]]) -> list[Path]:
     questions = [q for q in read_questions(con, run_id) if q.source == SOURCE and q.source_json]

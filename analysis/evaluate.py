@@ -38,7 +38,7 @@ from personasim.sim.store_read import read_snapshots, snapshot_strategies
 from personasim.sim.store_runs import SimulatedRun, read_run, resolve_finished_run, run_embedder
 
 if TYPE_CHECKING:
-    from personasim.analysis.audit import AuditReport, QuestionAudit
+    from personasim.analysis.audit import AuditReport, AuditTally
 
 ReaderKind = Literal["embed", "llm", "loglik"]
 
@@ -336,6 +336,7 @@ def evaluate(
                     store, run_id, stored, strategies, answering, settings, workers,
                     lambda n: progress.advance(task, n))
             else:
+                from personasim.analysis.audit import AuditTally
                 from personasim.analysis.profiles import load_profiles
 
                 def commit(rows: list[AnswerRow]) -> None:  # committed as answered: a kill keeps them
@@ -344,14 +345,13 @@ def evaluate(
                         [("answers", rows)])
                     answered[0] += len(rows)
 
-                audits = []
+                audits = AuditTally()
                 audit_embedder = getattr(answering, "embedder", None) or default_embedder()
                 answer_questions(
                     store.con, run_id, _audited(stored, load_profiles(store.con, run_id), audit_embedder, audits),
                     strategies, answering, settings,
                     on_answer=lambda: progress.advance(task), on_batch=commit, keep_rows=False,
                 )
-                audits.sort(key=lambda a: a.question_id)  # question id order, as the pool's path gives them
         tables = _tables(store, run_id, answering, strategies, chosen.types, n_boot)
         report = _audit(store, run_id, chosen, audits) if chosen.count else None
     return EvalSummary(
@@ -428,20 +428,20 @@ def _strategies(store: TrajectoryStore, run_id: str, wanted: list[str] | None) -
 def _score_in_tasks(
     store: TrajectoryStore, run_id: str, questions: list[QuestionRow] | StoredQuestions, strategies: list[str],
     reader: Any, settings: MemorySettings, workers: int, advance: Callable[[int], None],
-) -> tuple[int, list[Any]]:
+) -> tuple[int, AuditTally]:
     """The embedding reader's evaluation, user by user (``analysis.scoring``): answers written over
     the old ones ``WRITE_USERS`` users per transaction as they come (a kill keeps them), and each
-    question's audit from the process that answered it. Returns the answers written and the audit
-    in question order."""
+    question's audit from the process that answered it. Returns the answers written and the audits."""
     import pyarrow as pa
 
     from personasim.analysis.asking import WRITE_USERS, AnsweringSpec
+    from personasim.analysis.audit import AuditTally
     from personasim.analysis.profiles import load_profiles
     from personasim.analysis.scoring import Scored, score_stored
 
     spec = AnsweringSpec(run_id=run_id, strategies=strategies, memory=settings, **AnsweringSpec.reader_settings(reader))
     pending: list[Scored] = []
-    audits: dict[str, Any] = {}
+    audits = AuditTally()
     written = 0
 
     def commit() -> None:
@@ -451,7 +451,7 @@ def _score_in_tasks(
 
     def done(scored: Scored) -> None:
         pending.append(scored)
-        audits.update((a.question_id, a) for a in scored.audits)
+        audits.add(scored.audits)
         advance(scored.answers.num_rows)
         if sum(s.users for s in pending) >= WRITE_USERS:
             commit()
@@ -459,22 +459,22 @@ def _score_in_tasks(
     score_stored(store.con, spec, questions, load_profiles(store.con, run_id), reader, workers, done)
     if pending:
         commit()
-    return written, [audits[key] for key in sorted(audits)]  # in question id order, as read_questions gives them
+    return written, audits
 
 
 
 def _audited(stored: StoredQuestions, profiles: dict[str, str | None], embedder: Any,
-             audits: list[QuestionAudit]) -> Iterator[list[QuestionRow]]:
+             audits: AuditTally) -> Iterator[list[QuestionRow]]:
     """Each user's questions for a reader that answers in this process, each chunk of users
     audited into ``audits`` as it is read, so the questions are read once and never all held."""
     from personasim.analysis.audit import audit_users
 
     for chunk in stored.by_user():
-        audits.extend(audit_users(chunk, profiles, embedder))
+        audits.add(audit_users(chunk, profiles, embedder))
         yield from chunk
 
 
-def _audit(store: TrajectoryStore, run_id: str, chosen: _Chosen, audited: list[QuestionAudit]) -> AuditReport:
+def _audit(store: TrajectoryStore, run_id: str, chosen: _Chosen, audited: AuditTally) -> AuditReport:
     """The artifact audit's summary of exactly the questions scored (after ``--types``)."""
     from personasim.analysis.audit import summarise
     from personasim.analysis.profiles import load_profiles

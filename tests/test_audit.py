@@ -278,3 +278,42 @@ def test_audit_of_a_simulated_run_has_figures_in_range(small_run, embedder):
         for value in f.blind_accuracy.model_dump().values():
             assert 0 <= value <= 1
     assert len(audit_table(report)) == len(report.by_type) + 1
+
+
+def test_a_tally_summarises_as_the_sorted_list_whatever_the_order_and_counts_a_retried_question_once():
+    """The evaluation gathers audits in a tally (columns, not objects) as shards return them, in any
+    order and a retried task's twice: its report is the list's, sorted by question id, each once."""
+    import random
+
+    from personasim.analysis.audit import AuditTally, QuestionAudit, summarise
+
+    rng = random.Random(7)
+    types = ["explicit_recall", "abstention", "others_preference"]
+
+    def audit_of(i: int) -> QuestionAudit:
+        n = rng.choice([2, 3, 4])
+        ratio = None if i % 5 == 0 else rng.uniform(0.5, 2.0)
+        return QuestionAudit(question_id=f"q{i:03d}", question_type=types[i % 3], n_options=n,
+                             correct_longest=rng.random() < 0.4, correct_shortest=rng.random() < 0.2,
+                             length_ratio=ratio,
+                             credit={r: rng.choice([0.0, 1.0, 1 / n, 0.5]) for r in ("longest", "query_only",
+                                                                                        "persona_prior")})
+
+    items = [audit_of(i) for i in range(60)]
+    expected = summarise("run", items)
+    shuffled = items[:]
+    rng.shuffle(shuffled)
+    tally = AuditTally(shuffled[:30])
+    stale = audit_of(3).model_copy(update={"credit": {"longest": 1.0, "query_only": 1.0, "persona_prior": 1.0}})
+    tally.add([stale])  # an earlier attempt of question 3, superseded by the one below
+    tally.add(shuffled[30:])
+    if items[3] not in shuffled[30:]:
+        tally.add([items[3]])
+    assert len(tally) == 60
+    assert summarise("run", tally) == expected
+    assert list(expected.by_type) == ["explicit_recall", "abstention", "others_preference"]
+    assert expected.by_type["abstention"].questions == 20
+    assert expected.length_ratio == pytest.approx(
+        sum(i.length_ratio for i in items if i.length_ratio is not None) / 48)
+    with pytest.raises(ValueError, match="no questions"):
+        summarise("run", AuditTally())

@@ -131,46 +131,68 @@ class _Persona:
 
 @dataclass
 class _Truth:
+    """The run's preference keys and their statements: what every snapshot's items are matched to.
+    Each user's own timeline (``_Persona``) is read with the user's snapshots, a chunk at a time."""
+
     keys: list[Key]
     statements: list[str]
-    personas: dict[str, _Persona]
+
+
+def _key(topic: str, option: str, polarity: str, owner: str | None) -> Key:
+    # someone else's preference ("The user's sister Anna likes ...") is a key of its own
+    return (topic, option, polarity if owner in (None, "self") else f"{polarity}{OTHERS_MARK}{owner}")
 
 
 def _load_truth(con: duckdb.DuckDBPyConnection, run_id: str) -> _Truth:
-    prefs = con.execute(
-        "SELECT preference_id, persona_id, topic, option, polarity, statement, valid_from, valid_to, owner"
-        " FROM preferences WHERE run_id = ? ORDER BY valid_from, preference_id",
-        [run_id],
-    ).fetchall()
-    key_of: dict[str, Key] = {}
+    """Every key of the run, sorted, each with the statement of its earliest version (by valid_from,
+    then preference_id): one row per key, not per preference."""
     statement_of: dict[Key, str] = {}
+    for topic, option, polarity, owner, statement in con.execute(
+        "SELECT topic, option, polarity, owner, statement FROM ("
+        " SELECT topic, option, polarity, CASE WHEN owner IS NULL OR owner = 'self' THEN NULL ELSE owner END AS owner,"
+        " first(statement ORDER BY valid_from, preference_id) AS statement,"
+        " min({'t': valid_from, 'p': preference_id}) AS earliest"
+        " FROM preferences WHERE run_id = ? GROUP BY ALL) ORDER BY earliest",
+        [run_id],
+    ).fetchall():
+        statement_of.setdefault(_key(topic, option, polarity, owner), statement)
+    keys = sorted(statement_of)
+    return _Truth(keys=keys, statements=[statement_of[k] for k in keys])
+
+
+def _load_personas(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: list[str]) -> dict[str, _Persona]:
+    """The timelines of ``persona_ids``: when each preference was held, revealed and asked to be
+    forgotten, and the sensitive values to look for."""
+    which = {"run": run_id, "users": persona_ids}
+    users = " AND persona_id IN (SELECT unnest($users::VARCHAR[]))"
+    key_of: dict[str, Key] = {}
     personas: dict[str, _Persona] = {}
-    for pid, persona, topic, option, polarity, statement, valid_from, valid_to, owner in prefs:
-        # someone else's preference ("The user's sister Anna likes ...") is a key of its own
-        key = (topic, option, polarity if owner in (None, "self") else f"{polarity}{OTHERS_MARK}{owner}")
-        key_of[pid] = key
-        statement_of.setdefault(key, statement)
+    for pid, persona, topic, option, polarity, valid_from, valid_to, owner in con.execute(
+        "SELECT preference_id, persona_id, topic, option, polarity, valid_from, valid_to, owner"
+        " FROM preferences WHERE run_id = $run" + users + " ORDER BY valid_from, preference_id", which,
+    ).fetchall():
+        key = key_of[pid] = _key(topic, option, polarity, owner)
         personas.setdefault(persona, _Persona()).intervals.setdefault(key, []).append((valid_from, valid_to))
     define_views(con)
     for persona, time, session_index, pid, text, mode in con.execute(
         "SELECT persona_id, time, session_index, preference_id, text, reveal_mode FROM revealing_turns"
-        " WHERE run_id = ? ORDER BY time, turn_id",
-        [run_id],
+        " WHERE run_id = $run" + users + " ORDER BY time, turn_id", which,
     ).fetchall():
         if pid in key_of:
             personas.setdefault(persona, _Persona()).reveals.append((time, session_index, key_of[pid], pid, text, mode))
     for persona, time, pid in con.execute(
-        "SELECT persona_id, time, preference_id FROM forget_requests WHERE run_id = ? ORDER BY time", [run_id]
+        "SELECT persona_id, time, preference_id FROM forget_requests WHERE run_id = $run" + users + " ORDER BY time",
+        which,
     ).fetchall():
         if pid in key_of:
             personas.setdefault(persona, _Persona()).forgets.append((time, key_of[pid]))
     for persona, value in con.execute(
-        "SELECT persona_id, value FROM sensitive_facts WHERE run_id = ? ORDER BY persona_id, kind", [run_id]
+        "SELECT persona_id, value FROM sensitive_facts WHERE run_id = $run" + users + " ORDER BY persona_id, kind",
+        which,
     ).fetchall():
         if value and len(value) >= _MIN_VALUE_LENGTH:
             personas.setdefault(persona, _Persona()).values.append(value)
-    keys = sorted(statement_of)
-    return _Truth(keys=keys, statements=[statement_of[k] for k in keys], personas=personas)
+    return personas
 
 
 # ---------------------------------------------------------------------------------- matching
@@ -196,9 +218,8 @@ class _Vectors:
 
 @dataclass
 class _Assessed:
-    rows: list[dict[str, object]]
-    memory_keys: dict[tuple[str, str, int], set[Key]]
-    truth: _Truth
+    rows: list[dict[str, object]]  # memory_fidelity's, in its order
+    latency: list[dict[str, object]]  # latency_to_learn's, in its order
 
 
 def _assess(
@@ -208,6 +229,9 @@ def _assess(
     threshold: float | None,
     embedder: _Encoder | None,
 ) -> _Assessed:
+    """Every snapshot's fidelity row and every revealed preference's latency, a chunk of users at a
+    time: their snapshots, timelines and the keys each snapshot holds are read and dropped per chunk
+    (a 1,000-user run's snapshots took 2.2 GB read at once)."""
     threshold = FIDELITY_THRESHOLD if threshold is None else float(threshold)
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
@@ -220,20 +244,23 @@ def _assess(
     statements = _Vectors(embedder).matrix(truth.statements) if truth.keys else np.zeros((0, 1), dtype=np.float32)
     wanted = list(strategies) if strategies is not None else None
     rows: list[dict[str, object]] = []
-    memory_keys: dict[tuple[str, str, int], set[Key]] = {}
+    latency: list[dict[str, object]] = []
     users = snapshot_users(con, run_id, wanted)
-    # a chunk of users at a time: a 1,000-user run's snapshots took 2.2 GB read at once
     for start in range(0, len(users), USERS_PER_CHUNK):
         chunk = users[start:start + USERS_PER_CHUNK]
+        personas = _load_personas(con, run_id, chunk)
         snaps = read_snapshot_rows(con, run_id, chunk, wanted)
         vectors = _Vectors(embedder)  # every item text and reveal text of the chunk, embedded in one pass
         vectors.add([t for snap in snaps for t in map(normalise_item, snap.items) if t])
-        vectors.add([r[4] for p in chunk for r in truth.personas.get(p, _Persona()).reveals])
+        vectors.add([r[4] for p in chunk for r in personas.get(p, _Persona()).reveals])
+        memory_keys: dict[tuple[str, str, int], set[Key]] = {}
         for snap in snaps:
-            rows.append(_assessed_row(snap, truth.personas.get(snap.persona_id, _Persona()), truth, key_index,
+            rows.append(_assessed_row(snap, personas.get(snap.persona_id, _Persona()), truth, key_index,
                                       statements, vectors, threshold, memory_keys))
+        latency += _latency_rows(memory_keys, personas)
     rows.sort(key=lambda r: (r["strategy"], r["persona_id"], r["session_index"]))  # as one query's order
-    return _Assessed(rows=rows, memory_keys=memory_keys, truth=truth)
+    latency.sort(key=lambda r: (r["persona_id"], r["strategy"]))  # stable: each user's keys in reveal order
+    return _Assessed(rows=rows, latency=latency)
 
 
 def _assessed_row(snap: SnapshotRow, persona: _Persona, truth: _Truth, key_index: dict[Key, int],
@@ -339,14 +366,26 @@ def latency_to_learn(
     return _latency(_assess(con, run_id, strategies, threshold, embedder))
 
 
+LATENCY_COLUMNS = (
+    "persona_id", "strategy", "preference_id", "topic", "option", "polarity", "reveal_mode",
+    "first_reveal_session", "first_learned_session", "latency_sessions",
+)
+
+
 def _latency(assessed: _Assessed) -> pd.DataFrame:
+    return pd.DataFrame(assessed.latency, columns=list(LATENCY_COLUMNS))
+
+
+def _latency_rows(memory_keys: dict[tuple[str, str, int], set[Key]],
+                  personas: dict[str, _Persona]) -> list[dict[str, object]]:
+    """``latency_to_learn``'s rows of the users whose snapshots' keys are in ``memory_keys``."""
     by_strategy: dict[tuple[str, str], list[tuple[int, set[Key]]]] = {}
-    for (persona, strategy, session), keys in assessed.memory_keys.items():
+    for (persona, strategy, session), keys in memory_keys.items():
         by_strategy.setdefault((persona, strategy), []).append((session, keys))
-    rows = []
+    rows: list[dict[str, object]] = []
     for (persona_id, strategy), snaps in sorted(by_strategy.items()):
         snaps.sort(key=lambda s: s[0])
-        persona = assessed.truth.personas.get(persona_id, _Persona())
+        persona = personas.get(persona_id, _Persona())
         first: dict[Key, tuple[int, str, str | None]] = {}
         for _, session, key, pid, _, mode in persona.reveals:
             if not is_others(key):
@@ -359,9 +398,7 @@ def _latency(assessed: _Assessed) -> pd.DataFrame:
                 "first_learned_session": learned if learned is not None else math.nan,
                 "latency_sessions": (learned - session) if learned is not None else math.nan,
             })
-    columns = ["persona_id", "strategy", "preference_id", "topic", "option", "polarity", "reveal_mode",
-               "first_reveal_session", "first_learned_session", "latency_sessions"]
-    return pd.DataFrame(rows, columns=columns)
+    return rows
 
 
 def fidelity_summary(

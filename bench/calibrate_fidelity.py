@@ -38,11 +38,13 @@ GRID = [round(float(x), 2) for x in np.arange(0.20, 0.96, 0.05)]
 
 def _items(con, run_id):  # type: ignore[no-untyped-def]
     """(persona, time, text, source key or None, reveal mode or None) per distinct (persona, item)."""
-    from personasim.analysis.fidelity import OTHERS_MARK, _load_truth, normalise_item
+    from personasim.analysis.fidelity import _key, _load_personas, _load_truth, normalise_item
 
     truth = _load_truth(con, run_id)
+    personas = _load_personas(con, run_id, [r[0] for r in con.execute(
+        "SELECT persona_id FROM personas WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()])
     # keyed as the truth keys them: another person's preference carries its owner (analysis/fidelity.py)
-    key_of = {pid: (t, o, p if owner in (None, "self") else f"{p}{OTHERS_MARK}{owner}")
+    key_of = {pid: _key(t, o, p, owner)
               for pid, t, o, p, owner in con.execute(
                   "SELECT preference_id, topic, option, polarity, owner FROM preferences WHERE run_id = ?",
                   [run_id]).fetchall()}
@@ -67,18 +69,18 @@ def _items(con, run_id):  # type: ignore[no-untyped-def]
                 continue  # not copied from one of the user's turns: no known truth
             _, pid, mode = sources[0]
             rows.append((persona, t, text, key_of.get(pid) if pid else None, mode))
-    return truth, rows
+    return truth, personas, rows
 
 
 def calibrate(con, run_id) -> dict:  # type: ignore[no-untyped-def]
     from personasim.agents.embedding import default_embedder
 
-    truth, rows = _items(con, run_id)
+    truth, personas, rows = _items(con, run_id)
     embedder = default_embedder()
     key_index = {k: i for i, k in enumerate(truth.keys)}
     statements = embedder.encode(truth.statements)
     items = embedder.encode([r[2] for r in rows])
-    reveal_texts = sorted({r[4] for p in truth.personas.values() for r in p.reveals})
+    reveal_texts = sorted({r[4] for p in personas.values() for r in p.reveals})
     reveal_vec = dict(zip(reveal_texts, embedder.encode(reveal_texts), strict=True))
     results = {}
     for mode in ("statement", "statement+reveals"):
@@ -87,7 +89,7 @@ def calibrate(con, run_id) -> dict:  # type: ignore[no-untyped-def]
             persona, t, _, source, _ = row
             scores = statements @ vector
             if mode == "statement+reveals":
-                for rt, _, key, _, text, _ in truth.personas[persona].reveals:
+                for rt, _, key, _, text, _ in personas[persona].reveals:
                     if rt <= t:
                         scores[key_index[key]] = max(scores[key_index[key]], float(reveal_vec[text] @ vector))
             b = int(scores.argmax())

@@ -231,9 +231,24 @@ def test_fidelity_reads_a_chunk_of_users_at_a_time_with_the_same_rows(small_run,
         whole_latency = latency_to_learn(real, summary.run_id)
         whole_leakage = privacy_leakage(real, summary.run_id)
         monkeypatch.setattr(fidelity, "USERS_PER_CHUNK", 5)  # three chunks of the 12 users
+        timelines: list[int] = []
+        load_personas = fidelity._load_personas
+        monkeypatch.setattr(fidelity, "_load_personas",
+                            lambda con, run, ids: timelines.append(len(ids)) or load_personas(con, run, ids))
         assert privacy_leakage(real, summary.run_id).equals(whole_leakage)
         assert memory_fidelity(real, summary.run_id).equals(whole)
+        assert timelines == [5, 5, 2]  # each user's timeline read with the user's snapshots, not the run's
         assert latency_to_learn(real, summary.run_id).equals(whole_latency)
+        # the run's keys, one row per key: each with the statement of its earliest version
+        earliest: dict[tuple[str, str, str], str] = {}
+        for topic, option, polarity, owner, statement in real.execute(
+                "SELECT topic, option, polarity, owner, statement FROM preferences WHERE run_id = ?"
+                " ORDER BY valid_from, preference_id", [summary.run_id]).fetchall():
+            earliest.setdefault((topic, option, polarity if owner in (None, "self") else f"{polarity}@{owner}"),
+                                statement)
+        truth = fidelity._load_truth(real, summary.run_id)
+        assert truth.keys == sorted(earliest) and truth.statements == [earliest[k] for k in truth.keys]
+        assert any(fidelity.is_others(k) for k in truth.keys)
         both = fidelity.fidelity_and_latency(real, summary.run_id)  # the report's single pass
         assert both[0].equals(fidelity_summary(real, summary.run_id)) and both[1].equals(whole_latency)
     assert len(users) == 12 and len(whole) == len(view)

@@ -196,6 +196,11 @@ def main() -> None:
     except Exception as exc:  # last resort: one line, non-zero, no traceback wall
         Console(stderr=True).print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
         sys.exit(1)
+    finally:
+        if "ray" in sys.modules:  # a command that used Ray (importing it just to stop it would cost a second)
+            from personasim.sim.engine import stop_embedded_ray
+
+            stop_embedded_ray()
 
 
 if __name__ == "__main__":

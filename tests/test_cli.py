@@ -142,3 +142,54 @@ def test_worlds_list_and_show():
     assert scenario.exit_code == 0 and "diet_style" in scenario.output
     bad = CliRunner().invoke(app, ["worlds", "show", "nonsense"])
     assert bad.exit_code != 0 and "neither a scenario nor a topic" in bad.output
+
+
+STOP_RAY = """
+import os, ray
+from personasim.sim.engine import ensure_ray, stop_embedded_ray
+ensure_ray(num_cpus=1)
+node = ray._private.worker._global_node
+pids = [info.process.pid for infos in node.all_processes.values() for info in infos]
+monitor = node.all_processes["monitor"][0].process
+stop_embedded_ray()
+assert not ray.is_initialized()
+assert monitor.returncode is not None, "the monitor was left running"
+alive = []
+for pid in pids:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().split(")")[-1].split()[0] != "Z":
+                alive.append(pid)
+    except FileNotFoundError:
+        pass
+assert not alive, f"Ray processes left running: {alive}"
+stop_embedded_ray()  # nothing left to stop: a no-op
+print("stopped")
+"""
+
+
+def test_stopping_embedded_ray_stops_every_process_it_started(tmp_path):
+    """The CLI stops its embedded Ray itself (Ray's exit handler waits 1.5-2 s more): the monitor
+    first, then everything else, so nothing is left running. In its own process, with its own Ray."""
+    done = subprocess.run([sys.executable, "-c", STOP_RAY], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stopped" in done.stdout
+
+
+def test_the_console_script_stops_ray_after_a_command_that_used_it(monkeypatch):
+    """``main`` (the console script) stops Ray once the command is done, success or error; a
+    command that never imported Ray does not import it to stop it."""
+    import personasim.cli as cli
+    from personasim.sim import engine
+
+    stopped: list[bool] = []
+    monkeypatch.setattr(engine, "stop_embedded_ray", lambda: stopped.append(True))
+    monkeypatch.setattr(sys, "argv", ["personasim", "worlds", "list"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert stopped == [True]  # this test process has imported Ray
+    monkeypatch.delitem(sys.modules, "ray")
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert stopped == [True]

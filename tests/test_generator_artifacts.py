@@ -89,3 +89,41 @@ def test_default_run_persona_prior_within_the_margin_for_every_type(default_run)
     _, groups = _default_audit(default_run)
     for name, f in groups.items():
         assert f.blind_accuracy.persona_prior <= f.chance + BLIND_FLAG_MARGIN, (name, f)
+
+
+def test_profile_plausibility_embeds_the_catalog_replies_once_per_machine(tmp_path, monkeypatch):
+    """The distractors' plausibility embeds every reply of the catalog in one call through the
+    embedder's disk store, so the next run (or evaluation actor) reads them back instead of running
+    MiniLM over them; the scores are those of embedding each reply alone."""
+    from personasim.agents.embedding import Embedder
+    from personasim.analysis.questions import _Plausibility
+    from personasim.personas.catalog import load_topic_catalog
+
+    monkeypatch.setenv("PERSONASIM_CACHE_DIR", str(tmp_path))
+    catalog = load_topic_catalog()
+    embedder = Embedder()  # its own: the process's embedder keeps what other tests embedded, untouched
+    stored_calls: list[int] = []
+
+    class Recording:
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            return embedder.encode(texts)
+
+        def encode_stored(self, texts):  # type: ignore[no-untyped-def]
+            stored_calls.append(len(texts))
+            return embedder.encode_stored(texts)
+
+    profile = "A 34-year-old nurse from Leeds, United Kingdom."
+    picked = [(t.id, o.id) for t in catalog.topics[::40] for o in t.options[:2]]
+    first = _Plausibility(catalog, Recording()).with_profiles({"p1": profile})
+    scores = [first.score("p1", topic, option) for topic, option in picked]
+    replies = sum(len(t.options) for t in catalog.topics)
+    assert stored_calls == [replies] and len(list(tmp_path.glob("embeddings-*.npy"))) == 1
+    profile_vector = embedder.encode([profile])[0]
+    assert scores == [round(float(embedder.encode([catalog.response(t, o)])[0] @ profile_vector), 3)
+                      for t, o in picked]
+
+    embedder.clear_cache()  # as in a new process: nothing embedded yet but the profile
+    embedder.encode([profile])
+    monkeypatch.setattr(embedder.model, "encode", lambda *a, **k: pytest.fail("replies embedded again"))
+    again = _Plausibility(catalog, Recording()).with_profiles({"p1": profile})
+    assert [again.score("p1", topic, option) for topic, option in picked] == scores

@@ -35,6 +35,12 @@ import numpy as np
 #: a lone short text ("", two tokens) came out 2e-7 off its value in a batch. Spare zero rows,
 #: never read, keep every pass on the one path.
 MIN_ROWS = 32
+#: Below this many token rows per thread, a float32 pass runs on one thread. With two threads the
+#: feed-forward output product (1,536 inputs) splits its sum between them for 57-192 rows, so a
+#: row's last bits depended on how many rows its batch had (1.4e-7: 2 of 200 texts moved, and 3
+#: of 8,550 stored answers in their sixth decimal). One thread sums each row whole, as the larger
+#: passes do with any thread count (``tests/test_minilm.py``).
+SPLIT_SUM_ROWS_PER_THREAD = 128
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -137,10 +143,21 @@ class MiniLM:
     def _layers_float32(self, x: Any, groups: list[tuple[int, Any]]) -> Any:
         """The encoder's layers in float32, exactly as sentence-transformers computes them."""
         import torch
-        import torch.nn.functional as F
 
         if x.shape[0] < MIN_ROWS:  # spare rows, never read: a tiny matrix takes another GEMM path
             x = torch.cat([x, x.new_zeros(MIN_ROWS - x.shape[0], x.shape[1])])
+        threads = torch.get_num_threads()
+        if threads > 1 and x.shape[0] < SPLIT_SUM_ROWS_PER_THREAD * threads:
+            torch.set_num_threads(1)  # a small pass: each row summed whole, as in a large one
+            try:
+                return self._float32_passes(x, groups)
+            finally:
+                torch.set_num_threads(threads)
+        return self._float32_passes(x, groups)
+
+    def _float32_passes(self, x: Any, groups: list[tuple[int, Any]]) -> Any:
+        import torch.nn.functional as F
+
         head_size = self.hidden_size // self.heads
         scale = 1.0 / math.sqrt(head_size)
         for n in range(self.layers):

@@ -50,7 +50,9 @@ def test_a_texts_vector_is_the_same_bits_in_any_batch_and_with_any_thread_count(
     """Nothing is padded, so neither the company a text is embedded in nor torch's threads move it:
     a store does not depend on what its process embedded before. In bfloat16 every product reduces
     over 384 values (the feed-forward layer in slices): reducing over 1536 at once gave a text
-    different bits in a batch of 117 tokens and one of 526, and with 1 or 2 threads."""
+    different bits in a batch of 117 tokens and one of 526, and with 1 or 2 threads. In float32 a
+    pass of 57-192 token rows split that sum between two threads: such passes run on one thread
+    (``SPLIT_SUM_ROWS_PER_THREAD``), so a text alone or in a small batch at two threads checks it."""
     import torch
 
     model = MiniLM(minilm_path, precision=precision)
@@ -62,9 +64,12 @@ def test_a_texts_vector_is_the_same_bits_in_any_batch_and_with_any_thread_count(
         torch.set_num_threads(2)
         together = model.encode(list(reversed(many)), batch_size=16)[::-1][::7]
         large = model.encode(many, batch_size=256)[::7]
+        alone_two_threads = np.stack([model.encode([t])[0] for t in many[::7]])
+        small_batches = np.concatenate([model.encode(many[start:start + 10]) for start in range(0, len(many), 10)])[::7]
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(alone, together) and np.array_equal(alone, large)
+    assert np.array_equal(alone, alone_two_threads) and np.array_equal(alone, small_batches)
 
 
 def test_the_embedder_loads_without_sentence_transformers_or_transformers():

@@ -52,6 +52,19 @@ def size_torch_threads(cores: float | None = None) -> int:
     return threads
 
 
+def stored_embeddings_file(model_path: str | Path, precision: str, texts: list[str]) -> Path:
+    """Where ``Embedder.encode_stored`` keeps these texts' vectors for this model and precision:
+    a name a process can check without loading the model."""
+    key = hashlib.blake2b(digest_size=12)
+    key.update(str(model_path).encode())
+    key.update(precision.encode())
+    for text in texts:
+        key.update(text.encode())
+        key.update(b"\0")
+    folder = Path(os.environ.get("PERSONASIM_CACHE_DIR") or Path.home() / ".cache" / "personasim")
+    return folder / f"embeddings-{key.hexdigest()}.npy"
+
+
 class Embedder:
     name = "minilm"
     #: Cached embeddings per process (1.5 KB each): enough for every memory line a reader revisits,
@@ -105,14 +118,8 @@ class Embedder:
         The file is named by a hash of the model and the texts, so a changed catalog or model is
         a new file; it is written whole under a temporary name, then renamed (safe for actors
         starting together). The folder is ``$PERSONASIM_CACHE_DIR`` or ``~/.cache/personasim``."""
-        key = hashlib.blake2b(digest_size=12)
-        key.update(str(self.model_path).encode())
-        key.update(self.model.precision.encode())
-        for text in texts:
-            key.update(text.encode())
-            key.update(b"\0")
-        folder = Path(os.environ.get("PERSONASIM_CACHE_DIR") or Path.home() / ".cache" / "personasim")
-        path = folder / f"embeddings-{key.hexdigest()}.npy"
+        path = stored_embeddings_file(self.model_path, self.model.precision, texts)
+        folder = path.parent
         try:
             vectors = np.load(path)
             if vectors.shape == (len(texts), self.dimension):

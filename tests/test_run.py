@@ -312,3 +312,38 @@ def test_a_run_with_the_bfloat16_embedder_embeds_and_answers_with_it(ray_session
     config = json.loads(con.execute("SELECT config_json FROM runs").fetchone()[0])
     con.close()
     assert summary.questions > 0 and models == {"minilm-bf16"} and config["embedder"] == "minilm-bf16"
+
+
+def test_the_driver_embeds_the_topic_descriptors_once_per_machine_before_the_actors_start(tmp_path, monkeypatch):
+    """On a machine's first run every shard actor embedded the 12,000 topic descriptors at the same
+    time: the driver now does it first, through the embedder's disk store, which the actors read;
+    with the file there it only checks its name. The static model has no disk store."""
+    import numpy as np
+
+    from personasim import api
+    from personasim.agents.embedding import Embedder, stored_embeddings_file
+    from personasim.agents.memory.topics import TopicIndex
+
+    monkeypatch.setenv("PERSONASIM_CACHE_DIR", str(tmp_path))
+    embedder = Embedder()
+    texts = ["I love ballet.", "Budget travel, hostels and night trains."]
+    embedder.encode_stored(texts)  # the file the driver checks is the one encode_stored writes
+    assert stored_embeddings_file(embedder.model_path, "float32", texts).exists()
+    assert not stored_embeddings_file(embedder.model_path, "bfloat16", texts).exists()
+
+    embedded: list[list[str]] = []
+
+    class Recording:
+        def encode_stored(self, texts):  # type: ignore[no-untyped-def]
+            embedded.append(texts)
+            np.save(stored_embeddings_file(embedder.model_path, "float32", texts), np.zeros((len(texts), 384)))
+
+    monkeypatch.setattr(api, "default_embedder", Recording)
+    config = build_config(users=2, sessions=1)
+    api._prepare_topic_vectors(config)
+    descriptors = TopicIndex(load_topic_catalog(), embedder=None,
+                             advice=config.memory.settings.forget_topic_advice).fixed_texts[0]
+    assert embedded == [descriptors] and len(descriptors) > 10_000
+    api._prepare_topic_vectors(config)  # stored now: nothing embedded
+    api._prepare_topic_vectors(build_config(users=2, sessions=1, base={"embedder": "minilm-static"}))
+    assert embedded == [descriptors]

@@ -145,6 +145,12 @@ class TopicIndex:
         self._lock = threading.Lock()
         self._scores: dict[str, np.ndarray] = {}
 
+    @property
+    def fixed_texts(self) -> tuple[list[str], list[str]]:
+        """The two text sets the index embeds whole, through the embedder's disk store: the topic
+        descriptors and the topic names, labels and keywords."""
+        return self._descriptors, self._name_texts
+
     # -- vectors, once ----------------------------------------------------------------------
     def _ensure(self) -> np.ndarray:
         """The descriptor vectors, centred on their mean: every sentence shares a first-person

@@ -65,13 +65,6 @@ def stored_embeddings_file(model_path: str | Path, precision: str, texts: list[s
     return folder / f"embeddings-{key.hexdigest()}.npy"
 
 
-def encode_through_store(embedder: Any, texts: list[str]) -> np.ndarray:
-    """``embedder.encode_stored(texts)`` where the embedder has a disk store, else ``encode``
-    (test doubles, and encoders from elsewhere, may have only ``encode``)."""
-    stored = getattr(embedder, "encode_stored", None)
-    return stored(texts) if stored is not None else embedder.encode(texts)
-
-
 class Embedder:
     name = "minilm"
     #: Cached embeddings per process (1.5 KB each): enough for every memory line a reader revisits,

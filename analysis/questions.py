@@ -234,9 +234,8 @@ class _Plausibility:
     def _embed_replies(self) -> None:
         pairs = [(t.id, o.id) for t in self.catalog.topics for o in t.options]
         texts = [self.catalog.response(topic, option) for topic, option in pairs]
-        from personasim.agents.embedding import encode_through_store
-
-        vectors = encode_through_store(self.embedder, texts)
+        stored = getattr(self.embedder, "encode_stored", None)  # test doubles may have no store
+        vectors = stored(texts) if stored is not None else self.embedder.encode(texts)
         for (topic, option), vector in zip(pairs, vectors, strict=True):
             self._replies.setdefault(topic, {})[option] = vector
 

@@ -176,9 +176,9 @@ class TopicIndex:
             return self._name_vectors
 
     def _encode_stored(self, texts: list[str]) -> np.ndarray:
-        from personasim.agents.embedding import encode_through_store
-
-        return encode_through_store(self.embedder, texts)
+        """Through the embedder's disk store when it has one (test doubles may not)."""
+        stored = getattr(self.embedder, "encode_stored", None)
+        return stored(texts) if stored is not None else self.embedder.encode(texts)
 
     @staticmethod
     def _centre(vectors: np.ndarray, center: np.ndarray) -> np.ndarray:

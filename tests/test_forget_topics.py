@@ -130,6 +130,42 @@ def test_agentic_memory_forgets_what_is_still_pending(index):
     assert "cucumber" not in text and "Rust side project" in text
 
 
+class _RecordingClient(ScriptedChatCompletionClient):
+    """The scripted client, keeping each request it was sent: what an LLM writer would read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[str] = []
+
+    async def create(self, messages, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.requests += [m.content for m in messages if isinstance(m.content, str)]
+        return await super().create(messages, *args, **kwargs)
+
+
+def test_a_pending_reply_goes_when_one_of_its_sentences_is_about_the_subject(index):
+    """The chatbot's replies are judged by sentence: a long task reply as a whole is far from a
+    one-word subject (0.21 here), the sentence about it is not (0.46). The topic rule is off, so
+    similarity alone decides."""
+    cat = "Your cat can nap on the warm windowsill while you work."
+    plan = ["Here is a plan for your week of deep work.", "Block the mornings for writing and keep meetings "
+            "after lunch.", "Put your phone in another room during focus blocks."]
+    about_cat = " ".join([*plan, cat, "Review what you finished every Friday afternoon."])
+    other = " ".join(plan)
+    embedder = default_embedder()
+    subject = forget_subject("Please forget what I told you about my cat.")
+    assert float(embedder.encode([about_cat])[0] @ embedder.encode([subject])[0]) < 0.35  # the case in point
+
+    client = _RecordingClient()
+    memory = create_memory("agentic", MemorySettings(forget_topic_k=0), client)
+    _run(memory, [[("user", RUST), ("assistant", about_cat), ("assistant", other),
+                   ("user", "Please forget what I told you about my cat.")]])
+    transcript = client.requests[-1]
+    assert "windowsill" not in transcript, "the reply with a sentence about the cat reached the rewrite"
+    assert other in transcript and "Rust side project" in transcript
+    assert memory.forget_mask([about_cat, other], subject, by_sentence=True) == [True, False]
+    assert memory.forget_mask([about_cat, other], subject) == [False, False]
+
+
 def test_raw_messages_are_forgotten_when_one_sentence_is_about_the_topic(index):
     picnic = f"Can you help me plan a picnic for Saturday? {LIME} What should I pack?"
     memory = _run(_memory("full_history_forgetting"), [[("user", picnic), ("assistant", "Sure."), ("user", RUST)],

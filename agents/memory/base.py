@@ -37,7 +37,7 @@ from autogen_core.model_context import ChatCompletionContext
 from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
 from pydantic import BaseModel, ConfigDict, Field
 
-from personasim.agents.memory.topics import TopicIndex, item_text, topic_index
+from personasim.agents.memory.topics import TopicIndex, item_sentences, item_text, topic_index
 from personasim.agents.tokens import count_tokens
 
 REDACTED = "[REDACTED]"
@@ -214,18 +214,32 @@ class PersonaMemory(Memory):
             self._topic_index = topic_index(self.embedder, advice=self.settings.forget_topic_advice)
         return self._topic_index
 
-    def forget_mask(self, texts: list[str], subject: str) -> list[bool]:
+    def forget_mask(self, texts: list[str], subject: str, by_sentence: bool = False) -> list[bool]:
         """Which of ``texts`` (items, or pending messages) are about ``subject``.
 
         Either similar to it (cosine >= ``forget_threshold``, tags and role prefix stripped), or,
         when the subject is a catalog topic, about that topic (``TopicIndex.about``): a note that
         says "a tall glass of chilled bubbly mineral water" is never close to "drinks", yet drinks
-        is among its most likely topics."""
+        is among its most likely topics.
+
+        ``by_sentence``: similarity is judged per sentence (a text goes when one of its sentences
+        is similar), for the chatbot's replies. A 80-400 token task reply as a whole is almost
+        never close to a one-word subject, even when one of its sentences is ("Since you like
+        espresso, ..."), and embedding it whole was half of forgetting's MiniLM time; its
+        sentences are embedded for the topic rule anyway, and come from finite banks (cached)."""
         if not texts:
             return []
-        bare = [item_text(t) or t for t in texts]
-        similarity = self.embedder.encode(bare) @ self.embedder.encode([subject])[0]
-        doomed = [bool(s >= self.settings.forget_threshold) for s in similarity]
+        subject_vector = self.embedder.encode([subject])[0]
+        threshold = self.settings.forget_threshold
+        if by_sentence:
+            owner, parts = item_sentences(texts)
+            doomed = [False] * len(texts)
+            if parts:
+                for i, s in zip(owner, self.embedder.encode(parts) @ subject_vector, strict=True):
+                    doomed[i] = doomed[i] or bool(s >= threshold)
+        else:
+            bare = [item_text(t) or t for t in texts]
+            doomed = [bool(s >= threshold) for s in self.embedder.encode(bare) @ subject_vector]
         if self.settings.forget_topic_k > 0:
             topics = self.topic_index.resolve(subject).topics
             if topics:

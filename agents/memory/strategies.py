@@ -360,11 +360,18 @@ class AgenticMemory(PersonaMemory):
         self._text = "\n".join(line for i, line in enumerate(self.items()) if i not in indices)
 
     def forget(self, subject: str) -> set[int]:
-        # what is still pending (this session) is forgotten too, before it reaches the rewrite
-        # by the same rule as the notes (similar to the subject, or about its catalog topic)
+        # what is still pending (this session) is forgotten too, before it reaches the rewrite,
+        # by the same rule as the notes (similar to the subject, or about its catalog topic); the
+        # chatbot's replies by their sentences (``forget_mask``'s ``by_sentence``)
         if self._pending:
-            doomed = self.forget_mask(self._pending, subject)
-            self._pending = [p for p, gone in zip(self._pending, doomed, strict=True) if not gone]
+            pending = self._pending
+            said = [i for i, p in enumerate(pending) if p.startswith("user: ")]
+            replies = [i for i, p in enumerate(pending) if not p.startswith("user: ")]
+            doomed: set[int] = set()
+            for positions, by_sentence in ((said, False), (replies, True)):
+                mask = self.forget_mask([pending[i] for i in positions], subject, by_sentence=by_sentence)
+                doomed.update(i for i, gone in zip(positions, mask, strict=True) if gone)
+            self._pending = [p for i, p in enumerate(pending) if i not in doomed]
         return super().forget(subject)
 
     async def clear(self) -> None:

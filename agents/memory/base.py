@@ -223,10 +223,11 @@ class PersonaMemory(Memory):
         is among its most likely topics.
 
         ``by_sentence``: similarity is judged per sentence (a text goes when one of its sentences
-        is similar), for the chatbot's replies. A 80-400 token task reply as a whole is almost
+        is similar), for the chatbot's replies. An 80-400 token task reply as a whole is almost
         never close to a one-word subject, even when one of its sentences is ("Since you like
         espresso, ..."), and embedding it whole was half of forgetting's MiniLM time; its
-        sentences are embedded for the topic rule anyway, and come from finite banks (cached)."""
+        sentences are embedded for the topic rule anyway, and many recur (the world's reply
+        points), so the process's cache often has them."""
         if not texts:
             return []
         subject_vector = self.embedder.encode([subject])[0]
